@@ -1,0 +1,485 @@
+"""The Python API: one function per command, each taking a frozen request.
+
+This is where sources, bases, the math and adapter files meet. It prints nothing: progress and warnings
+go through an `Events` object the caller supplies (the CLI's shows rich progress bars).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from . import __version__
+from .adapter import (
+    LoraAdapter,
+    LoraModule,
+    base_weight_key,
+    check_module_matches_base,
+    copy_adapter_files,
+    read_adapter,
+)
+from .atomic import atomic_folder, check_destination
+from .bases import BasisProvider, EstimatingProvider, FolderProvider, Target
+from .cache import BasisCache, SubspaceFolder, default_cache_dir, write_subspace_folder
+from .correction import CorrectionParams, decompose_update, measure_correction
+from .errors import CsuloraError, ShapeMismatchError, UsageError
+from .methods import get_method
+from .report import REPORT_FILE, AdapterReport, ModuleReport
+from .sources import open_source
+from .subspace import EstimationParams, SubspaceBasis
+
+
+class Events(Protocol):
+    def warn(self, message: str) -> None: ...
+
+    def start(self, description: str, total: int) -> Callable[[], None]:
+        """Begin a task of `total` steps; returns the function that advances it by one."""
+        ...
+
+
+class SilentEvents:
+    def warn(self, message: str) -> None:
+        pass
+
+    def start(self, description: str, total: int) -> Callable[[], None]:
+        return lambda: None
+
+
+@dataclass(frozen=True)
+class SubspaceSpec:
+    """Where bases come from: a subspace folder, or a base/aligned pair estimated through the cache."""
+
+    subspace: Path | None = None
+    base: str | None = None
+    aligned: str | None = None
+    estimation: EstimationParams = EstimationParams()
+    energy: float = 0.99
+    cache_dir: Path | None = None
+    device: str = "auto"
+
+    @property
+    def given(self) -> bool:
+        return self.subspace is not None or self.base is not None
+
+
+@dataclass(frozen=True)
+class EstimateRequest:
+    base: str
+    aligned: str
+    modules: str | None = None  # regex over base keys
+    adapter: Path | None = None
+    estimation: EstimationParams = EstimationParams()
+    energy: float = 0.99
+    cache_dir: Path | None = None
+    device: str = "auto"
+    out: Path | None = None
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class ModuleSubspace:
+    target: Target
+    stored_rank: int
+    rank: int  # k at the requested energy
+    captured_energy: float
+    displacement_energy: float
+    has_signal: bool
+    from_cache: bool
+
+
+@dataclass(frozen=True)
+class EstimateResult:
+    location: str
+    modules: list[ModuleSubspace]
+
+
+@dataclass(frozen=True)
+class CorrectRequest:
+    adapters: tuple[Path, ...]
+    out: Path | None
+    subspace: SubspaceSpec
+    method: str = "csulora"
+    correction: CorrectionParams = CorrectionParams()
+    dry_run: bool = False
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class InspectRequest:
+    adapter: Path
+    subspace: SubspaceSpec = SubspaceSpec()
+    method: str = "csulora"
+    correction: CorrectionParams = CorrectionParams()
+    fail_above: float | None = None
+
+
+@dataclass(frozen=True)
+class ModuleSummary:
+    """What `inspect` shows without a subspace."""
+
+    module: str
+    kind: str
+    shape: tuple[int, int]
+    rank: int
+    alpha: float
+    scale: float
+    update_energy: float
+    top_singular_value: float
+
+
+@dataclass(frozen=True)
+class InspectResult:
+    summaries: list[ModuleSummary] = field(default_factory=list)
+    report: AdapterReport | None = None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("CUDA was asked for but torch sees no CUDA device", where="--device")
+    if name not in ("cpu", "cuda"):
+        raise UsageError(f"unknown device {name!r}; choose cpu, cuda or auto", where="--device")
+    return torch.device(name)
+
+
+# Checkpoint keys whose weights are stored (in, out) or (num_embeddings, dim), when no adapter says so.
+_EMBEDDING_KEY = re.compile(r"(embed|\bwte\b|\bwpe\b)")
+_GPT2_CONV1D_KEY = re.compile(r"\.(c_attn|c_proj|c_fc)\.weight$")
+
+
+def _guess_transposed(key: str, model_type: str | None) -> bool:
+    if _EMBEDDING_KEY.search(key):
+        return True
+    return model_type == "gpt2" and bool(_GPT2_CONV1D_KEY.search(key))
+
+
+def _model_type(spec: str) -> str | None:
+    try:
+        return json.loads((Path(spec) / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def estimate_subspace(request: EstimateRequest, events: Events = SilentEvents()) -> EstimateResult:
+    _check_estimation(request.estimation, request.energy)
+    if request.out is not None:
+        check_destination(request.out, request.overwrite)
+    cache_dir = request.cache_dir or default_cache_dir()
+    provider = _estimating_provider(request.base, request.aligned, request.estimation, cache_dir,
+                                    resolve_device(request.device), events)
+    if request.adapter is not None:
+        adapter = read_adapter(request.adapter)
+        targets = list(dict.fromkeys(_targets_for(adapter, provider).values()))
+    else:
+        targets = _targets_by_name(provider, request.modules, _model_type(request.base))
+    if not targets:
+        raise CsuloraError("no 2-D weights match", where="--modules" if request.modules else request.base)
+    advance = events.start("estimating subspaces", len(targets))
+    modules, estimated = [], []
+    for target, basis, from_cache in provider.bases(targets):
+        modules.append(_module_subspace(target, basis, request.energy, from_cache))
+        estimated.append((provider.request(target), basis))
+        advance()
+    location = str(cache_dir)
+    if request.out is not None:
+        sources = {"base": provider.base.describe(), "aligned": provider.aligned.describe()}
+        with atomic_folder(request.out, request.overwrite) as folder:
+            write_subspace_folder(folder, estimated, sources)
+        location = str(request.out)
+    return EstimateResult(location=location, modules=modules)
+
+
+def _module_subspace(target: Target, basis: SubspaceBasis, energy: float, from_cache: bool) -> ModuleSubspace:
+    selected = basis.select(energy)
+    return ModuleSubspace(
+        target=target,
+        stored_rank=basis.basis.shape[1],
+        rank=selected.rank,
+        captured_energy=selected.captured_energy,
+        displacement_energy=basis.total_energy,
+        has_signal=basis.has_signal,
+        from_cache=from_cache,
+    )
+
+
+def _targets_by_name(provider: EstimatingProvider, pattern: str | None, model_type: str | None) -> list[Target]:
+    try:
+        regex = re.compile(pattern) if pattern else None
+    except re.error as error:
+        raise UsageError(f"not a valid regular expression ({error})", where="--modules") from None
+    aligned_keys = set(provider.aligned.keys())
+    targets = []
+    for key in provider.base.keys():
+        if regex is not None and not regex.search(key):
+            continue
+        if key not in aligned_keys or len(provider.base.entry(key).shape) != 2:
+            continue
+        if regex is None and provider.base.entry(key).dtype not in ("F32", "F16", "BF16", "F64"):
+            continue
+        targets.append(Target(key, _guess_transposed(key, model_type)))
+    return targets
+
+
+def _estimating_provider(base: str, aligned: str, params: EstimationParams, cache_dir: Path,
+                         device: torch.device, events: Events) -> EstimatingProvider:
+    cache = BasisCache(cache_dir, events.warn)
+    return EstimatingProvider(
+        open_source(base, digest_memo_dir=cache.digest_memo_dir),
+        open_source(aligned, digest_memo_dir=cache.digest_memo_dir),
+        cache,
+        params,
+        device,
+    )
+
+
+def _provider(spec: SubspaceSpec, adapters: list[LoraAdapter], events: Events) -> BasisProvider:
+    device = resolve_device(spec.device)
+    if spec.subspace is not None:
+        if spec.base is not None or spec.aligned is not None:
+            raise UsageError("give either --subspace or --base/--aligned, not both", where="--subspace")
+        return FolderProvider(SubspaceFolder(spec.subspace), device)
+    if spec.base is None:
+        raise UsageError("a subspace is needed: pass --subspace DIR or --base BASE", where="--base")
+    _check_estimation(spec.estimation, spec.energy)
+    aligned = spec.aligned or _aligned_from_adapters(adapters)
+    return _estimating_provider(spec.base, aligned, spec.estimation, spec.cache_dir or default_cache_dir(),
+                                device, events)
+
+
+def _aligned_from_adapters(adapters: list[LoraAdapter]) -> str:
+    names = {adapter.config.get("base_model_name_or_path") for adapter in adapters}
+    if len(names) != 1 or None in names or not all(isinstance(n, str) and n for n in names):
+        raise UsageError(
+            "the adapters do not name one common base_model_name_or_path; pass the aligned model",
+            where="--aligned",
+        )
+    return names.pop()
+
+
+def _check_estimation(params: EstimationParams, energy: float) -> None:
+    if params.max_rank < 1:
+        raise UsageError(f"must be at least 1, got {params.max_rank}", where="--rank")
+    if not 0.0 < energy <= 1.0:
+        raise UsageError(f"must be in (0, 1], got {energy}", where="--energy")
+
+
+def _check_correction(params: CorrectionParams) -> None:
+    if not params.lambda_ >= 0.0:  # also refuses NaN
+        raise UsageError(f"must be >= 0, got {params.lambda_}", where="--lambda")
+    if not 0.0 <= params.eps <= 1.0:
+        raise UsageError(f"must be in [0, 1], got {params.eps}", where="--eps")
+
+
+def _targets_for(adapter: LoraAdapter, provider: BasisProvider) -> dict[str, Target]:
+    """Map each adapter module to the base weight it updates, checking shapes on the way."""
+    keys = provider.keys()
+    targets = {}
+    for module in adapter.modules:
+        try:
+            key = base_weight_key(module, keys)
+        except CsuloraError as error:
+            raise type(error)(error.message, where=str(adapter.weights_path)) from None
+        stored = provider.stored_shape(key)
+        target = Target(key, module.kind.stored_transposed)
+        if stored is not None:
+            check_module_matches_base(module, stored, key)
+        else:
+            out_features = provider.out_features(target)
+            if out_features is not None and out_features != module.out_features:
+                raise ShapeMismatchError(
+                    f"adapter module {module.name} has {module.out_features} outputs but the subspace basis "
+                    f"has {out_features}",
+                    where=key,
+                )
+        targets[module.name] = target
+    return targets
+
+
+def _destinations(adapters: list[LoraAdapter], out: Path) -> list[Path]:
+    if len(adapters) == 1:
+        return [out]
+    names = [adapter.folder.resolve().name for adapter in adapters]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise UsageError(f"several adapters share the folder name {duplicates[0]!r}; outputs would collide",
+                         where="ADAPTER")
+    return [out / name for name in names]
+
+
+def _check_destinations(out: Path, destinations: list[Path], overwrite: bool) -> None:
+    """Refuse before any work: an existing output without --overwrite, or a folder we cannot write."""
+    if len(destinations) == 1:
+        check_destination(destinations[0], overwrite)
+    elif not out.exists():
+        check_destination(out, overwrite=False)
+    elif not out.is_dir():
+        raise CsuloraError("output exists and is not a folder", where=str(out))
+    else:
+        for destination in destinations:
+            check_destination(destination, overwrite)
+
+
+def correct(request: CorrectRequest, events: Events = SilentEvents()) -> list[AdapterReport]:
+    """Correct every adapter; with several, each basis is loaded or estimated once for all of them."""
+    if not request.adapters:
+        raise UsageError("give at least one adapter folder", where="ADAPTER")
+    if request.out is None and not request.dry_run:
+        raise UsageError("an output folder is needed (or --dry-run)", where="--out")
+    method = get_method(request.method)
+    _check_correction(request.correction)
+    adapters = [read_adapter(path) for path in request.adapters]
+    destinations = _destinations(adapters, request.out) if request.out is not None else [None] * len(adapters)
+    if not request.dry_run:
+        _check_destinations(request.out, destinations, request.overwrite)
+    provider = _provider(request.subspace, adapters, events)
+    reports = _run_corrections(adapters, destinations, provider, method, request, events)
+    if request.dry_run:
+        return [report for report, _ in reports]
+    if len(adapters) > 1:
+        request.out.mkdir(parents=True, exist_ok=True)
+    advance = events.start("writing adapters", len(adapters))
+    for adapter, destination, (report, corrected_b) in zip(adapters, destinations, reports, strict=True):
+        with atomic_folder(destination, request.overwrite) as folder:
+            copy_adapter_files(adapter, folder, corrected_b)
+            (folder / "README.md").write_text(_provenance(adapter, report))
+            (folder / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        advance()
+    return [report for report, _ in reports]
+
+
+def _run_corrections(adapters, destinations, provider, method, request: CorrectRequest, events: Events):
+    """Returns, per adapter, its report and the B tensors to replace (key -> tensor in stored dtype)."""
+    spec = request.subspace
+    targets_per_adapter = [_targets_for(adapter, provider) for adapter in adapters]
+    users: dict[Target, list[tuple[int, LoraModule]]] = {}
+    for index, (adapter, targets) in enumerate(zip(adapters, targets_per_adapter, strict=True)):
+        for module in adapter.modules:
+            users.setdefault(targets[module.name], []).append((index, module))
+    module_reports: list[dict[str, ModuleReport]] = [{} for _ in adapters]
+    corrected: list[dict] = [{} for _ in adapters]
+    advance = events.start("correcting modules", len(users))
+    for target, basis, _ in provider.bases(list(users)):
+        subspace = basis.select(spec.energy, spec.estimation.max_rank)
+        for index, module in users[target]:
+            report, new_b = _correct_module(module, target, subspace, method, request.correction, basis)
+            module_reports[index][module.name] = report
+            if new_b is not None:
+                corrected[index][module.b_key] = new_b
+        advance()
+    method_record = {"name": method.name, "params": method.parameters(request.correction),
+                     "reference": method.reference_url}
+    subspace_record = dict(provider.describe(), energy=spec.energy, max_rank=spec.estimation.max_rank)
+    results = []
+    for index, adapter in enumerate(adapters):
+        ordered = [module_reports[index][module.name] for module in adapter.modules]
+        destination = destinations[index]
+        report = AdapterReport(
+            adapter=str(adapter.folder.resolve()),
+            output=None if destination is None or request.dry_run else str(destination.resolve()),
+            method=method_record,
+            subspace=subspace_record,
+            modules=ordered,
+        )
+        results.append((report, corrected[index]))
+    return results
+
+
+def _correct_module(module: LoraModule, target: Target, subspace, method, params: CorrectionParams,
+                    basis: SubspaceBasis) -> tuple[ModuleReport, torch.Tensor | None]:
+    device = subspace.basis.device
+    lora_b = module.lora_b.to(device, torch.float32)
+    lora_a = module.lora_a.to(device, torch.float32)
+    if not (torch.isfinite(lora_b).all() and torch.isfinite(lora_a).all()):
+        raise CsuloraError("adapter tensor holds NaN or Inf values", where=module.b_key)
+    update = decompose_update(lora_b, lora_a, module.scale.value)
+    if not subspace.has_signal:
+        status, note, new_b = "no_signal", "base and aligned weights do not differ: update left unchanged", None
+    elif method.name == "none":
+        status, note, new_b = "unchanged", "", None
+    else:
+        # Measured on what is written: B' rounded to the adapter's dtype, not the float32 intermediate.
+        new_b = method.corrected_b(update, subspace, params).to(module.lora_b.dtype).cpu()
+        status, note = "corrected", ""
+    effective_b = lora_b if new_b is None else new_b.to(device, torch.float32)
+    figures = measure_correction(update, effective_b, subspace, params.eps)
+    report = ModuleReport(
+        module=module.name,
+        base_key=target.base_key,
+        kind=module.kind.value,
+        shape=(module.out_features, module.in_features),
+        rank=module.scale.rank,
+        alpha=module.scale.alpha,
+        scale=module.scale.value,
+        status=status,
+        subspace_rank=subspace.rank,
+        captured_energy=subspace.captured_energy,
+        displacement_energy=basis.total_energy,
+        figures=figures,
+        note=note,
+    )
+    return report, new_b
+
+
+def _provenance(adapter: LoraAdapter, report: AdapterReport) -> str:
+    method = report.method
+    params = ", ".join(f"{key}={value}" for key, value in method["params"].items()) or "none"
+    lines = [
+        "# Corrected LoRA adapter",
+        "",
+        f"Made by csulora {__version__} from `{adapter.folder.resolve()}`.",
+        "",
+        f"- method: `{method['name']}` ({params})" + (f", {method['reference']}" if method["reference"] else ""),
+        f"- subspace: {json.dumps(report.subspace, sort_keys=True)}",
+        f"- off-subspace energy before: {report.totals.off_subspace_fraction:.4f}; "
+        f"energy removed: {report.totals.attenuation_fraction:.4f}; cosine to the original: {report.totals.cosine:.4f}",
+        "",
+        "Only `lora_B` / `lora_embedding_B` tensors were changed; `adapter_config.json` and every other tensor",
+        f"are the original's. Per-module figures: `{REPORT_FILE}`.",
+    ]
+    original = adapter.folder / "README.md"
+    if original.is_file():
+        lines += ["", "---", "", "The original adapter's README follows.", "", original.read_text(errors="replace")]
+    return "\n".join(lines) + "\n"
+
+
+def inspect(request: InspectRequest, events: Events = SilentEvents()) -> InspectResult:
+    if request.fail_above is not None and not 0.0 <= request.fail_above <= 1.0:
+        raise UsageError(f"must be in [0, 1], got {request.fail_above}", where="--fail-above")
+    adapter = read_adapter(request.adapter)
+    if not request.subspace.given:
+        if request.fail_above is not None:
+            raise UsageError("needs a subspace: pass --subspace DIR or --base BASE", where="--fail-above")
+        return InspectResult(summaries=[_summary(module) for module in adapter.modules])
+    reports = correct(
+        CorrectRequest(
+            adapters=(request.adapter,),
+            out=None,
+            subspace=request.subspace,
+            method=request.method,
+            correction=request.correction,
+            dry_run=True,
+        ),
+        events,
+    )
+    return InspectResult(report=reports[0])
+
+
+def _summary(module: LoraModule) -> ModuleSummary:
+    update = decompose_update(module.lora_b.to(torch.float32), module.lora_a.to(torch.float32), module.scale.value)
+    return ModuleSummary(
+        module=module.name,
+        kind=module.kind.value,
+        shape=(module.out_features, module.in_features),
+        rank=module.scale.rank,
+        alpha=module.scale.alpha,
+        scale=module.scale.value,
+        update_energy=float(update.sigma.double().square().sum()),
+        top_singular_value=float(update.sigma.max()) if update.sigma.numel() else 0.0,
+    )

@@ -1,0 +1,103 @@
+"""Output folders that appear whole or not at all.
+
+Everything is written into a hidden temporary sibling of the destination, fsynced, then renamed into
+place; on any error or SIGINT/SIGTERM the temporary folder is removed. A SIGKILL can leave only a
+hidden `.csulora-tmp-*` folder behind, never a folder under the destination's name.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import CsuloraError, OutputExistsError
+
+TEMP_PREFIX = ".csulora-tmp-"
+
+
+def check_destination(destination: Path, overwrite: bool) -> None:
+    """Fail before any work when the destination exists (without --overwrite) or cannot be written."""
+    if destination.exists() and not overwrite:
+        raise OutputExistsError("output already exists", where=str(destination), hint="pass --overwrite to replace it")
+    if destination.exists() and not destination.is_dir():
+        raise CsuloraError("output exists and is not a folder", where=str(destination))
+    parent = destination.parent
+    if not parent.is_dir():
+        raise CsuloraError("parent folder of the output does not exist", where=str(parent))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CsuloraError("cannot write here (permission denied)", where=str(parent))
+
+
+@contextmanager
+def atomic_folder(destination: Path, overwrite: bool) -> Iterator[Path]:
+    """Yield an empty temporary folder; on success it replaces `destination` in one rename."""
+    check_destination(destination, overwrite)
+    try:
+        temporary = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=destination.parent))
+    except OSError as error:
+        raise CsuloraError(f"cannot create a folder here ({error.strerror})", where=str(destination.parent)) from None
+    with _cleanup_on_signal(temporary):
+        try:
+            yield temporary
+            _fsync_tree(temporary)
+            _replace(temporary, destination, overwrite)
+        except BaseException:
+            shutil.rmtree(temporary, ignore_errors=True)
+            raise
+
+
+def _replace(temporary: Path, destination: Path, overwrite: bool) -> None:
+    if destination.exists():
+        if not overwrite:  # appeared while we worked: never clobber it
+            raise OutputExistsError("output appeared while writing", where=str(destination))
+        retired = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX + "old-", dir=destination.parent))
+        os.replace(destination, retired / destination.name)
+        os.replace(temporary, destination)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(temporary, destination)
+    _fsync_dir(destination.parent)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass  # some filesystems do not support fsync on directories
+    finally:
+        os.close(descriptor)
+
+
+@contextmanager
+def _cleanup_on_signal(temporary: Path) -> Iterator[None]:
+    """Turn SIGTERM into an exception while writing, so the `except` above removes the folder."""
+
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupted)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

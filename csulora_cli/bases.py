@@ -1,0 +1,177 @@
+"""Where bases come from at run time: estimated from two sources (through the cache), or a subspace folder.
+
+Both providers answer the same questions (which keys exist, what shape, the basis of a module), so
+`api.py` never learns which one it is talking to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from .cache import BasisCache, BasisRequest, SubspaceFolder
+from .errors import CsuloraError, MissingTensorError, ShapeMismatchError
+from .sources import TensorSource
+from .subspace import EstimationParams, SubspaceBasis, estimate_basis, frobenius_energy
+
+
+@dataclass(frozen=True)
+class Target:
+    """One basis to obtain: a base weight key and whether it is transposed to output-space form."""
+
+    base_key: str
+    transposed: bool
+
+
+class BasisProvider(Protocol):
+    def keys(self) -> set[str]: ...
+
+    def out_features(self, target: Target) -> int | None:
+        """m of the module in output-space form, where known before loading; None if unknown."""
+        ...
+
+    def stored_shape(self, base_key: str) -> tuple[int, ...] | None: ...
+
+    def bases(self, targets: list[Target]) -> Iterator[tuple[Target, SubspaceBasis, bool]]:
+        """Yield (target, basis, from_cache) in the order given."""
+        ...
+
+    def describe(self) -> dict: ...
+
+
+class EstimatingProvider:
+    """Bases from a base/aligned pair: looked up in the cache, estimated and stored on a miss."""
+
+    def __init__(
+        self,
+        base: TensorSource,
+        aligned: TensorSource,
+        cache: BasisCache,
+        params: EstimationParams,
+        device: torch.device,
+        on_module: Callable[[str], None] = lambda label: None,
+    ):
+        self.base = base
+        self.aligned = aligned
+        self.cache = cache
+        self.params = params
+        self.device = device
+        self.on_module = on_module
+        self._base_keys = set(base.keys())
+
+    def keys(self) -> set[str]:
+        return self._base_keys
+
+    def stored_shape(self, base_key: str) -> tuple[int, ...] | None:
+        return self.base.entry(base_key).shape
+
+    def out_features(self, target: Target) -> int | None:
+        shape = self.stored_shape(target.base_key)
+        return shape[1] if target.transposed else shape[0]
+
+    def check(self, targets: list[Target]) -> None:
+        """Fail before any heavy work when a weight is missing or base and aligned disagree."""
+        for target in targets:
+            base_entry = self.base.entry(target.base_key)
+            try:
+                aligned_entry = self.aligned.entry(target.base_key)
+            except MissingTensorError:
+                raise MissingTensorError(
+                    f"tensor {target.base_key} is in the base but not in the aligned model", where=self.aligned.name
+                ) from None
+            if base_entry.shape != aligned_entry.shape:
+                raise ShapeMismatchError(
+                    f"base has shape {list(base_entry.shape)} but aligned has {list(aligned_entry.shape)}",
+                    where=target.base_key,
+                )
+            if len(base_entry.shape) != 2:
+                raise ShapeMismatchError(f"expected a 2-D weight, got shape {list(base_entry.shape)}", where=target.base_key)
+            base_entry.torch_dtype  # refuse integer / fp8 weights by name before reading
+            aligned_entry.torch_dtype
+
+    def request(self, target: Target) -> BasisRequest:
+        return BasisRequest(
+            base_key=target.base_key,
+            transposed=target.transposed,
+            base_content=self.base.content_id(target.base_key),
+            aligned_content=self.aligned.content_id(target.base_key),
+            params=self.params,
+        )
+
+    def bases(self, targets: list[Target]) -> Iterator[tuple[Target, SubspaceBasis, bool]]:
+        self.check(targets)
+        for target in targets:
+            request = self.request(target)
+            basis = self.cache.load(request)
+            if basis is not None:
+                yield target, _on_device(basis, self.device), True
+                continue
+            self.on_module(target.base_key)
+            basis = self._estimate(target)
+            self.cache.save(request, basis)
+            yield target, basis, False
+
+    def _estimate(self, target: Target) -> SubspaceBasis:
+        base_weight = self.base.read(target.base_key).to(self.device, torch.float32)
+        displacement = self.aligned.read(target.base_key).to(self.device, torch.float32)
+        displacement -= base_weight  # in place: one (m, n) float32 buffer besides the base weight
+        _check_finite(base_weight, target.base_key, self.base.name)
+        _check_finite(displacement, target.base_key, self.aligned.name)
+        reference_energy = frobenius_energy(base_weight)
+        del base_weight
+        if target.transposed:
+            displacement = displacement.T
+        return estimate_basis(displacement, self.params, reference_energy=reference_energy)
+
+    def describe(self) -> dict:
+        return {
+            "base": self.base.describe(),
+            "aligned": self.aligned.describe(),
+            "estimation": self.params.as_dict(),
+            "cache": str(self.cache.directory),
+        }
+
+
+def _on_device(basis: SubspaceBasis, device: torch.device) -> SubspaceBasis:
+    return SubspaceBasis(
+        basis.basis.to(device), basis.singular_values.to(device), basis.total_energy, basis.reference_energy
+    )
+
+
+def _check_finite(tensor: torch.Tensor, key: str, source: str) -> None:
+    if not torch.isfinite(tensor).all():
+        raise CsuloraError(f"tensor {key} holds NaN or Inf values", where=source)
+
+
+class FolderProvider:
+    """Bases from a portable subspace folder written by `estimate-subspace --out`."""
+
+    def __init__(self, folder: SubspaceFolder, device: torch.device):
+        self.folder = folder
+        self.device = device
+
+    def keys(self) -> set[str]:
+        return self.folder.keys()
+
+    def stored_shape(self, base_key: str) -> tuple[int, ...] | None:
+        return None
+
+    def out_features(self, target: Target) -> int | None:
+        return int(self.folder.entry(target.base_key, target.transposed).get("out_features", 0)) or None
+
+    def bases(self, targets: list[Target]) -> Iterator[tuple[Target, SubspaceBasis, bool]]:
+        for target in targets:
+            self.folder.entry(target.base_key, target.transposed)  # fail fast on any missing entry
+        for target in targets:
+            yield target, _on_device(self.folder.load(target.base_key, target.transposed), self.device), True
+
+    def describe(self) -> dict:
+        return {
+            "folder": str(self.folder.folder.resolve()),
+            "base": self.folder.sources.get("base"),
+            "aligned": self.folder.sources.get("aligned"),
+            "estimation": self.folder.estimation,
+        }

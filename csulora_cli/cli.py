@@ -1,0 +1,256 @@
+"""The `csulora` command: parse flags, build a request, call one API function, print the result.
+
+No math and no file formats here. `main()` is the one place where user errors become one stderr line
+and an exit code (0 ok, 1 error, 2 usage, 3 gate tripped).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+
+from . import __version__, api
+from .config import apply_config
+from .correction import CorrectionParams
+from .errors import CsuloraError, GateTripped
+from .output import Output
+from .subspace import EstimationParams
+
+app = typer.Typer(
+    name="csulora",
+    help="Rewrite LoRA adapters into the closest update inside an aligned model's safety subspace.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    pretty_exceptions_show_locals=False,
+)
+
+# Options shared by several commands, defined once.
+RankOpt = Annotated[int, typer.Option("--rank", help="Most basis columns kept per module (max_rank).")]
+EnergyOpt = Annotated[float, typer.Option("--energy", help="Energy fraction of the displacement the basis keeps.")]
+ExactOpt = Annotated[bool, typer.Option("--exact", help="Exact SVD instead of the randomized range finder.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the randomized range finder's sketch.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")]
+CacheDirOpt = Annotated[
+    Path | None, typer.Option("--cache-dir", help="Basis cache (default $CSULORA_CACHE or ~/.cache/csulora).")
+]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML file of option defaults.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print results as JSON.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or warnings.")]
+SubspaceOpt = Annotated[Path | None, typer.Option("--subspace", help="Subspace folder from estimate-subspace --out.")]
+BaseOpt = Annotated[str | None, typer.Option("--base", help="Pre-alignment base model (folder).")]
+AlignedOpt = Annotated[
+    str | None,
+    typer.Option("--aligned", help="Safety-aligned model (folder); default: the adapter's base_model_name_or_path."),
+]
+MethodOpt = Annotated[str, typer.Option("--method", help="csulora, project or none.")]
+LambdaOpt = Annotated[float, typer.Option("--lambda", help="Penalty strength of csulora (>= 0).")]
+EpsOpt = Annotated[float, typer.Option("--eps", help="Tolerance of the direction classes, in [0, 1].")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
+
+DEFAULTS = EstimationParams()
+
+
+def _path(value) -> Path | None:
+    return None if value is None else Path(value).expanduser()
+
+
+def _estimation(options: dict) -> EstimationParams:
+    return EstimationParams(max_rank=options["rank"], exact=options["exact"], seed=options["seed"])
+
+
+def _subspace(options: dict) -> api.SubspaceSpec:
+    return api.SubspaceSpec(
+        subspace=_path(options["subspace"]),
+        base=options["base"],
+        aligned=options["aligned"],
+        estimation=_estimation(options),
+        energy=options["energy"],
+        cache_dir=_path(options["cache_dir"]),
+        device=options["device"],
+    )
+
+
+@app.command("estimate-subspace")
+def estimate_subspace_command(
+    ctx: typer.Context,
+    base: Annotated[str, typer.Argument(help="Pre-alignment base model (folder).")],
+    aligned: Annotated[str, typer.Argument(help="Safety-aligned model (folder).")],
+    modules: Annotated[str | None, typer.Option("--modules", help="Regex over base weight keys.")] = None,
+    adapter: Annotated[Path | None, typer.Option("--adapter", help="Estimate the modules this adapter targets.")] = None,
+    rank: RankOpt = DEFAULTS.max_rank,
+    energy: EnergyOpt = 0.99,
+    exact: ExactOpt = False,
+    seed: SeedOpt = DEFAULTS.seed,
+    device: DeviceOpt = "auto",
+    cache_dir: CacheDirOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write a portable subspace folder here.")] = None,
+    overwrite: OverwriteOpt = False,
+    config: ConfigOpt = None,
+    json_output: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Estimate and cache the safety subspace of each module (or write a portable subspace folder)."""
+    options = apply_config(ctx, config, dict(locals()))
+    if options["modules"] and options["adapter"]:
+        raise typer.BadParameter("give --modules or --adapter, not both", param_hint="--modules")
+    output = Output(options["json_output"], options["quiet"])
+    request = api.EstimateRequest(
+        base=options["base"],
+        aligned=options["aligned"],
+        modules=options["modules"],
+        adapter=_path(options["adapter"]),
+        estimation=_estimation(options),
+        energy=options["energy"],
+        cache_dir=_path(options["cache_dir"]),
+        device=options["device"],
+        out=_path(options["out"]),
+        overwrite=options["overwrite"],
+    )
+    with output.progress():
+        result = api.estimate_subspace(request, output)
+    output.estimate(result)
+
+
+@app.command("correct")
+def correct_command(
+    ctx: typer.Context,
+    adapters: Annotated[list[Path], typer.Argument(help="One or more PEFT LoRA adapter folders.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Output folder (one subfolder per adapter if several).")] = None,
+    subspace: SubspaceOpt = None,
+    base: BaseOpt = None,
+    aligned: AlignedOpt = None,
+    method: MethodOpt = "csulora",
+    lambda_: LambdaOpt = CorrectionParams.lambda_,
+    eps: EpsOpt = CorrectionParams.eps,
+    rank: RankOpt = DEFAULTS.max_rank,
+    energy: EnergyOpt = 0.99,
+    exact: ExactOpt = False,
+    seed: SeedOpt = DEFAULTS.seed,
+    device: DeviceOpt = "auto",
+    cache_dir: CacheDirOpt = None,
+    config: ConfigOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Compute and print the report; write nothing.")] = False,
+    overwrite: OverwriteOpt = False,
+    json_output: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write corrected adapters and their reports."""
+    options = apply_config(ctx, config, dict(locals()))
+    output = Output(options["json_output"], options["quiet"])
+    request = api.CorrectRequest(
+        adapters=tuple(adapters),
+        out=_path(options["out"]),
+        subspace=_subspace(options),
+        method=options["method"],
+        correction=CorrectionParams(lambda_=options["lambda_"], eps=options["eps"]),
+        dry_run=options["dry_run"],
+        overwrite=options["overwrite"],
+    )
+    with output.progress():
+        reports = api.correct(request, output)
+    output.reports(reports, options["dry_run"])
+
+
+@app.command("inspect")
+def inspect_command(
+    ctx: typer.Context,
+    adapter: Annotated[Path, typer.Argument(help="A PEFT LoRA adapter folder.")],
+    subspace: SubspaceOpt = None,
+    base: BaseOpt = None,
+    aligned: AlignedOpt = None,
+    fail_above: Annotated[
+        float | None,
+        typer.Option("--fail-above", help="Exit 3 when the total off-subspace energy fraction exceeds this."),
+    ] = None,
+    method: MethodOpt = "csulora",
+    lambda_: LambdaOpt = CorrectionParams.lambda_,
+    eps: EpsOpt = CorrectionParams.eps,
+    rank: RankOpt = DEFAULTS.max_rank,
+    energy: EnergyOpt = 0.99,
+    exact: ExactOpt = False,
+    seed: SeedOpt = DEFAULTS.seed,
+    device: DeviceOpt = "auto",
+    cache_dir: CacheDirOpt = None,
+    config: ConfigOpt = None,
+    json_output: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Show an adapter's modules, or with a subspace, what `correct` would remove."""
+    options = apply_config(ctx, config, dict(locals()))
+    output = Output(options["json_output"], options["quiet"])
+    request = api.InspectRequest(
+        adapter=adapter,
+        subspace=_subspace(options),
+        method=options["method"],
+        correction=CorrectionParams(lambda_=options["lambda_"], eps=options["eps"]),
+        fail_above=options["fail_above"],
+    )
+    with output.progress():
+        result = api.inspect(request, output)
+    output.inspect(result)
+    threshold = options["fail_above"]
+    if threshold is not None and result.report is not None:
+        off = result.report.totals.off_subspace_fraction
+        if off > threshold:
+            raise GateTripped(f"off-subspace energy {off:.4f} exceeds --fail-above {threshold}")
+
+
+@app.command("demo")
+def demo_command(
+    keep: Annotated[Path | None, typer.Option("--keep", help="Build the demo here and keep it.")] = None,
+) -> None:
+    """Build a tiny model pair and adapter, then run estimate -> inspect -> correct on them."""
+    from .demo import run_demo
+
+    run_demo(Output(), keep)
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        typer.echo(f"csulora {__version__}")
+        raise typer.Exit()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; user errors become one line on stderr and an exit code."""
+    debug = os.environ.get("CSULORA_DEBUG") == "1"
+    output = Output()
+    try:
+        code = typer.main.get_command(app).main(args=argv, prog_name="csulora", standalone_mode=False)
+    except GateTripped as gate:
+        output.error(f"csulora: {gate}")
+        sys.exit(GateTripped.exit_code)
+    except CsuloraError as error:
+        if debug:
+            raise
+        output.error(f"csulora: error: {error.one_line()}")
+        sys.exit(error.exit_code)
+    except click.ClickException as error:
+        if debug:
+            raise
+        command = f" {error.ctx.info_name}" if getattr(error, "ctx", None) and error.ctx.info_name != "csulora" else ""
+        output.error(f"csulora{command}: error: {error.format_message()} (see --help)")
+        sys.exit(error.exit_code)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        output.error("csulora: interrupted")
+        sys.exit(130)
+    except Exception as error:  # a bug: one line, unless asked for the traceback
+        if debug:
+            raise
+        output.error(f"csulora: internal error: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+                     " (rerun with CSULORA_DEBUG=1 for the traceback)")
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""Registry of correction methods; the CLI offers exactly what is listed here.
+
+Safe LoRA (METHOD.md section 7) joins as `safelora.py`; its module selection is global across an
+adapter, so it will also provide a selection step run before `corrected_b`.
+"""
+
+from __future__ import annotations
+
+from ..errors import UsageError
+from .base import CorrectionMethod
+from .csulora import ClosestSafeUpdate
+from .none import NoCorrection
+from .project import HardProjection
+
+METHODS: dict[str, CorrectionMethod] = {
+    method.name: method for method in (ClosestSafeUpdate(), HardProjection(), NoCorrection())
+}
+
+
+def get_method(name: str) -> CorrectionMethod:
+    try:
+        return METHODS[name]
+    except KeyError:
+        choices = ", ".join(sorted(METHODS))
+        raise UsageError(f"unknown method {name!r}; choose one of {choices}", where="--method") from None

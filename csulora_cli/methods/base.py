@@ -1,0 +1,28 @@
+"""What every correction method provides; one method per file beside this one."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+from ..correction import CorrectionParams, LowRankUpdate
+from ..subspace import SelectedSubspace
+
+
+class CorrectionMethod(Protocol):
+    """Turns one module's update into a corrected `B'` (only `B` ever changes: METHOD.md section 1)."""
+
+    name: str
+    summary: str
+    reference_url: str
+
+    def parameters(self, params: CorrectionParams) -> dict:
+        """The parameters this method actually uses, for the report."""
+        ...
+
+    def corrected_b(
+        self, update: LowRankUpdate, subspace: SelectedSubspace, params: CorrectionParams
+    ) -> torch.Tensor:
+        """B': (m, r) in the compute dtype, with s * B' @ A the corrected update."""
+        ...

@@ -1,0 +1,22 @@
+"""No correction: the adapter is copied and only the report is produced (what `inspect` shows)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..correction import CorrectionParams, LowRankUpdate
+from ..subspace import SelectedSubspace
+
+
+class NoCorrection:
+    name = "none"
+    summary = "copy the adapter unchanged; report only"
+    reference_url = ""
+
+    def parameters(self, params: CorrectionParams) -> dict:
+        return {}
+
+    def corrected_b(
+        self, update: LowRankUpdate, subspace: SelectedSubspace, params: CorrectionParams
+    ) -> torch.Tensor:
+        return update.lora_b

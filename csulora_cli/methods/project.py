@@ -1,0 +1,22 @@
+"""Hard projection onto the safety subspace: B' = P B (the lambda -> inf, eps = 0 limit of CSULoRA)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..correction import CorrectionParams, LowRankUpdate, apply_projector
+from ..subspace import SelectedSubspace
+
+
+class HardProjection:
+    name = "project"
+    summary = "keep only the part of the update inside the safety subspace"
+    reference_url = "https://arxiv.org/abs/2605.30640"
+
+    def parameters(self, params: CorrectionParams) -> dict:
+        return {}
+
+    def corrected_b(
+        self, update: LowRankUpdate, subspace: SelectedSubspace, params: CorrectionParams
+    ) -> torch.Tensor:
+        return apply_projector(subspace.basis, update.lora_b)

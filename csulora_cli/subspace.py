@@ -1,0 +1,167 @@
+"""Safety subspace of one module (METHOD.md section 2): estimation and rank selection.
+
+Pure numerics: tensors in, a `SubspaceBasis` out. Where the tensors come from, and where the basis is
+cached, lives in `sources.py` and `cache.py`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+# Below this fraction of ||W_b||_F^2 the displacement is treated as no signal (METHOD.md section 2):
+# re-saving a checkpoint in another dtype moves weights by ~1e-3 relative (1e-6 in energy), so a
+# displacement this small is round-off, not alignment.
+NO_SIGNAL_RELATIVE_ENERGY = 1e-12
+
+# A randomized range finder only pays off when the sketch is much thinner than the matrix.
+EXACT_WHEN_SKETCH_FRACTION_ABOVE = 0.5
+
+
+@dataclass(frozen=True)
+class EstimationParams:
+    """How a basis is estimated; part of every cache key."""
+
+    max_rank: int = 256
+    exact: bool = False
+    oversample: int = 10
+    power_iterations: int = 2
+    seed: int = 0
+
+    def as_dict(self) -> dict:
+        return {
+            "max_rank": self.max_rank,
+            "exact": self.exact,
+            "oversample": self.oversample,
+            "power_iterations": self.power_iterations,
+            "seed": self.seed,
+        }
+
+
+@dataclass(frozen=True)
+class SubspaceBasis:
+    """Top singular directions of `V = W_a - W_b` in output-space form.
+
+    basis: (m, K) orthonormal columns, K <= max_rank, sorted by decreasing singular value.
+    singular_values: (K,).  total_energy: exact ||V||_F^2.  reference_energy: ||W_b||_F^2.
+    """
+
+    basis: torch.Tensor
+    singular_values: torch.Tensor
+    total_energy: float
+    reference_energy: float
+
+    @property
+    def out_features(self) -> int:
+        return self.basis.shape[0]
+
+    @property
+    def has_signal(self) -> bool:
+        return self.total_energy > NO_SIGNAL_RELATIVE_ENERGY * max(self.reference_energy, 0.0) and (
+            self.total_energy > 0.0
+        )
+
+    def select(self, energy: float, max_rank: int | None = None) -> SelectedSubspace:
+        """Pick `k` per METHOD.md section 2: the smallest k reaching `energy`, capped by `max_rank`."""
+        k = select_rank(self.singular_values, self.total_energy, energy, max_rank)
+        if not self.has_signal:
+            k = 0
+        captured = captured_energy(self.singular_values[:k], self.total_energy)
+        return SelectedSubspace(
+            basis=self.basis[:, :k],
+            singular_values=self.singular_values[:k],
+            total_energy=self.total_energy,
+            captured_energy=captured,
+            has_signal=self.has_signal,
+        )
+
+
+@dataclass(frozen=True)
+class SelectedSubspace:
+    """The `k` columns a correction uses: basis (m, k), and how much of ||V||^2 they hold."""
+
+    basis: torch.Tensor
+    singular_values: torch.Tensor
+    total_energy: float
+    captured_energy: float
+    has_signal: bool
+
+    @property
+    def rank(self) -> int:
+        return self.basis.shape[1]
+
+
+def select_rank(singular_values: torch.Tensor, total_energy: float, energy: float, max_rank: int | None) -> int:
+    """k = min(max_rank, smallest k with sum(S_1..S_k^2) / E >= energy)."""
+    available = singular_values.numel()
+    cap = available if max_rank is None else min(max_rank, available)
+    if total_energy <= 0.0 or available == 0:
+        return 0
+    cumulative = torch.cumsum(singular_values.double().square(), dim=0) / total_energy
+    reached = torch.nonzero(cumulative >= energy * (1.0 - 1e-12))
+    k = int(reached[0, 0]) + 1 if reached.numel() else available
+    return min(k, cap)
+
+
+def captured_energy(singular_values: torch.Tensor, total_energy: float) -> float:
+    if total_energy <= 0.0:
+        return 0.0
+    return min(1.0, float(singular_values.double().square().sum()) / total_energy)
+
+
+def frobenius_energy(matrix: torch.Tensor, rows_per_chunk: int = 4096) -> float:
+    """||matrix||_F^2 accumulated in float64 without a float64 copy of the whole matrix."""
+    total = 0.0
+    for chunk in matrix.split(rows_per_chunk):
+        total += float(chunk.to(torch.float64).square().sum())
+    return total
+
+
+def estimate_basis(
+    displacement: torch.Tensor,
+    params: EstimationParams,
+    *,
+    reference_energy: float,
+) -> SubspaceBasis:
+    """Top-`max_rank` left singular vectors of `displacement` (m, n), in its dtype.
+
+    Randomized range finder (Halko, Martinsson, Tropp 2011, Alg. 4.4: subspace iteration with
+    re-orthonormalisation) with a seeded Gaussian sketch, or an exact SVD when asked or when the sketch
+    would be nearly as wide as the matrix.
+    """
+    m, n = displacement.shape
+    total_energy = frobenius_energy(displacement)
+    keep = min(params.max_rank, m, n)
+    if keep == 0 or total_energy == 0.0:
+        empty = displacement.new_zeros((m, 0))
+        return SubspaceBasis(empty, displacement.new_zeros((0,)), total_energy, reference_energy)
+
+    sketch_width = min(keep + params.oversample, m, n)
+    if params.exact or sketch_width > EXACT_WHEN_SKETCH_FRACTION_ABOVE * min(m, n):
+        left, singular_values, _ = torch.linalg.svd(displacement, full_matrices=False)
+    else:
+        left, singular_values = _randomized_left_singular(displacement, sketch_width, params)
+    return SubspaceBasis(
+        basis=left[:, :keep].contiguous(),
+        singular_values=singular_values[:keep].contiguous(),
+        total_energy=total_energy,
+        reference_energy=reference_energy,
+    )
+
+
+def _randomized_left_singular(
+    matrix: torch.Tensor, sketch_width: int, params: EstimationParams
+) -> tuple[torch.Tensor, torch.Tensor]:
+    # The sketch is drawn on the CPU from a seeded generator so CPU and CUDA runs see the same numbers.
+    generator = torch.Generator(device="cpu").manual_seed(params.seed)
+    sketch = torch.randn(matrix.shape[1], sketch_width, generator=generator, dtype=matrix.dtype)
+    range_basis, _ = torch.linalg.qr(matrix @ sketch.to(matrix.device))
+    for _ in range(params.power_iterations):
+        # Re-orthonormalise after each product: plain powers (V V^T)^q lose the small directions to
+        # round-off in float32.
+        co_range, _ = torch.linalg.qr(matrix.T @ range_basis)
+        range_basis, _ = torch.linalg.qr(matrix @ co_range)
+    small = range_basis.T @ matrix  # (l, n)
+    small_left, singular_values, _ = torch.linalg.svd(small, full_matrices=False)
+    return range_basis @ small_left, singular_values
