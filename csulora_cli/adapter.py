@@ -12,7 +12,7 @@ import pickle
 import re
 import shutil
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import torch
@@ -32,10 +32,12 @@ PICKLE_FILE = "adapter_model.bin"
 # PEFT saves keys relative to the PeftModel, whose LoRA model wraps the base model as `model`.
 PEFT_PREFIX = "base_model.model."
 # PEFT's saved key suffixes: Linear / Conv1D layers keep `.weight`, Embedding layers store bare params.
-_LORA_KEY = re.compile(r"^(?P<module>.+)\.(?P<kind>lora_A|lora_B|lora_embedding_A|lora_embedding_B)(?P<suffix>\.weight)?$")
+_LORA_KEY = re.compile(
+    r"^(?P<module>.+)\.(?P<kind>lora_A|lora_B|lora_embedding_A|lora_embedding_B)(?P<suffix>\.weight)?$"
+)
 
 
-class ModuleKind(str, Enum):
+class ModuleKind(StrEnum):
     LINEAR = "linear"  # weight (out, in): already output-space form
     CONV1D = "conv1d"  # GPT-2 style, fan_in_fan_out: weight (in, out)
     EMBEDDING = "embedding"  # weight (num_embeddings, dim): output space is dim
@@ -154,7 +156,9 @@ def _load_pickle_safely(path: Path) -> dict[str, torch.Tensor]:
             where=str(path),
         ) from None
     except (OSError, RuntimeError, EOFError, ValueError) as error:
-        raise FormatError(f"not a readable torch checkpoint ({str(error).splitlines()[0][:160]})", where=str(path)) from None
+        raise FormatError(
+            f"not a readable torch checkpoint ({str(error).splitlines()[0][:160]})", where=str(path)
+        ) from None
     if not isinstance(state, dict) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
@@ -220,7 +224,8 @@ def _check_factor_shapes(
             raise FormatError(f"dtype {tensor.dtype} is not a float type", where=f"{path} [{key}]")
     if lora_a.shape[0] != lora_b.shape[1]:
         raise ShapeMismatchError(
-            f"rank disagrees with {a_key}: {tuple(lora_b.shape)} vs {tuple(lora_a.shape)}", where=f"{path} [{b_key}]"
+            f"rank disagrees with {a_key}: {tuple(lora_b.shape)} vs {tuple(lora_a.shape)}",
+            where=f"{path} [{b_key}]",
         )
     if lora_a.shape[0] != scale.rank:
         raise ShapeMismatchError(

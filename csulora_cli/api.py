@@ -172,8 +172,9 @@ def estimate_subspace(request: EstimateRequest, events: Events = SilentEvents())
     if request.out is not None:
         check_destination(request.out, request.overwrite)
     cache_dir = request.cache_dir or default_cache_dir()
-    provider = _estimating_provider(request.base, request.aligned, request.estimation, cache_dir,
-                                    resolve_device(request.device), events)
+    provider = _estimating_provider(
+        request.base, request.aligned, request.estimation, cache_dir, resolve_device(request.device), events
+    )
     if request.adapter is not None:
         adapter = read_adapter(request.adapter)
         targets = list(dict.fromkeys(_targets_for(adapter, provider).values()))
@@ -227,8 +228,9 @@ def _targets_by_name(provider: EstimatingProvider, pattern: str | None, model_ty
     return targets
 
 
-def _estimating_provider(base: str, aligned: str, params: EstimationParams, cache_dir: Path,
-                         device: torch.device, events: Events) -> EstimatingProvider:
+def _estimating_provider(
+    base: str, aligned: str, params: EstimationParams, cache_dir: Path, device: torch.device, events: Events
+) -> EstimatingProvider:
     cache = BasisCache(cache_dir, events.warn)
     return EstimatingProvider(
         open_source(base, digest_memo_dir=cache.digest_memo_dir),
@@ -249,8 +251,9 @@ def _provider(spec: SubspaceSpec, adapters: list[LoraAdapter], events: Events) -
         raise UsageError("a subspace is needed: pass --subspace DIR or --base BASE", where="--base")
     _check_estimation(spec.estimation, spec.energy)
     aligned = spec.aligned or _aligned_from_adapters(adapters)
-    return _estimating_provider(spec.base, aligned, spec.estimation, spec.cache_dir or default_cache_dir(),
-                                device, events)
+    return _estimating_provider(
+        spec.base, aligned, spec.estimation, spec.cache_dir or default_cache_dir(), device, events
+    )
 
 
 def _aligned_from_adapters(adapters: list[LoraAdapter]) -> str:
@@ -308,8 +311,10 @@ def _destinations(adapters: list[LoraAdapter], out: Path) -> list[Path]:
     names = [adapter.folder.resolve().name for adapter in adapters]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
-        raise UsageError(f"several adapters share the folder name {duplicates[0]!r}; outputs would collide",
-                         where="ADAPTER")
+        raise UsageError(
+            f"several adapters share the folder name {duplicates[0]!r}; outputs would collide",
+            where="ADAPTER",
+        )
     return [out / name for name in names]
 
 
@@ -373,8 +378,11 @@ def _run_corrections(adapters, destinations, provider, method, request: CorrectR
             if new_b is not None:
                 corrected[index][module.b_key] = new_b
         advance()
-    method_record = {"name": method.name, "params": method.parameters(request.correction),
-                     "reference": method.reference_url}
+    method_record = {
+        "name": method.name,
+        "params": method.parameters(request.correction),
+        "reference": method.reference_url,
+    }
     subspace_record = dict(provider.describe(), energy=spec.energy, max_rank=spec.estimation.max_rank)
     results = []
     for index, adapter in enumerate(adapters):
@@ -391,8 +399,9 @@ def _run_corrections(adapters, destinations, provider, method, request: CorrectR
     return results
 
 
-def _correct_module(module: LoraModule, target: Target, subspace, method, params: CorrectionParams,
-                    basis: SubspaceBasis) -> tuple[ModuleReport, torch.Tensor | None]:
+def _correct_module(
+    module: LoraModule, target: Target, subspace, method, params: CorrectionParams, basis: SubspaceBasis
+) -> tuple[ModuleReport, torch.Tensor | None]:
     device = subspace.basis.device
     lora_b = module.lora_b.to(device, torch.float32)
     lora_a = module.lora_a.to(device, torch.float32)
@@ -400,7 +409,11 @@ def _correct_module(module: LoraModule, target: Target, subspace, method, params
         raise CsuloraError("adapter tensor holds NaN or Inf values", where=module.b_key)
     update = decompose_update(lora_b, lora_a, module.scale.value)
     if not subspace.has_signal:
-        status, note, new_b = "no_signal", "base and aligned weights do not differ: update left unchanged", None
+        status, note, new_b = (
+            "no_signal",
+            "base and aligned weights do not differ: update left unchanged",
+            None,
+        )
     elif method.name == "none":
         status, note, new_b = "unchanged", "", None
     else:
@@ -445,7 +458,14 @@ def _provenance(adapter: LoraAdapter, report: AdapterReport) -> str:
     ]
     original = adapter.folder / "README.md"
     if original.is_file():
-        lines += ["", "---", "", "The original adapter's README follows.", "", original.read_text(errors="replace")]
+        lines += [
+            "",
+            "---",
+            "",
+            "The original adapter's README follows.",
+            "",
+            original.read_text(errors="replace"),
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -80,7 +80,8 @@ class EstimatingProvider:
                 aligned_entry = self.aligned.entry(target.base_key)
             except MissingTensorError:
                 raise MissingTensorError(
-                    f"tensor {target.base_key} is in the base but not in the aligned model", where=self.aligned.name
+                    f"tensor {target.base_key} is in the base but not in the aligned model",
+                    where=self.aligned.name,
                 ) from None
             if base_entry.shape != aligned_entry.shape:
                 raise ShapeMismatchError(
@@ -88,9 +89,11 @@ class EstimatingProvider:
                     where=target.base_key,
                 )
             if len(base_entry.shape) != 2:
-                raise ShapeMismatchError(f"expected a 2-D weight, got shape {list(base_entry.shape)}", where=target.base_key)
-            base_entry.torch_dtype  # refuse integer / fp8 weights by name before reading
-            aligned_entry.torch_dtype
+                raise ShapeMismatchError(
+                    f"expected a 2-D weight, got shape {list(base_entry.shape)}", where=target.base_key
+                )
+            base_entry.readable_dtype()  # refuse integer / fp8 weights by name before reading
+            aligned_entry.readable_dtype()
 
     def request(self, target: Target) -> BasisRequest:
         return BasisRequest(

@@ -143,12 +143,19 @@ class BasisCache:
         return basis
 
     def save(self, request: BasisRequest, basis: SubspaceBasis) -> None:
-        record = {"fingerprint": fingerprint(request), "module": request.base_key, "transposed": request.transposed}
+        record = {
+            "fingerprint": fingerprint(request),
+            "module": request.base_key,
+            "transposed": request.transposed,
+        }
         try:
             write_basis_file(self.path_for(request), basis, record)
         except OSError as error:
-            raise CsuloraError(f"cannot write the cache ({error.strerror})", where=str(self.directory),
-                               hint="pass --cache-dir to use another folder") from None
+            raise CsuloraError(
+                f"cannot write the cache ({error.strerror})",
+                where=str(self.directory),
+                hint="pass --cache-dir to use another folder",
+            ) from None
 
     @property
     def digest_memo_dir(self) -> Path:
@@ -166,9 +173,15 @@ def write_subspace_folder(folder: Path, entries: list[tuple[BasisRequest, Subspa
     (folder / "bases").mkdir()
     for request, basis in entries:
         name = _file_name(request.base_key, request.transposed)
-        write_basis_file(folder / "bases" / name, basis, {"fingerprint": fingerprint(request),
-                                                           "module": request.base_key,
-                                                           "transposed": request.transposed})
+        write_basis_file(
+            folder / "bases" / name,
+            basis,
+            {
+                "fingerprint": fingerprint(request),
+                "module": request.base_key,
+                "transposed": request.transposed,
+            },
+        )
         modules[f"{request.base_key}{'|T' if request.transposed else ''}"] = {
             "key": request.base_key,
             "transposed": request.transposed,
@@ -226,5 +239,7 @@ class SubspaceFolder:
         entry = self.entry(base_key, transposed)
         path = (self.folder / str(entry.get("file", ""))).resolve()
         if self.folder.resolve() not in path.parents:
-            raise FormatError(f"file for {base_key} points outside the folder", where=str(self.folder / SUBSPACE_MANIFEST))
+            raise FormatError(
+                f"file for {base_key} points outside the folder", where=str(self.folder / SUBSPACE_MANIFEST)
+            )
         return read_basis_file(path)[0]

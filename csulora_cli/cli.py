@@ -82,7 +82,9 @@ def estimate_subspace_command(
     base: Annotated[str, typer.Argument(help="Pre-alignment base model (folder).")],
     aligned: Annotated[str, typer.Argument(help="Safety-aligned model (folder).")],
     modules: Annotated[str | None, typer.Option("--modules", help="Regex over base weight keys.")] = None,
-    adapter: Annotated[Path | None, typer.Option("--adapter", help="Estimate the modules this adapter targets.")] = None,
+    adapter: Annotated[
+        Path | None, typer.Option("--adapter", help="Estimate the modules this adapter targets.")
+    ] = None,
     rank: RankOpt = DEFAULTS.max_rank,
     energy: EnergyOpt = 0.99,
     exact: ExactOpt = False,
@@ -121,7 +123,9 @@ def estimate_subspace_command(
 def correct_command(
     ctx: typer.Context,
     adapters: Annotated[list[Path], typer.Argument(help="One or more PEFT LoRA adapter folders.")],
-    out: Annotated[Path | None, typer.Option("--out", help="Output folder (one subfolder per adapter if several).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Output folder (one subfolder per adapter if several).")
+    ] = None,
     subspace: SubspaceOpt = None,
     base: BaseOpt = None,
     aligned: AlignedOpt = None,
@@ -246,8 +250,10 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as error:  # a bug: one line, unless asked for the traceback
         if debug:
             raise
-        output.error(f"csulora: internal error: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-                     " (rerun with CSULORA_DEBUG=1 for the traceback)")
+        output.error(
+            f"csulora: internal error: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            " (rerun with CSULORA_DEBUG=1 for the traceback)"
+        )
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
 

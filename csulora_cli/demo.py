@@ -13,7 +13,15 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .api import CorrectRequest, EstimateRequest, InspectRequest, SubspaceSpec, correct, estimate_subspace, inspect
+from .api import (
+    CorrectRequest,
+    EstimateRequest,
+    InspectRequest,
+    SubspaceSpec,
+    correct,
+    estimate_subspace,
+    inspect,
+)
 from .subspace import EstimationParams
 
 
@@ -55,7 +63,7 @@ def write_checkpoint(folder: Path, tensors: dict[str, torch.Tensor], shards: int
     total = 0
     for index in range(shards):
         name = f"model-{index + 1:05d}-of-{shards:05d}.safetensors"
-        part = {key: tensors[key].contiguous() for key in keys[index * per_shard:(index + 1) * per_shard]}
+        part = {key: tensors[key].contiguous() for key in keys[index * per_shard : (index + 1) * per_shard]}
         save_file(part, str(folder / name), metadata={"format": "pt"})
         weight_map |= {key: name for key in part}
         total += sum(t.numel() * t.element_size() for t in part.values())
@@ -144,7 +152,7 @@ def build_demo(root: Path, seed: int = 0) -> tuple[Path, Path, Path]:
     factors = make_adapter_factors(shape, targets, seed=seed + 1)
     # Half of each update writes along the directions alignment moved, half elsewhere, so the report
     # shows all three direction classes.
-    for name, (lora_a, lora_b) in factors.items():
+    for name, (_, lora_b) in factors.items():
         key = f"{name}.weight"
         displacement = aligned_weights[key].float() - base_weights[key].float()
         safety_directions = torch.linalg.svd(displacement, full_matrices=False)[0][:, :2]
@@ -164,15 +172,26 @@ def run_demo(output, keep: Path | None = None) -> None:
         output.stderr.print(f"demo models and adapter in {root}", highlight=False)
         estimation = EstimationParams(max_rank=16)
         output.stdout.rule("1. csulora estimate-subspace")
-        output.estimate(estimate_subspace(EstimateRequest(
-            base=str(base), aligned=str(aligned), adapter=adapter, estimation=estimation,
-            cache_dir=cache, out=root / "subspace", overwrite=True,
-        ), output))
+        output.estimate(
+            estimate_subspace(
+                EstimateRequest(
+                    base=str(base),
+                    aligned=str(aligned),
+                    adapter=adapter,
+                    estimation=estimation,
+                    cache_dir=cache,
+                    out=root / "subspace",
+                    overwrite=True,
+                ),
+                output,
+            )
+        )
         output.stdout.rule("2. csulora inspect")
         spec = SubspaceSpec(subspace=root / "subspace", estimation=estimation)
         output.inspect(inspect(InspectRequest(adapter=adapter, subspace=spec), output))
         output.stdout.rule("3. csulora correct")
-        reports = correct(CorrectRequest(adapters=(adapter,), out=root / "corrected", subspace=spec,
-                                         overwrite=True), output)
+        reports = correct(
+            CorrectRequest(adapters=(adapter,), out=root / "corrected", subspace=spec, overwrite=True), output
+        )
         output.reports(reports, dry_run=False)
         output.stdout.print(f"corrected adapter written to {root / 'corrected'}")

@@ -34,8 +34,12 @@ class Output:
             yield
             return
         self._progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=self.stderr, transient=True,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.stderr,
+            transient=True,
         )
         with self._progress:
             yield
@@ -58,31 +62,39 @@ class Output:
 
     def estimate(self, result: EstimateResult) -> None:
         if self.json_mode:
-            self.emit_json({
-                "location": result.location,
-                "modules": [
-                    {
-                        "module": m.target.base_key,
-                        "transposed": m.target.transposed,
-                        "stored_rank": m.stored_rank,
-                        "k": m.rank,
-                        "captured_energy": m.captured_energy,
-                        "displacement_energy": m.displacement_energy,
-                        "has_signal": m.has_signal,
-                        "from_cache": m.from_cache,
-                    }
-                    for m in result.modules
-                ],
-            })
+            self.emit_json(
+                {
+                    "location": result.location,
+                    "modules": [
+                        {
+                            "module": m.target.base_key,
+                            "transposed": m.target.transposed,
+                            "stored_rank": m.stored_rank,
+                            "k": m.rank,
+                            "captured_energy": m.captured_energy,
+                            "displacement_energy": m.displacement_energy,
+                            "has_signal": m.has_signal,
+                            "from_cache": m.from_cache,
+                        }
+                        for m in result.modules
+                    ],
+                }
+            )
             return
         table = Table(title=f"subspace: {result.location}")
         for column in ("module", "k", "stored", "captured", "||V||²", "from"):
-            table.add_column(column, justify="left" if column == "module" else "right",
-                             overflow="fold" if column == "module" else "ellipsis")
+            table.add_column(
+                column,
+                justify="left" if column == "module" else "right",
+                overflow="fold" if column == "module" else "ellipsis",
+            )
         for m in result.modules:
             name = m.target.base_key + (" (T)" if m.target.transposed else "")
             table.add_row(
-                name, str(m.rank), str(m.stored_rank), f"{m.captured_energy:.3f}",
+                name,
+                str(m.rank),
+                str(m.stored_rank),
+                f"{m.captured_energy:.3f}",
                 f"{m.displacement_energy:.3g}" if m.has_signal else "no signal",
                 "cache" if m.from_cache else "estimated",
             )
@@ -101,22 +113,37 @@ class Output:
         table = Table(title=f"{report.adapter} [{report.method['name']}] {where}")
         columns = ("module", "k", "aligned", "partial", "off", "off-energy", "removed", "cosine", "status")
         for column in columns:
-            table.add_column(column, justify="left" if column in ("module", "status") else "right",
-                             overflow="fold" if column == "module" else "ellipsis")
+            table.add_column(
+                column,
+                justify="left" if column in ("module", "status") else "right",
+                overflow="fold" if column == "module" else "ellipsis",
+            )
         for module in report.modules:
             row = module.to_dict()
             directions = row["directions"]
             table.add_row(
-                module.module, str(row["subspace"]["k"]), str(directions["aligned"]), str(directions["partial"]),
-                str(directions["off"]), f"{row['off_subspace_energy']:.3f}", f"{row['attenuation_energy']:.3f}",
-                f"{row['cosine']:.3f}", module.status,
+                module.module,
+                str(row["subspace"]["k"]),
+                str(directions["aligned"]),
+                str(directions["partial"]),
+                str(directions["off"]),
+                f"{row['off_subspace_energy']:.3f}",
+                f"{row['attenuation_energy']:.3f}",
+                f"{row['cosine']:.3f}",
+                module.status,
             )
         totals = report.totals.to_dict()
         table.add_section()
         table.add_row(
-            "total", "", str(totals["directions"]["aligned"]), str(totals["directions"]["partial"]),
-            str(totals["directions"]["off"]), f"{totals['off_subspace_energy']:.3f}",
-            f"{totals['attenuation_energy']:.3f}", f"{totals['cosine']:.3f}", "",
+            "total",
+            "",
+            str(totals["directions"]["aligned"]),
+            str(totals["directions"]["partial"]),
+            str(totals["directions"]["off"]),
+            f"{totals['off_subspace_energy']:.3f}",
+            f"{totals['attenuation_energy']:.3f}",
+            f"{totals['cosine']:.3f}",
+            "",
         )
         self.stdout.print(table)
 
@@ -125,22 +152,41 @@ class Output:
             self.reports([result.report], dry_run=True)
             return
         if self.json_mode:
-            self.emit_json({"modules": [
+            self.emit_json(
                 {
-                    "module": s.module, "kind": s.kind, "shape": list(s.shape), "rank": s.rank, "alpha": s.alpha,
-                    "scale": s.scale, "update_energy": s.update_energy, "top_singular_value": s.top_singular_value,
+                    "modules": [
+                        {
+                            "module": s.module,
+                            "kind": s.kind,
+                            "shape": list(s.shape),
+                            "rank": s.rank,
+                            "alpha": s.alpha,
+                            "scale": s.scale,
+                            "update_energy": s.update_energy,
+                            "top_singular_value": s.top_singular_value,
+                        }
+                        for s in result.summaries
+                    ]
                 }
-                for s in result.summaries
-            ]})
+            )
             return
         table = Table(title="adapter modules")
         for column in ("module", "kind", "shape", "r", "alpha", "scale", "||dW||_F", "sigma_1"):
-            table.add_column(column, justify="left" if column in ("module", "kind") else "right",
-                             overflow="fold" if column == "module" else "ellipsis")
+            table.add_column(
+                column,
+                justify="left" if column in ("module", "kind") else "right",
+                overflow="fold" if column == "module" else "ellipsis",
+            )
         for s in result.summaries:
             table.add_row(
-                s.module, s.kind, f"{s.shape[0]}x{s.shape[1]}", str(s.rank), f"{s.alpha:g}", f"{s.scale:.4g}",
-                f"{s.update_energy ** 0.5:.4g}", f"{s.top_singular_value:.4g}",
+                s.module,
+                s.kind,
+                f"{s.shape[0]}x{s.shape[1]}",
+                str(s.rank),
+                f"{s.alpha:g}",
+                f"{s.scale:.4g}",
+                f"{s.update_energy**0.5:.4g}",
+                f"{s.top_singular_value:.4g}",
             )
         self.stdout.print(table)
 

@@ -31,8 +31,18 @@ DTYPE_NAMES = {value: key for key, value in DTYPES.items()}
 # Other dtypes may sit in the same shard (int buffers, fp8 scales); their sizes let the header be
 # checked, and only tensors the work reads must be one of DTYPES.
 OTHER_DTYPE_SIZES = {
-    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1,
-    "I16": 2, "U16": 2, "I32": 4, "U32": 4, "I64": 8, "U64": 8,
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E5M2": 1,
+    "F8_E4M3": 1,
+    "F8_E8M0": 1,
+    "I16": 2,
+    "U16": 2,
+    "I32": 4,
+    "U32": 4,
+    "I64": 8,
+    "U64": 8,
 }
 
 
@@ -44,8 +54,7 @@ class TensorEntry:
     start: int  # absolute byte offset in the file
     end: int
 
-    @property
-    def torch_dtype(self) -> torch.dtype:
+    def readable_dtype(self) -> torch.dtype:
         """The dtype to read this tensor as; refuses integer and 8-bit tensors with a clear line."""
         if self.dtype not in DTYPES:
             supported = ", ".join(sorted(DTYPES))

@@ -65,9 +65,7 @@ class LocalSource:
         single = self.folder / SINGLE_FILE
         if single.is_file():
             return {key: single for key in read_header(single).entries}
-        raise MissingTensorError(
-            f"no {SINGLE_FILE} or {INDEX_FILE} in this folder", where=str(self.folder)
-        )
+        raise MissingTensorError(f"no {SINGLE_FILE} or {INDEX_FILE} in this folder", where=str(self.folder))
 
     def _layout_from_index(self, index_path: Path) -> dict[str, Path]:
         try:
@@ -83,7 +81,8 @@ class LocalSource:
             # A shard name such as "../../secret" must not read outside the model folder.
             if not isinstance(shard_name, str) or shard.parent != root:
                 raise FormatError(
-                    f"shard {shard_name!r} for tensor {key} is outside the model folder", where=str(index_path)
+                    f"shard {shard_name!r} for tensor {key} is outside the model folder",
+                    where=str(index_path),
                 )
             layout[key] = shard
         return layout
@@ -115,7 +114,7 @@ class LocalSource:
         for shard, shard_keys in by_shard.items():
             with safe_open(str(shard), framework="pt") as handle:
                 for key in shard_keys:
-                    self.entry(key).torch_dtype  # refuses integer / fp8 tensors by name
+                    self.entry(key).readable_dtype()  # refuses integer / fp8 tensors by name
                     yield key, handle.get_tensor(key)
 
     def read(self, key: str) -> torch.Tensor:

@@ -21,8 +21,6 @@ class CorrectionMethod(Protocol):
         """The parameters this method actually uses, for the report."""
         ...
 
-    def corrected_b(
-        self, update: LowRankUpdate, subspace: SelectedSubspace, params: CorrectionParams
-    ) -> torch.Tensor:
+    def corrected_b(self, update: LowRankUpdate, subspace: SelectedSubspace, params: CorrectionParams) -> torch.Tensor:
         """B': (m, r) in the compute dtype, with s * B' @ A the corrected update."""
         ...

@@ -32,9 +32,7 @@ class ClosestSafeUpdate:
     def parameters(self, params: CorrectionParams) -> dict:
         return {"lambda": params.lambda_, "eps": params.eps}
 
-    def corrected_b(
-        self, update: LowRankUpdate, subspace: SelectedSubspace, params: CorrectionParams
-    ) -> torch.Tensor:
+    def corrected_b(self, update: LowRankUpdate, subspace: SelectedSubspace, params: CorrectionParams) -> torch.Tensor:
         # B' = P B + (I - P) U F U^T B, rewritten as G + P (B - G) with G = U F U^T B: two thin products.
         factors = attenuation_factors(aligned_fractions(update, subspace.basis), params.lambda_, params.eps)
         kept = update.left @ (factors[:, None] * (update.left.T @ update.lora_b))

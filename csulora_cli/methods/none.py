@@ -16,7 +16,5 @@ class NoCorrection:
     def parameters(self, params: CorrectionParams) -> dict:
         return {}
 
-    def corrected_b(
-        self, update: LowRankUpdate, subspace: SelectedSubspace, params: CorrectionParams
-    ) -> torch.Tensor:
+    def corrected_b(self, update: LowRankUpdate, subspace: SelectedSubspace, params: CorrectionParams) -> torch.Tensor:
         return update.lora_b

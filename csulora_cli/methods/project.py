@@ -16,7 +16,5 @@ class HardProjection:
     def parameters(self, params: CorrectionParams) -> dict:
         return {}
 
-    def corrected_b(
-        self, update: LowRankUpdate, subspace: SelectedSubspace, params: CorrectionParams
-    ) -> torch.Tensor:
+    def corrected_b(self, update: LowRankUpdate, subspace: SelectedSubspace, params: CorrectionParams) -> torch.Tensor:
         return apply_projector(subspace.basis, update.lora_b)

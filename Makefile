@@ -1,0 +1,47 @@
+# Development environment in .venv; every target installs what it needs first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The dev environment pins torch's CPU build (pyproject keeps a normal range for users). Where pip would
+# otherwise fetch a CUDA build, point it at a CPU wheel index: make install TORCH_PIP_ARGS="--index-url ..."
+TORCH_VERSION ?= 2.13.0
+TORCH_PIP_ARGS ?=
+
+.PHONY: install demo test lint format check-runtime clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check "torch==$(TORCH_VERSION)" $(TORCH_PIP_ARGS)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	touch $@
+
+demo: install
+	$(BIN)/csulora demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff format --check csulora_cli tests scripts
+	$(BIN)/ruff check csulora_cli tests scripts
+
+format: install
+	$(BIN)/ruff format csulora_cli tests scripts
+	$(BIN)/ruff check --fix csulora_cli tests scripts
+
+# The runtime must not lean on the test extras: install without them and run the CLI.
+check-runtime:
+	rm -rf .venv-runtime
+	$(PYTHON) -m venv .venv-runtime
+	.venv-runtime/bin/python -m pip install -q --disable-pip-version-check "torch==$(TORCH_VERSION)" $(TORCH_PIP_ARGS)
+	.venv-runtime/bin/python -m pip install -q --disable-pip-version-check .
+	.venv-runtime/bin/csulora --help > /dev/null
+	! .venv-runtime/bin/python -c "import peft" 2>/dev/null
+	! .venv-runtime/bin/python -c "import transformers" 2>/dev/null
+	.venv-runtime/bin/csulora demo > /dev/null
+	@echo "runtime environment without test extras: csulora --help and demo ran"
+
+clean:
+	rm -rf $(VENV) .venv-runtime build *.egg-info

@@ -1,0 +1,23 @@
+"""Shared fixtures: every test gets its own basis cache and never reaches the network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from csulora_cli.demo import build_demo
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("CSULORA_CACHE", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path_factory.mktemp("hf_home")))
+    monkeypatch.delenv("CSULORA_DEBUG", raising=False)
+
+
+@pytest.fixture
+def demo_models(tmp_path) -> tuple[Path, Path, Path]:
+    """base/, aligned/ (bf16 shards with an index) and adapter/ (float32 PEFT LoRA) under tmp_path."""
+    return build_demo(tmp_path / "models")
