@@ -24,6 +24,9 @@ class CsuloraError(Exception):
             text += f" ({self.hint})"
         return " ".join(text.split())
 
+    def __str__(self) -> str:
+        return self.one_line()
+
 
 class UsageError(CsuloraError):
     """A flag or option value that cannot be used (exit 2, like a parse error)."""

@@ -1,0 +1,141 @@
+"""The basis cache and portable subspace folders: keys, integrity checks, atomic entries."""
+
+from __future__ import annotations
+
+import torch
+
+from csulora_cli.api import CorrectRequest, EstimateRequest, SubspaceSpec, correct, estimate_subspace
+from csulora_cli.cache import BasisCache, BasisRequest, SubspaceFolder, fingerprint, read_basis_file
+from csulora_cli.subspace import EstimationParams, SubspaceBasis
+
+
+def request(**changes) -> BasisRequest:
+    fields = dict(
+        base_key="w",
+        transposed=False,
+        base_content="sha256:a",
+        aligned_content="sha256:b",
+        params=EstimationParams(max_rank=4),
+    )
+    return BasisRequest(**(fields | changes))
+
+
+def a_basis(m=6, k=3) -> SubspaceBasis:
+    q, _ = torch.linalg.qr(torch.randn(m, k))
+    return SubspaceBasis(q, torch.tensor([3.0, 2.0, 1.0])[:k], total_energy=14.5, reference_energy=100.0)
+
+
+def test_fingerprint_depends_on_everything_a_basis_depends_on():
+    keys = {
+        fingerprint(request()),
+        fingerprint(request(base_key="v")),
+        fingerprint(request(transposed=True)),
+        fingerprint(request(base_content="sha256:c")),
+        fingerprint(request(aligned_content="sha256:c")),
+        fingerprint(request(params=EstimationParams(max_rank=5))),
+        fingerprint(request(params=EstimationParams(max_rank=4, seed=1))),
+        fingerprint(request(params=EstimationParams(max_rank=4, exact=True))),
+    }
+    assert len(keys) == 8
+
+
+def test_round_trip_and_damage_is_detected_then_recomputed(tmp_path):
+    warnings = []
+    cache = BasisCache(tmp_path, warnings.append)
+    basis = a_basis()
+    cache.save(request(), basis)
+    loaded = cache.load(request())
+    assert torch.equal(loaded.basis, basis.basis) and loaded.total_energy == basis.total_energy
+    path = cache.path_for(request())
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF  # flip bits in the singular values
+    path.write_bytes(bytes(data))
+    assert cache.load(request()) is None
+    assert "checksum" in warnings[-1]
+    path.write_bytes(path.read_bytes()[:40])  # truncated
+    assert cache.load(request()) is None
+    assert "damaged" in warnings[-1]
+
+
+def test_entry_filed_under_another_key_is_not_used(tmp_path):
+    warnings = []
+    cache = BasisCache(tmp_path, warnings.append)
+    cache.save(request(), a_basis())
+    other = request(base_key="v")
+    cache.path_for(other).parent.mkdir(parents=True, exist_ok=True)
+    cache.path_for(request()).rename(cache.path_for(other))
+    assert cache.load(other) is None
+    assert "other inputs" in warnings[-1]
+
+
+def test_no_temporary_files_are_left_in_the_cache(tmp_path):
+    cache = BasisCache(tmp_path, lambda message: None)
+    for key in "abc":
+        cache.save(request(base_key=key), a_basis())
+    leftovers = [p for p in tmp_path.rglob("*") if p.is_file() and p.name.startswith(".tmp-")]
+    assert leftovers == []
+
+
+def test_estimate_then_correct_reuses_the_cache(demo_models, tmp_path):
+    base, aligned, adapter = demo_models
+    params = EstimationParams(max_rank=8)
+    first = estimate_subspace(
+        EstimateRequest(
+            base=str(base), aligned=str(aligned), adapter=adapter, estimation=params, cache_dir=tmp_path / "c"
+        )
+    )
+    assert not any(m.from_cache for m in first.modules)
+    second = estimate_subspace(
+        EstimateRequest(
+            base=str(base), aligned=str(aligned), adapter=adapter, estimation=params, cache_dir=tmp_path / "c"
+        )
+    )
+    assert all(m.from_cache for m in second.modules)
+    entries = list((tmp_path / "c" / "bases").rglob("*.safetensors"))
+    reports = correct(
+        CorrectRequest(
+            adapters=(adapter,),
+            out=None,
+            dry_run=True,
+            subspace=SubspaceSpec(base=str(base), aligned=str(aligned), estimation=params, cache_dir=tmp_path / "c"),
+        )
+    )
+    assert list((tmp_path / "c" / "bases").rglob("*.safetensors")) == entries
+    assert reports[0].modules
+
+
+def test_portable_folder_gives_the_same_correction_as_the_cache(demo_models, tmp_path):
+    base, aligned, adapter = demo_models
+    params = EstimationParams(max_rank=8)
+    estimate_subspace(
+        EstimateRequest(
+            base=str(base),
+            aligned=str(aligned),
+            adapter=adapter,
+            estimation=params,
+            cache_dir=tmp_path / "c",
+            out=tmp_path / "sub",
+        )
+    )
+    folder = SubspaceFolder(tmp_path / "sub")
+    for entry in folder.modules.values():
+        read_basis_file(tmp_path / "sub" / entry["file"])  # checksums hold
+    via_folder = correct(
+        CorrectRequest(
+            adapters=(adapter,),
+            out=None,
+            dry_run=True,
+            subspace=SubspaceSpec(subspace=tmp_path / "sub", estimation=params),
+        )
+    )
+    via_cache = correct(
+        CorrectRequest(
+            adapters=(adapter,),
+            out=None,
+            dry_run=True,
+            subspace=SubspaceSpec(base=str(base), aligned=str(aligned), estimation=params, cache_dir=tmp_path / "c"),
+        )
+    )
+    assert [m.to_dict() | {"base_key": None} for m in via_folder[0].modules] == [
+        m.to_dict() | {"base_key": None} for m in via_cache[0].modules
+    ]
