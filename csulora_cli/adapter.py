@@ -222,6 +222,9 @@ def _check_factor_shapes(
             raise ShapeMismatchError(f"expected a 2-D tensor, got shape {tuple(tensor.shape)}", where=f"{path} [{key}]")
         if tensor.dtype not in DTYPE_NAMES:
             raise FormatError(f"dtype {tensor.dtype} is not a float type", where=f"{path} [{key}]")
+    for key, tensor in ((a_key, lora_a), (b_key, lora_b)):
+        if not torch.isfinite(tensor).all():
+            raise FormatError("holds NaN or Inf values", where=f"{path} [{key}]")
     if lora_a.shape[0] != lora_b.shape[1]:
         raise ShapeMismatchError(
             f"rank disagrees with {a_key}: {tuple(lora_b.shape)} vs {tuple(lora_a.shape)}",

@@ -405,8 +405,6 @@ def _correct_module(
     device = subspace.basis.device
     lora_b = module.lora_b.to(device, torch.float32)
     lora_a = module.lora_a.to(device, torch.float32)
-    if not (torch.isfinite(lora_b).all() and torch.isfinite(lora_a).all()):
-        raise CsuloraError("adapter tensor holds NaN or Inf values", where=module.b_key)
     update = decompose_update(lora_b, lora_a, module.scale.value)
     if not subspace.has_signal:
         status, note, new_b = (

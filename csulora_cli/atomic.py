@@ -2,7 +2,8 @@
 
 Everything is written into a hidden temporary sibling of the destination, fsynced, then renamed into
 place; on any error or SIGINT/SIGTERM the temporary folder is removed. A SIGKILL can leave only a
-hidden `.csulora-tmp-*` folder behind, never a folder under the destination's name.
+hidden `.csulora-tmp-<pid>-*` folder behind, never a folder under the destination's name; the next run
+that writes beside it removes it once that process is gone.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ def check_destination(destination: Path, overwrite: bool) -> None:
 def atomic_folder(destination: Path, overwrite: bool) -> Iterator[Path]:
     """Yield an empty temporary folder; on success it replaces `destination` in one rename."""
     check_destination(destination, overwrite)
+    remove_stale_temporaries(destination.parent)
     try:
-        temporary = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=destination.parent))
+        temporary = Path(tempfile.mkdtemp(prefix=_own_prefix(), dir=destination.parent))
     except OSError as error:
         raise CsuloraError(f"cannot create a folder here ({error.strerror})", where=str(destination.parent)) from None
     with _cleanup_on_signal(temporary):
@@ -51,11 +53,39 @@ def atomic_folder(destination: Path, overwrite: bool) -> Iterator[Path]:
             raise
 
 
+def _own_prefix() -> str:
+    return f"{TEMP_PREFIX}{os.getpid()}-"
+
+
+def remove_stale_temporaries(parent: Path) -> None:
+    """Remove temporary folders left by killed runs (their process no longer exists)."""
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.name.startswith(TEMP_PREFIX) or not entry.is_dir():
+            continue
+        pid_text = entry.name[len(TEMP_PREFIX) :].split("-", 1)[0]
+        if pid_text.isdigit() and not _process_alive(int(pid_text)):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
 def _replace(temporary: Path, destination: Path, overwrite: bool) -> None:
     if destination.exists():
         if not overwrite:  # appeared while we worked: never clobber it
             raise OutputExistsError("output appeared while writing", where=str(destination))
-        retired = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX + "old-", dir=destination.parent))
+        retired = Path(tempfile.mkdtemp(prefix=_own_prefix(), dir=destination.parent))
         os.replace(destination, retired / destination.name)
         os.replace(temporary, destination)
         shutil.rmtree(retired, ignore_errors=True)
