@@ -26,7 +26,7 @@ from .adapter import (
 )
 from .atomic import atomic_folder, check_destination
 from .bases import BasisProvider, EstimatingProvider, FolderProvider, Target
-from .cache import BasisCache, SubspaceFolder, default_cache_dir, write_subspace_folder
+from .cache import BasisCache, SubspaceFolder, add_to_subspace_folder, default_cache_dir, prepare_subspace_folder
 from .correction import CorrectionParams, decompose_update, measure_correction
 from .errors import CsuloraError, ShapeMismatchError, UsageError
 from .methods import get_method
@@ -74,6 +74,7 @@ class EstimateRequest:
     aligned: str
     modules: str | None = None  # regex over base keys
     adapter: Path | None = None
+    layers: str | None = None  # "0-15", "3", "0-3,8-11": split one model across jobs
     estimation: EstimationParams = EstimationParams()
     energy: float = 0.99
     cache_dir: Path | None = None
@@ -169,8 +170,7 @@ def _model_type(spec: str) -> str | None:
 
 def estimate_subspace(request: EstimateRequest, events: Events = SilentEvents()) -> EstimateResult:
     _check_estimation(request.estimation, request.energy)
-    if request.out is not None:
-        check_destination(request.out, request.overwrite)
+    layers = parse_layers(request.layers) if request.layers is not None else None
     cache_dir = request.cache_dir or default_cache_dir()
     provider = _estimating_provider(
         request.base, request.aligned, request.estimation, cache_dir, resolve_device(request.device), events
@@ -180,21 +180,45 @@ def estimate_subspace(request: EstimateRequest, events: Events = SilentEvents())
         targets = list(dict.fromkeys(_targets_for(adapter, provider).values()))
     else:
         targets = _targets_by_name(provider, request.modules, _model_type(request.base))
+    if layers is not None:
+        targets = [target for target in targets if layer_of(target.base_key) in layers]
     if not targets:
-        raise CsuloraError("no 2-D weights match", where="--modules" if request.modules else request.base)
-    advance = events.start("estimating subspaces", len(targets))
-    modules, estimated = [], []
-    for target, basis, from_cache in provider.bases(targets):
-        modules.append(_module_subspace(target, basis, request.energy, from_cache))
-        estimated.append((provider.request(target), basis))
-        advance()
-    location = str(cache_dir)
+        where = "--layers" if layers is not None else "--modules" if request.modules else request.base
+        raise CsuloraError("no 2-D weights match", where=where)
+    provider.check(targets)
     if request.out is not None:
         sources = {"base": provider.base.describe(), "aligned": provider.aligned.describe()}
-        with atomic_folder(request.out, request.overwrite) as folder:
-            write_subspace_folder(folder, estimated, sources)
-        location = str(request.out)
+        prepare_subspace_folder(request.out, sources, request.estimation, request.overwrite)
+    advance = events.start("estimating subspaces", len(targets))
+    modules = []
+    for target, basis, from_cache in provider.bases(targets):
+        modules.append(_module_subspace(target, basis, request.energy, from_cache))
+        if request.out is not None:
+            # Written as each module finishes, so a job split across machines fills the folder as it goes.
+            add_to_subspace_folder(request.out, provider.request(target), basis)
+        advance()
+    location = str(request.out) if request.out is not None else str(cache_dir)
     return EstimateResult(location=location, modules=modules)
+
+
+_LAYER_INDEX = re.compile(r"\.(?:layers|h|blocks|layer)\.(\d+)\.")
+
+
+def layer_of(key: str) -> int | None:
+    """The transformer block a weight belongs to (`model.layers.7.mlp...` -> 7); None outside blocks."""
+    match = _LAYER_INDEX.search("." + key)
+    return int(match[1]) if match else None
+
+
+def parse_layers(text: str) -> set[int]:
+    """'0-15' or '3' or '0-3,8-11' -> the set of layer indices."""
+    layers: set[int] = set()
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not match or (match[2] is not None and int(match[2]) < int(match[1])):
+            raise UsageError(f"expected ranges such as 0-15 or 0-3,8-11, got {text!r}", where="--layers")
+        layers.update(range(int(match[1]), int(match[2] or match[1]) + 1))
+    return layers
 
 
 def _module_subspace(target: Target, basis: SubspaceBasis, energy: float, from_cache: bool) -> ModuleSubspace:

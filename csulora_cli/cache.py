@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from . import __version__
-from .errors import CsuloraError, FormatError, MissingTensorError
+from .errors import CsuloraError, FormatError, MissingTensorError, OutputExistsError
+from .safetensors_header import read_header
 from .subspace import EstimationParams, SubspaceBasis
 
 CACHE_FORMAT = 1
@@ -167,66 +169,99 @@ def _file_name(base_key: str, transposed: bool) -> str:
     return f"{safe}{'.T' if transposed else ''}.safetensors"
 
 
-def write_subspace_folder(folder: Path, entries: list[tuple[BasisRequest, SubspaceBasis]], sources: dict) -> None:
-    """A portable subspace folder: a manifest and one basis file per module (what CI uploads)."""
-    modules = {}
-    (folder / "bases").mkdir()
-    for request, basis in entries:
-        name = _file_name(request.base_key, request.transposed)
-        write_basis_file(
-            folder / "bases" / name,
-            basis,
-            {
-                "fingerprint": fingerprint(request),
-                "module": request.base_key,
-                "transposed": request.transposed,
-            },
-        )
-        modules[f"{request.base_key}{'|T' if request.transposed else ''}"] = {
-            "key": request.base_key,
-            "transposed": request.transposed,
-            "file": f"bases/{name}",
-            "out_features": basis.out_features,
-            "stored_rank": basis.basis.shape[1],
-            "total_energy": basis.total_energy,
-        }
-    params = entries[0][0].params.as_dict() if entries else {}
+def prepare_subspace_folder(folder: Path, sources: dict, params: EstimationParams, overwrite: bool) -> None:
+    """Create (or join) a portable subspace folder before any basis is written into it.
+
+    Several jobs (a Slurm array, a CI matrix) may fill one folder with different modules: a folder that
+    already holds a subspace of the same sources and parameters is joined, never replaced. Anything
+    else there is kept unless `overwrite` is given.
+    """
     manifest = {
         "schema_version": SUBSPACE_SCHEMA_VERSION,
         "tool": {"name": "csulora", "version": __version__},
         "sources": sources,
-        "estimation": params,
-        "modules": modules,
+        "estimation": params.as_dict(),
     }
-    (folder / SUBSPACE_MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    manifest_path = folder / SUBSPACE_MANIFEST
+    if folder.exists():
+        if not folder.is_dir():
+            raise CsuloraError("output exists and is not a folder", where=str(folder))
+        existing = _read_manifest(manifest_path) if manifest_path.is_file() else None
+        compatible = existing is not None and all(
+            existing.get(key) == manifest[key] for key in ("sources", "estimation")
+        )
+        if not compatible and any(folder.iterdir()):
+            if not overwrite:
+                what = "a subspace of other sources or parameters" if existing else "other files"
+                raise OutputExistsError(
+                    f"output holds {what}", where=str(folder), hint="pass --overwrite to replace it"
+                )
+            shutil.rmtree(folder)
+    (folder / "bases").mkdir(parents=True, exist_ok=True)
+    _write_text_atomically(manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def add_to_subspace_folder(folder: Path, request: BasisRequest, basis: SubspaceBasis) -> None:
+    record = {"fingerprint": fingerprint(request), "module": request.base_key, "transposed": request.transposed}
+    write_basis_file(folder / "bases" / _file_name(request.base_key, request.transposed), basis, record)
+
+
+def _write_text_atomically(path: Path, text: str) -> None:
+    handle, temporary = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    with os.fdopen(handle, "w") as stream:
+        stream.write(text)
+    os.replace(temporary, path)
+
+
+def _read_manifest(path: Path) -> dict:
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise FormatError(f"not a subspace manifest ({error})", where=str(path)) from None
+    if not isinstance(manifest, dict):
+        raise FormatError("not a subspace manifest (not a JSON object)", where=str(path))
+    return manifest
 
 
 class SubspaceFolder:
-    """A portable subspace folder read back: bases looked up by base key and orientation."""
+    """A portable subspace folder read back: bases looked up by base key and orientation.
+
+    The module index is read from the basis files' own headers, so a folder filled by several jobs
+    needs no shared index file.
+    """
 
     def __init__(self, folder: Path):
         self.folder = folder
         manifest_path = folder / SUBSPACE_MANIFEST
         if not folder.is_dir():
             raise CsuloraError("subspace folder does not exist", where=str(folder))
-        try:
-            self.manifest = json.loads(manifest_path.read_text())
-            self.modules = self.manifest["modules"]
-            self.sources = self.manifest.get("sources", {})
-            self.estimation = self.manifest.get("estimation", {})
-        except FileNotFoundError:
-            raise MissingTensorError(f"not a subspace folder: no {SUBSPACE_MANIFEST}", where=str(folder)) from None
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise FormatError(f"not a subspace manifest ({error})", where=str(manifest_path)) from None
-        if not isinstance(self.modules, dict):
-            raise FormatError("modules is not a JSON object", where=str(manifest_path))
+        if not manifest_path.is_file():
+            raise MissingTensorError(f"not a subspace folder: no {SUBSPACE_MANIFEST}", where=str(folder))
+        self.manifest = _read_manifest(manifest_path)
+        self.sources = self.manifest.get("sources", {})
+        self.estimation = self.manifest.get("estimation", {})
+        self.modules = {}
+        for path in sorted((folder / "bases").glob("*.safetensors")):
+            header = read_header(path)
+            try:
+                record = json.loads(header.metadata["csulora"])
+                key, transposed = record["module"], bool(record["transposed"])
+                out_features = header.entries["basis"].shape[0]
+            except (KeyError, ValueError, TypeError, IndexError):
+                raise FormatError("not a csulora basis file", where=str(path)) from None
+            self.modules[_index_key(key, transposed)] = {
+                "key": key,
+                "transposed": transposed,
+                "path": path,
+                "out_features": out_features,
+            }
 
     def keys(self) -> set[str]:
         return {entry["key"] for entry in self.modules.values()}
 
     def entry(self, base_key: str, transposed: bool) -> dict:
-        entry = self.modules.get(f"{base_key}{'|T' if transposed else ''}")
-        if not isinstance(entry, dict):
+        entry = self.modules.get(_index_key(base_key, transposed))
+        if entry is None:
             orientation = "transposed " if transposed else ""
             raise MissingTensorError(
                 f"no {orientation}basis for {base_key} in this subspace folder",
@@ -236,10 +271,8 @@ class SubspaceFolder:
         return entry
 
     def load(self, base_key: str, transposed: bool) -> SubspaceBasis:
-        entry = self.entry(base_key, transposed)
-        path = (self.folder / str(entry.get("file", ""))).resolve()
-        if self.folder.resolve() not in path.parents:
-            raise FormatError(
-                f"file for {base_key} points outside the folder", where=str(self.folder / SUBSPACE_MANIFEST)
-            )
-        return read_basis_file(path)[0]
+        return read_basis_file(self.entry(base_key, transposed)["path"])[0]
+
+
+def _index_key(base_key: str, transposed: bool) -> str:
+    return f"{base_key}{'|T' if transposed else ''}"

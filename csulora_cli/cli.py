@@ -85,6 +85,9 @@ def estimate_subspace_command(
     adapter: Annotated[
         Path | None, typer.Option("--adapter", help="Estimate the modules this adapter targets.")
     ] = None,
+    layers: Annotated[
+        str | None, typer.Option("--layers", help="Only these transformer blocks, e.g. 0-15 or 0-3,8-11 (split jobs).")
+    ] = None,
     rank: RankOpt = DEFAULTS.max_rank,
     energy: EnergyOpt = 0.99,
     exact: ExactOpt = False,
@@ -107,6 +110,7 @@ def estimate_subspace_command(
         aligned=options["aligned"],
         modules=options["modules"],
         adapter=_path(options["adapter"]),
+        layers=options["layers"],
         estimation=_estimation(options),
         energy=options["energy"],
         cache_dir=_path(options["cache_dir"]),

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from csulora_cli.api import CorrectRequest, EstimateRequest, SubspaceSpec, correct, estimate_subspace
 from csulora_cli.cache import BasisCache, BasisRequest, SubspaceFolder, fingerprint, read_basis_file
+from csulora_cli.errors import OutputExistsError
 from csulora_cli.subspace import EstimationParams, SubspaceBasis
 
 
@@ -119,7 +121,7 @@ def test_portable_folder_gives_the_same_correction_as_the_cache(demo_models, tmp
     )
     folder = SubspaceFolder(tmp_path / "sub")
     for entry in folder.modules.values():
-        read_basis_file(tmp_path / "sub" / entry["file"])  # checksums hold
+        read_basis_file(entry["path"])  # checksums hold
     via_folder = correct(
         CorrectRequest(
             adapters=(adapter,),
@@ -139,3 +141,29 @@ def test_portable_folder_gives_the_same_correction_as_the_cache(demo_models, tmp
     assert [m.to_dict() | {"base_key": None} for m in via_folder[0].modules] == [
         m.to_dict() | {"base_key": None} for m in via_cache[0].modules
     ]
+
+
+def test_split_jobs_fill_one_subspace_folder(demo_models, tmp_path):
+    """Two jobs with --layers 0 and --layers 1 into one folder give the same folder as one job."""
+    base, aligned, adapter = demo_models
+    params = EstimationParams(max_rank=8)
+    common = dict(base=str(base), aligned=str(aligned), adapter=adapter, estimation=params)
+    for layers in ("0", "1"):
+        estimate_subspace(
+            EstimateRequest(**common, layers=layers, cache_dir=tmp_path / f"c{layers}", out=tmp_path / "split")
+        )
+    estimate_subspace(EstimateRequest(**common, cache_dir=tmp_path / "c", out=tmp_path / "whole"))
+    split, whole = SubspaceFolder(tmp_path / "split"), SubspaceFolder(tmp_path / "whole")
+    assert split.keys() == whole.keys() and len(whole.keys()) == 10
+    for key in whole.keys():
+        assert torch.equal(split.load(key, False).basis, whole.load(key, False).basis)
+
+
+def test_subspace_folder_of_other_parameters_is_not_joined(demo_models, tmp_path):
+    base, aligned, adapter = demo_models
+    common = dict(base=str(base), aligned=str(aligned), adapter=adapter, out=tmp_path / "sub")
+    estimate_subspace(EstimateRequest(**common, estimation=EstimationParams(max_rank=8)))
+    with pytest.raises(OutputExistsError, match="other sources or parameters"):
+        estimate_subspace(EstimateRequest(**common, estimation=EstimationParams(max_rank=4)))
+    estimate_subspace(EstimateRequest(**common, estimation=EstimationParams(max_rank=4), overwrite=True))
+    assert SubspaceFolder(tmp_path / "sub").load("model.layers.0.self_attn.q_proj.weight", False).basis.shape[1] == 4
