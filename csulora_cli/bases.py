@@ -6,7 +6,9 @@ Both providers answer the same questions (which keys exist, what shape, the basi
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -16,6 +18,10 @@ from .cache import BasisCache, BasisRequest, SubspaceFolder
 from .errors import CsuloraError, MissingTensorError, ShapeMismatchError
 from .sources import TensorSource
 from .subspace import EstimationParams, SubspaceBasis, estimate_basis, frobenius_energy
+
+# Modules read ahead of the one being decomposed: enough to hide a read behind an SVD, few enough
+# that memory stays a handful of modules whatever the model size.
+PREFETCH_MODULES = 2
 
 
 @dataclass(frozen=True)
@@ -105,21 +111,47 @@ class EstimatingProvider:
         )
 
     def bases(self, targets: list[Target]) -> Iterator[tuple[Target, SubspaceBasis, bool]]:
-        self.check(targets)
-        for target in targets:
-            request = self.request(target)
-            basis = self.cache.load(request)
-            if basis is not None:
-                yield target, _on_device(basis, self.device), True
-                continue
-            self.on_module(target.base_key)
-            basis = self._estimate(target)
-            self.cache.save(request, basis)
-            yield target, basis, False
+        """Bases in target order; a reader thread hashes, looks up and reads the next modules meanwhile.
 
-    def _estimate(self, target: Target) -> SubspaceBasis:
-        base_weight = self.base.read(target.base_key).to(self.device, torch.float32)
-        displacement = self.aligned.read(target.base_key).to(self.device, torch.float32)
+        The queue holds at most PREFETCH_MODULES fetched modules, so memory stays bounded by a few
+        modules' stored tensors while the disk and the cores work at the same time.
+        """
+        self.check(targets)
+        remaining = iter(targets)
+        in_flight: deque[tuple[Target, Future]] = deque()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="csulora-reader") as reader:
+
+            def fetch_next() -> None:
+                target = next(remaining, None)
+                if target is not None:
+                    in_flight.append((target, reader.submit(self._fetch, target)))
+
+            for _ in range(PREFETCH_MODULES):
+                fetch_next()
+            while in_flight:
+                target, future = in_flight.popleft()
+                request, cached, stored = future.result()
+                fetch_next()
+                if cached is not None:
+                    yield target, _on_device(cached, self.device), True
+                    continue
+                self.on_module(target.base_key)
+                basis = self._estimate(target, *stored)
+                del stored
+                self.cache.save(request, basis)
+                yield target, basis, False
+
+    def _fetch(self, target: Target):
+        """Reader thread: (request, cached basis or None, (base, aligned) stored tensors or None)."""
+        request = self.request(target)
+        cached = self.cache.load(request)
+        if cached is not None:
+            return request, cached, None
+        return request, None, (self.base.read(target.base_key), self.aligned.read(target.base_key))
+
+    def _estimate(self, target: Target, base_stored: torch.Tensor, aligned_stored: torch.Tensor) -> SubspaceBasis:
+        base_weight = base_stored.to(self.device, torch.float32)
+        displacement = aligned_stored.to(self.device, torch.float32)
         displacement -= base_weight  # in place: one (m, n) float32 buffer besides the base weight
         _check_finite(base_weight, target.base_key, self.base.name)
         _check_finite(displacement, target.base_key, self.aligned.name)
