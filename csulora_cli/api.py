@@ -191,12 +191,16 @@ def estimate_subspace(request: EstimateRequest, events: Events = SilentEvents())
         prepare_subspace_folder(request.out, sources, request.estimation, request.overwrite)
     advance = events.start("estimating subspaces", len(targets))
     modules = []
+    # CLI.md: by default, every 2-D weight *that differs*; whether it differs is known once it is read.
+    skip_unchanged = request.adapter is None and request.modules is None
     for target, basis, from_cache in provider.bases(targets):
+        advance()
+        if skip_unchanged and not basis.has_signal:
+            continue
         modules.append(_module_subspace(target, basis, request.energy, from_cache))
         if request.out is not None:
             # Written as each module finishes, so a job split across machines fills the folder as it goes.
             add_to_subspace_folder(request.out, provider.request(target), basis)
-        advance()
     location = str(request.out) if request.out is not None else str(cache_dir)
     return EstimateResult(location=location, modules=modules)
 

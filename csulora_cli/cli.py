@@ -11,11 +11,10 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
 from . import __version__, api
-from .config import apply_config
+from .config import config_defaults
 from .correction import CorrectionParams
 from .errors import CsuloraError, GateTripped
 from .output import Output
@@ -54,31 +53,30 @@ EpsOpt = Annotated[float, typer.Option("--eps", help="Tolerance of the direction
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
 
 DEFAULTS = EstimationParams()
+# typer ships its own copy of click; its usage-error base class is reached through a public export.
+_CLICK_ERROR = next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "ClickException")
 
 
 def _path(value) -> Path | None:
     return None if value is None else Path(value).expanduser()
 
 
-def _estimation(options: dict) -> EstimationParams:
-    return EstimationParams(max_rank=options["rank"], exact=options["exact"], seed=options["seed"])
-
-
-def _subspace(options: dict) -> api.SubspaceSpec:
+def _subspace(
+    subspace, base, aligned, rank: int, exact: bool, seed: int, energy: float, cache_dir, device: str
+) -> api.SubspaceSpec:
     return api.SubspaceSpec(
-        subspace=_path(options["subspace"]),
-        base=options["base"],
-        aligned=options["aligned"],
-        estimation=_estimation(options),
-        energy=options["energy"],
-        cache_dir=_path(options["cache_dir"]),
-        device=options["device"],
+        subspace=_path(subspace),
+        base=base,
+        aligned=aligned,
+        estimation=EstimationParams(max_rank=rank, exact=exact, seed=seed),
+        energy=energy,
+        cache_dir=_path(cache_dir),
+        device=device,
     )
 
 
 @app.command("estimate-subspace")
 def estimate_subspace_command(
-    ctx: typer.Context,
     base: Annotated[str, typer.Argument(help="Pre-alignment base model (folder).")],
     aligned: Annotated[str, typer.Argument(help="Safety-aligned model (folder).")],
     modules: Annotated[str | None, typer.Option("--modules", help="Regex over base weight keys.")] = None,
@@ -101,22 +99,21 @@ def estimate_subspace_command(
     quiet: QuietOpt = False,
 ) -> None:
     """Estimate and cache the safety subspace of each module (or write a portable subspace folder)."""
-    options = apply_config(ctx, config, dict(locals()))
-    if options["modules"] and options["adapter"]:
+    if modules and adapter:
         raise typer.BadParameter("give --modules or --adapter, not both", param_hint="--modules")
-    output = Output(options["json_output"], options["quiet"])
+    output = Output(json_output, quiet)
     request = api.EstimateRequest(
-        base=options["base"],
-        aligned=options["aligned"],
-        modules=options["modules"],
-        adapter=_path(options["adapter"]),
-        layers=options["layers"],
-        estimation=_estimation(options),
-        energy=options["energy"],
-        cache_dir=_path(options["cache_dir"]),
-        device=options["device"],
-        out=_path(options["out"]),
-        overwrite=options["overwrite"],
+        base=base,
+        aligned=aligned,
+        modules=modules,
+        adapter=_path(adapter),
+        layers=layers,
+        estimation=EstimationParams(max_rank=rank, exact=exact, seed=seed),
+        energy=energy,
+        cache_dir=_path(cache_dir),
+        device=device,
+        out=_path(out),
+        overwrite=overwrite,
     )
     with output.progress():
         result = api.estimate_subspace(request, output)
@@ -125,7 +122,6 @@ def estimate_subspace_command(
 
 @app.command("correct")
 def correct_command(
-    ctx: typer.Context,
     adapters: Annotated[list[Path], typer.Argument(help="One or more PEFT LoRA adapter folders.")],
     out: Annotated[
         Path | None, typer.Option("--out", help="Output folder (one subfolder per adapter if several).")
@@ -149,25 +145,23 @@ def correct_command(
     quiet: QuietOpt = False,
 ) -> None:
     """Write corrected adapters and their reports."""
-    options = apply_config(ctx, config, dict(locals()))
-    output = Output(options["json_output"], options["quiet"])
+    output = Output(json_output, quiet)
     request = api.CorrectRequest(
         adapters=tuple(adapters),
-        out=_path(options["out"]),
-        subspace=_subspace(options),
-        method=options["method"],
-        correction=CorrectionParams(lambda_=options["lambda_"], eps=options["eps"]),
-        dry_run=options["dry_run"],
-        overwrite=options["overwrite"],
+        out=_path(out),
+        subspace=_subspace(subspace, base, aligned, rank, exact, seed, energy, cache_dir, device),
+        method=method,
+        correction=CorrectionParams(lambda_=lambda_, eps=eps),
+        dry_run=dry_run,
+        overwrite=overwrite,
     )
     with output.progress():
         reports = api.correct(request, output)
-    output.reports(reports, options["dry_run"])
+    output.reports(reports, dry_run)
 
 
 @app.command("inspect")
 def inspect_command(
-    ctx: typer.Context,
     adapter: Annotated[Path, typer.Argument(help="A PEFT LoRA adapter folder.")],
     subspace: SubspaceOpt = None,
     base: BaseOpt = None,
@@ -190,19 +184,18 @@ def inspect_command(
     quiet: QuietOpt = False,
 ) -> None:
     """Show an adapter's modules, or with a subspace, what `correct` would remove."""
-    options = apply_config(ctx, config, dict(locals()))
-    output = Output(options["json_output"], options["quiet"])
+    output = Output(json_output, quiet)
     request = api.InspectRequest(
         adapter=adapter,
-        subspace=_subspace(options),
-        method=options["method"],
-        correction=CorrectionParams(lambda_=options["lambda_"], eps=options["eps"]),
-        fail_above=options["fail_above"],
+        subspace=_subspace(subspace, base, aligned, rank, exact, seed, energy, cache_dir, device),
+        method=method,
+        correction=CorrectionParams(lambda_=lambda_, eps=eps),
+        fail_above=fail_above,
     )
     with output.progress():
         result = api.inspect(request, output)
     output.inspect(result)
-    threshold = options["fail_above"]
+    threshold = fail_above
     if threshold is not None and result.report is not None:
         off = result.report.totals.off_subspace_fraction
         if off > threshold:
@@ -233,7 +226,11 @@ def main(argv: list[str] | None = None) -> None:
     debug = os.environ.get("CSULORA_DEBUG") == "1"
     output = Output()
     try:
-        code = typer.main.get_command(app).main(args=argv, prog_name="csulora", standalone_mode=False)
+        command = typer.main.get_command(app)
+        args = sys.argv[1:] if argv is None else list(argv)
+        code = command.main(
+            args=args, prog_name="csulora", standalone_mode=False, default_map=config_defaults(command, args)
+        )
     except GateTripped as gate:
         output.error(f"csulora: {gate}")
         sys.exit(GateTripped.exit_code)
@@ -242,13 +239,13 @@ def main(argv: list[str] | None = None) -> None:
             raise
         output.error(f"csulora: error: {error.one_line()}")
         sys.exit(error.exit_code)
-    except click.ClickException as error:
+    except _CLICK_ERROR as error:
         if debug:
             raise
         command = f" {error.ctx.info_name}" if getattr(error, "ctx", None) and error.ctx.info_name != "csulora" else ""
         output.error(f"csulora{command}: error: {error.format_message()} (see --help)")
         sys.exit(error.exit_code)
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, typer.Abort):
         output.error("csulora: interrupted")
         sys.exit(130)
     except Exception as error:  # a bug: one line, unless asked for the traceback

@@ -1,12 +1,14 @@
-"""`--config FILE.yaml`: defaults for any option of a command; flags given on the command line win."""
+"""`--config FILE.yaml`: defaults for any option of a command; flags given on the command line win.
+
+The file is read before the command line is parsed and handed to the parser as its map of defaults,
+so every value goes through the option's own type and anything typed on the command line wins.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import click
 import yaml
-from click.core import ParameterSource
 
 from .errors import FormatError, UsageError
 
@@ -25,28 +27,37 @@ def read_config_file(path: Path) -> dict:
     return values
 
 
-def apply_config(ctx: click.Context, path: Path | None, options: dict) -> dict:
-    """Return `options` with every value the user did not type taken from the config file.
-
-    Keys are option names without `--` (`cache-dir` or `cache_dir`); each value goes through the
-    option's own click type, so a bad value fails exactly like the same flag would.
-    """
+def config_defaults(group, args: list[str]) -> dict | None:
+    """The parser's default map {command: {parameter: value}} from the `--config` in `args`, if any."""
+    command_name = next((arg for arg in args if not arg.startswith("-")), None)
+    commands = getattr(group, "commands", {})
+    if command_name not in commands:
+        return None
+    path = _config_path(args)
     if path is None:
-        return options
+        return None
+    # Keys are option names without `--` (`cache-dir` or `cache_dir`); the parser wants parameter names.
     by_flag = {}
-    for parameter in ctx.command.params:
-        if isinstance(parameter, click.Option):
+    for parameter in commands[command_name].params:
+        if getattr(parameter, "param_type_name", None) == "option":
             for flag in parameter.opts:
-                by_flag[flag.lstrip("-")] = parameter
-    merged = dict(options)
+                if flag.startswith("--"):
+                    by_flag[flag[2:]] = parameter.name
+    defaults = {}
     for key, value in read_config_file(path).items():
-        parameter = by_flag.get(str(key).replace("_", "-"))
-        if parameter is None or parameter.name == "config":
-            raise UsageError(f"unknown option {key!r} for this command", where=str(path))
-        if ctx.get_parameter_source(parameter.name) != ParameterSource.DEFAULT:
-            continue
-        try:
-            merged[parameter.name] = parameter.type_cast_value(ctx, value)
-        except click.BadParameter as error:
-            raise UsageError(f"bad value for {key}: {error.message}", where=str(path)) from None
-    return merged
+        name = by_flag.get(str(key).replace("_", "-"))
+        if name is None or name == "config":
+            raise UsageError(f"unknown option {key!r} for {command_name}", where=str(path))
+        defaults[name] = value
+    return {command_name: defaults}
+
+
+def _config_path(args: list[str]) -> Path | None:
+    for index, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg == "--config" and index + 1 < len(args):
+            return Path(args[index + 1]).expanduser()
+        if arg.startswith("--config="):
+            return Path(arg.split("=", 1)[1]).expanduser()
+    return None

@@ -136,7 +136,7 @@ def measure_correction(
         aligned_energy = _dot(subspace.basis.T @ original, subspace.basis.T @ original)
     else:
         aligned_energy = 0.0
-    norms = (update_energy * corrected_energy) ** 0.5
+    norms = update_energy**0.5 * corrected_energy**0.5  # not sqrt(a * b): the product can under/overflow
     if norms > 0.0:
         cosine = max(-1.0, min(1.0, inner / norms))
     else:

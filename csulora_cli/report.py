@@ -97,8 +97,10 @@ def totals_of(modules: list[ModuleReport]) -> Totals:
     """Totals over the whole adapter, as if its updates were one concatenated vector."""
     update = sum(m.figures.update_energy for m in modules)
     corrected = sum(m.figures.corrected_energy for m in modules)
-    inner = sum(m.figures.cosine * math.sqrt(m.figures.update_energy * m.figures.corrected_energy) for m in modules)
-    norms = math.sqrt(update * corrected)
+    inner = sum(
+        m.figures.cosine * math.sqrt(m.figures.update_energy) * math.sqrt(m.figures.corrected_energy) for m in modules
+    )
+    norms = math.sqrt(update) * math.sqrt(corrected)
     cosine = inner / norms if norms > 0 else (1.0 if update == corrected else 0.0)
     return Totals(
         update_energy=update,
