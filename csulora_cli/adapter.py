@@ -11,11 +11,12 @@ import math
 import pickle
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 
 from .errors import (
     CsuloraError,
@@ -24,7 +25,7 @@ from .errors import (
     ShapeMismatchError,
     UnsupportedAdapterError,
 )
-from .safetensors_header import DTYPE_NAMES, read_header
+from .safetensors_header import DTYPE_NAMES, DTYPES, read_header
 
 CONFIG_FILE = "adapter_config.json"
 SAFETENSORS_FILE = "adapter_model.safetensors"
@@ -57,23 +58,20 @@ class Scale:
 
 @dataclass(frozen=True)
 class LoraModule:
-    """One adapted weight: B (m, r), A (r, n) in output-space form, in the adapter's stored dtype."""
+    """One adapted weight, described from the file header: B (m, r), A (r, n) in output-space form.
+
+    The factors themselves are read on demand (`LoraAdapter.factors`), so a batch of hundreds of
+    adapters holds only one module's factors at a time.
+    """
 
     name: str  # PEFT's module name, e.g. "model.layers.0.self_attn.q_proj"
     kind: ModuleKind
     a_key: str
     b_key: str
-    lora_a: torch.Tensor
-    lora_b: torch.Tensor
+    out_features: int
+    in_features: int
+    dtype: torch.dtype  # of lora_B, kept when it is rewritten
     scale: Scale
-
-    @property
-    def out_features(self) -> int:
-        return self.lora_b.shape[0]
-
-    @property
-    def in_features(self) -> int:
-        return self.lora_a.shape[1]
 
 
 @dataclass(frozen=True)
@@ -81,25 +79,40 @@ class LoraAdapter:
     folder: Path
     config: dict
     weights_path: Path
-    tensors: dict[str, torch.Tensor]  # every tensor of the file, in file order
+    keys: tuple[str, ...]  # every tensor of the weights file, in file order
     modules: tuple[LoraModule, ...]
+    # An adapter_model.bin can only be read whole; its tensors are kept here. None for safetensors.
+    pickled: dict[str, torch.Tensor] | None = field(default=None, repr=False, compare=False)
 
     @property
     def passthrough_keys(self) -> list[str]:
         """Tensors that are not LoRA factors (modules_to_save, biases): copied untouched."""
         factors = {key for module in self.modules for key in (module.a_key, module.b_key)}
-        return [key for key in self.tensors if key not in factors]
+        return [key for key in self.keys if key not in factors]
+
+    def factors(self, module: LoraModule) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A: (r, n), B: (m, r)) in the stored dtype; refuses NaN/Inf naming the tensor."""
+        if self.pickled is not None:
+            lora_a, lora_b = self.pickled[module.a_key], self.pickled[module.b_key]
+        else:
+            with safe_open(str(self.weights_path), framework="pt") as handle:
+                lora_a, lora_b = handle.get_tensor(module.a_key), handle.get_tensor(module.b_key)
+        for key, tensor in ((module.a_key, lora_a), (module.b_key, lora_b)):
+            if not torch.isfinite(tensor).all():
+                raise FormatError("holds NaN or Inf values", where=f"{self.weights_path} [{key}]")
+        return lora_a, lora_b
 
 
 def read_adapter(folder: Path) -> LoraAdapter:
+    """Read the config and the weights file's header; factors are read later, module by module."""
     if not folder.is_dir():
         raise CsuloraError("adapter folder does not exist", where=str(folder))
     config = read_config(folder / CONFIG_FILE)
-    weights_path, tensors = _read_weights(folder)
-    modules = _modules(config, tensors, weights_path)
+    weights_path, shapes, pickled = _read_weights(folder)
+    modules = _modules(config, shapes, weights_path)
     if not modules:
         raise MissingTensorError("no lora_A / lora_B tensors found", where=str(weights_path))
-    return LoraAdapter(folder, config, weights_path, tensors, tuple(modules))
+    return LoraAdapter(folder, config, weights_path, tuple(shapes), tuple(modules), pickled)
 
 
 def read_config(path: Path) -> dict:
@@ -120,27 +133,35 @@ def read_config(path: Path) -> dict:
             "(base + B A), so a corrected B would not give the closest safe update",
             where=f"{path} [use_dora]",
         )
-    for field in ("r", "lora_alpha"):
-        value = config.get(field, 8)
+    for name in ("r", "lora_alpha"):
+        value = config.get(name, 8)
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise FormatError(f"{field} must be a positive number, got {value!r}", where=f"{path} [{field}]")
-    for field in ("rank_pattern", "alpha_pattern"):
-        if not isinstance(config.get(field) or {}, dict):
-            raise FormatError(f"{field} must be a JSON object", where=f"{path} [{field}]")
+            raise FormatError(f"{name} must be a positive number, got {value!r}", where=f"{path} [{name}]")
+    for name in ("rank_pattern", "alpha_pattern"):
+        patterns = config.get(name) or {}
+        if not isinstance(patterns, dict):
+            raise FormatError(f"{name} must be a JSON object", where=f"{path} [{name}]")
+        for pattern, value in patterns.items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise FormatError(f"{pattern!r} must map to a positive number", where=f"{path} [{name}]")
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise FormatError(f"{pattern!r} is not a valid pattern ({error})", where=f"{path} [{name}]") from None
     return config
 
 
-def _read_weights(folder: Path) -> tuple[Path, dict[str, torch.Tensor]]:
+def _read_weights(folder: Path) -> tuple[Path, dict[str, tuple[tuple[int, ...], str]], dict | None]:
+    """(weights file, {key: (shape, dtype name)} in file order, pickled tensors or None)."""
     safetensors_path = folder / SAFETENSORS_FILE
     if safetensors_path.is_file():
         header = read_header(safetensors_path)
-        from safetensors.torch import load_file
-
-        loaded = load_file(str(safetensors_path))
-        return safetensors_path, {key: loaded[key] for key in header.entries}
+        return safetensors_path, {key: (e.shape, e.dtype) for key, e in header.entries.items()}, None
     pickle_path = folder / PICKLE_FILE
     if pickle_path.is_file():
-        return pickle_path, _load_pickle_safely(pickle_path)
+        tensors = _load_pickle_safely(pickle_path)
+        shapes = {key: (tuple(t.shape), DTYPE_NAMES.get(t.dtype, str(t.dtype))) for key, t in tensors.items()}
+        return pickle_path, shapes, tensors
     raise MissingTensorError(f"no {SAFETENSORS_FILE} or {PICKLE_FILE}", where=str(folder))
 
 
@@ -186,9 +207,9 @@ def resolve_scale(config: dict, module_name: str) -> Scale:
     return Scale(rank=int(rank), alpha=float(alpha), value=float(value))
 
 
-def _modules(config: dict, tensors: dict[str, torch.Tensor], path: Path) -> list[LoraModule]:
+def _modules(config: dict, shapes: dict[str, tuple[tuple[int, ...], str]], path: Path) -> list[LoraModule]:
     factors: dict[str, dict[str, str]] = {}
-    for key in tensors:
+    for key in shapes:
         if "lora_magnitude_vector" in key:
             raise UnsupportedAdapterError("DoRA magnitude vectors found; DoRA adapters are refused", where=key)
         match = _LORA_KEY.match(key)
@@ -207,32 +228,30 @@ def _modules(config: dict, tensors: dict[str, torch.Tensor], path: Path) -> list
             kind = ModuleKind.EMBEDDING
         else:
             kind = ModuleKind.CONV1D if config.get("fan_in_fan_out") else ModuleKind.LINEAR
-        lora_a, lora_b = tensors[a_key], tensors[b_key]
         scale = resolve_scale(config, name)
-        _check_factor_shapes(lora_a, lora_b, scale, path, a_key, b_key)
-        modules.append(LoraModule(name, kind, a_key, b_key, lora_a, lora_b, scale))
+        _check_factor_shapes(shapes, scale, path, a_key, b_key)
+        (rows, _), dtype_name = shapes[b_key]
+        modules.append(LoraModule(name, kind, a_key, b_key, rows, shapes[a_key][0][1], DTYPES[dtype_name], scale))
     return modules
 
 
 def _check_factor_shapes(
-    lora_a: torch.Tensor, lora_b: torch.Tensor, scale: Scale, path: Path, a_key: str, b_key: str
+    shapes: dict[str, tuple[tuple[int, ...], str]], scale: Scale, path: Path, a_key: str, b_key: str
 ) -> None:
-    for key, tensor in ((a_key, lora_a), (b_key, lora_b)):
-        if tensor.dim() != 2:
-            raise ShapeMismatchError(f"expected a 2-D tensor, got shape {tuple(tensor.shape)}", where=f"{path} [{key}]")
-        if tensor.dtype not in DTYPE_NAMES:
-            raise FormatError(f"dtype {tensor.dtype} is not a float type", where=f"{path} [{key}]")
-    for key, tensor in ((a_key, lora_a), (b_key, lora_b)):
-        if not torch.isfinite(tensor).all():
-            raise FormatError("holds NaN or Inf values", where=f"{path} [{key}]")
-    if lora_a.shape[0] != lora_b.shape[1]:
+    for key in (a_key, b_key):
+        shape, dtype_name = shapes[key]
+        if len(shape) != 2:
+            raise ShapeMismatchError(f"expected a 2-D tensor, got shape {list(shape)}", where=f"{path} [{key}]")
+        if dtype_name not in DTYPES:
+            raise FormatError(f"dtype {dtype_name} is not a float type", where=f"{path} [{key}]")
+    a_shape, b_shape = shapes[a_key][0], shapes[b_key][0]
+    if a_shape[0] != b_shape[1]:
         raise ShapeMismatchError(
-            f"rank disagrees with {a_key}: {tuple(lora_b.shape)} vs {tuple(lora_a.shape)}",
-            where=f"{path} [{b_key}]",
+            f"rank disagrees with {a_key}: {list(b_shape)} vs {list(a_shape)}", where=f"{path} [{b_key}]"
         )
-    if lora_a.shape[0] != scale.rank:
+    if a_shape[0] != scale.rank:
         raise ShapeMismatchError(
-            f"rank {lora_a.shape[0]} but the config resolves r = {scale.rank} for this module",
+            f"rank {a_shape[0]} but the config resolves r = {scale.rank} for this module",
             where=f"{path} [{a_key}]",
         )
 
@@ -277,33 +296,34 @@ def check_module_matches_base(module: LoraModule, stored_shape: tuple[int, ...],
         )
 
 
-def copy_adapter_files(adapter: LoraAdapter, destination: Path, corrected_b: dict[str, torch.Tensor]) -> None:
-    """Write the adapter into `destination` (an existing empty folder) with some B tensors replaced.
+class AdapterWriter:
+    """Fills an (empty, temporary) output folder with a copy of the adapter, then patches B tensors.
 
-    A safetensors input is copied byte for byte and only the data ranges of the replaced tensors are
+    A safetensors input is copied byte for byte and only the data ranges of replaced tensors are
     rewritten (same shape, same dtype, so same length): header, order, metadata and every other tensor
-    stay exactly as they were. A pickle input becomes `adapter_model.safetensors`.
+    stay exactly as they were. A pickle input is written as `adapter_model.safetensors` first.
     """
-    for path in adapter.folder.iterdir():
-        if path.is_file() and path.name not in (SAFETENSORS_FILE, PICKLE_FILE, "README.md"):
-            shutil.copyfile(path, destination / path.name)
-    target = destination / SAFETENSORS_FILE
-    if adapter.weights_path.name == SAFETENSORS_FILE:
-        shutil.copyfile(adapter.weights_path, target)
-        header = read_header(target)
-        with open(target, "r+b") as handle:
-            for key, tensor in corrected_b.items():
-                entry = header.entries[key]
-                handle.seek(entry.start)
-                handle.write(_raw_bytes(tensor, adapter.tensors[key]))
-    else:
-        from safetensors.torch import save_file
 
-        tensors = {key: corrected_b.get(key, value).contiguous().clone() for key, value in adapter.tensors.items()}
-        save_file(tensors, str(target), metadata={"format": "pt"})
+    def __init__(self, adapter: LoraAdapter, destination: Path):
+        self.adapter = adapter
+        self.folder = destination
+        for path in adapter.folder.iterdir():
+            if path.is_file() and path.name not in (SAFETENSORS_FILE, PICKLE_FILE, "README.md"):
+                shutil.copyfile(path, destination / path.name)
+        self.target = destination / SAFETENSORS_FILE
+        if adapter.pickled is None:
+            shutil.copyfile(adapter.weights_path, self.target)
+        else:
+            from safetensors.torch import save_file
 
+            tensors = {key: adapter.pickled[key].contiguous().clone() for key in adapter.keys}
+            save_file(tensors, str(self.target), metadata={"format": "pt"})
+        self.entries = read_header(self.target).entries
 
-def _raw_bytes(tensor: torch.Tensor, original: torch.Tensor) -> bytes:
-    if tensor.shape != original.shape or tensor.dtype != original.dtype:
-        raise AssertionError(f"corrected tensor changed shape/dtype: {tensor.shape} {tensor.dtype}")
-    return tensor.contiguous().view(torch.uint8).numpy().tobytes()
+    def replace(self, key: str, tensor: torch.Tensor) -> None:
+        entry = self.entries[key]
+        if tuple(tensor.shape) != entry.shape or DTYPE_NAMES.get(tensor.dtype) != entry.dtype:
+            raise AssertionError(f"replacement for {key} changed shape or dtype")
+        with open(self.target, "r+b") as handle:
+            handle.seek(entry.start)
+            handle.write(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())

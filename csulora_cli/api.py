@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -17,11 +19,11 @@ import torch
 
 from . import __version__
 from .adapter import (
+    AdapterWriter,
     LoraAdapter,
     LoraModule,
     base_weight_key,
     check_module_matches_base,
-    copy_adapter_files,
     read_adapter,
 )
 from .atomic import atomic_folder, check_destination
@@ -29,10 +31,10 @@ from .bases import BasisProvider, EstimatingProvider, FolderProvider, Target
 from .cache import BasisCache, SubspaceFolder, add_to_subspace_folder, default_cache_dir, prepare_subspace_folder
 from .correction import CorrectionParams, decompose_update, measure_correction
 from .errors import CsuloraError, ShapeMismatchError, UsageError
-from .methods import get_method
+from .methods import CorrectionMethod, get_method
 from .report import REPORT_FILE, AdapterReport, ModuleReport
 from .sources import open_source
-from .subspace import EstimationParams, SubspaceBasis
+from .subspace import EstimationParams, SelectedSubspace, SubspaceBasis
 
 
 class Events(Protocol):
@@ -360,7 +362,11 @@ def _check_destinations(out: Path, destinations: list[Path], overwrite: bool) ->
 
 
 def correct(request: CorrectRequest, events: Events = SilentEvents()) -> list[AdapterReport]:
-    """Correct every adapter; with several, each basis is loaded or estimated once for all of them."""
+    """Correct every adapter; with several, each basis is loaded or estimated once for all of them.
+
+    Everything is checked before any work (flags, adapters, destinations, keys and shapes); outputs are
+    filled in temporary folders as modules are corrected and renamed into place only at the end.
+    """
     if not request.adapters:
         raise UsageError("give at least one adapter folder", where="ADAPTER")
     if request.out is None and not request.dry_run:
@@ -372,79 +378,94 @@ def correct(request: CorrectRequest, events: Events = SilentEvents()) -> list[Ad
     if not request.dry_run:
         _check_destinations(request.out, destinations, request.overwrite)
     provider = _provider(request.subspace, adapters, events)
-    reports = _run_corrections(adapters, destinations, provider, method, request, events)
-    if request.dry_run:
-        return [report for report, _ in reports]
-    if len(adapters) > 1:
-        request.out.mkdir(parents=True, exist_ok=True)
-    advance = events.start("writing adapters", len(adapters))
-    for adapter, destination, (report, corrected_b) in zip(adapters, destinations, reports, strict=True):
-        with atomic_folder(destination, request.overwrite) as folder:
-            copy_adapter_files(adapter, folder, corrected_b)
-            (folder / "README.md").write_text(_provenance(adapter, report))
-            (folder / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-        advance()
-    return [report for report, _ in reports]
+    targets = [_targets_for(adapter, provider) for adapter in adapters]
+    batch_folder_created = not request.dry_run and len(adapters) > 1 and not request.out.exists()
+    try:
+        with ExitStack() as outputs:
+            writers: list[AdapterWriter | None] = [None] * len(adapters)
+            if not request.dry_run:
+                if len(adapters) > 1:
+                    request.out.mkdir(exist_ok=True)
+                writers = [
+                    AdapterWriter(adapter, outputs.enter_context(atomic_folder(destination, request.overwrite)))
+                    for adapter, destination in zip(adapters, destinations, strict=True)
+                ]
+            module_reports = _correct_modules(adapters, targets, writers, provider, method, request, events)
+            reports = [
+                _adapter_report(adapter, destination, modules, provider, method, request)
+                for adapter, destination, modules in zip(adapters, destinations, module_reports, strict=True)
+            ]
+            for adapter, writer, report in zip(adapters, writers, reports, strict=True):
+                if writer is not None:
+                    (writer.folder / "README.md").write_text(_provenance(adapter, report))
+                    (writer.folder / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    except BaseException:
+        if batch_folder_created:
+            shutil.rmtree(request.out, ignore_errors=True)
+        raise
+    return reports
 
 
-def _run_corrections(adapters, destinations, provider, method, request: CorrectRequest, events: Events):
-    """Returns, per adapter, its report and the B tensors to replace (key -> tensor in stored dtype)."""
+def _correct_modules(adapters, targets, writers, provider, method, request: CorrectRequest, events: Events):
+    """Module by module: one basis, then that module of every adapter; returns reports per adapter."""
     spec = request.subspace
-    targets_per_adapter = [_targets_for(adapter, provider) for adapter in adapters]
     users: dict[Target, list[tuple[int, LoraModule]]] = {}
-    for index, (adapter, targets) in enumerate(zip(adapters, targets_per_adapter, strict=True)):
+    for index, adapter in enumerate(adapters):
         for module in adapter.modules:
-            users.setdefault(targets[module.name], []).append((index, module))
-    module_reports: list[dict[str, ModuleReport]] = [{} for _ in adapters]
-    corrected: list[dict] = [{} for _ in adapters]
+            users.setdefault(targets[index][module.name], []).append((index, module))
+    reports: list[dict[str, ModuleReport]] = [{} for _ in adapters]
     advance = events.start("correcting modules", len(users))
     for target, basis, _ in provider.bases(list(users)):
         subspace = basis.select(spec.energy, spec.estimation.max_rank)
         for index, module in users[target]:
-            report, new_b = _correct_module(module, target, subspace, method, request.correction, basis)
-            module_reports[index][module.name] = report
-            if new_b is not None:
-                corrected[index][module.b_key] = new_b
+            lora_a, lora_b = adapters[index].factors(module)
+            report, new_b = _correct_module(module, lora_a, lora_b, target, subspace, basis, method, request.correction)
+            reports[index][module.name] = report
+            if new_b is not None and writers[index] is not None:
+                writers[index].replace(module.b_key, new_b)
         advance()
-    method_record = {
-        "name": method.name,
-        "params": method.parameters(request.correction),
-        "reference": method.reference_url,
-    }
-    subspace_record = dict(provider.describe(), energy=spec.energy, max_rank=spec.estimation.max_rank)
-    results = []
-    for index, adapter in enumerate(adapters):
-        ordered = [module_reports[index][module.name] for module in adapter.modules]
-        destination = destinations[index]
-        report = AdapterReport(
-            adapter=str(adapter.folder.resolve()),
-            output=None if destination is None or request.dry_run else str(destination.resolve()),
-            method=method_record,
-            subspace=subspace_record,
-            modules=ordered,
-        )
-        results.append((report, corrected[index]))
-    return results
+    return [
+        [by_name[module.name] for module in adapter.modules] for adapter, by_name in zip(adapters, reports, strict=True)
+    ]
+
+
+def _adapter_report(adapter, destination, modules, provider, method, request: CorrectRequest) -> AdapterReport:
+    spec = request.subspace
+    return AdapterReport(
+        adapter=str(adapter.folder.resolve()),
+        output=None if destination is None or request.dry_run else str(destination.resolve()),
+        method={
+            "name": method.name,
+            "params": method.parameters(request.correction),
+            "reference": method.reference_url,
+        },
+        subspace=dict(provider.describe(), energy=spec.energy, max_rank=spec.estimation.max_rank),
+        modules=modules,
+    )
 
 
 def _correct_module(
-    module: LoraModule, target: Target, subspace, method, params: CorrectionParams, basis: SubspaceBasis
+    module: LoraModule,
+    lora_a: torch.Tensor,
+    lora_b: torch.Tensor,
+    target: Target,
+    subspace: SelectedSubspace,
+    basis: SubspaceBasis,
+    method: CorrectionMethod,
+    params: CorrectionParams,
 ) -> tuple[ModuleReport, torch.Tensor | None]:
+    """One module of one adapter: (report, new B in the stored dtype, or None when B is kept)."""
     device = subspace.basis.device
-    lora_b = module.lora_b.to(device, torch.float32)
-    lora_a = module.lora_a.to(device, torch.float32)
-    update = decompose_update(lora_b, lora_a, module.scale.value)
+    stored_dtype = lora_b.dtype
+    lora_b = lora_b.to(device, torch.float32)
+    update = decompose_update(lora_b, lora_a.to(device, torch.float32), module.scale.value)
     if not subspace.has_signal:
-        status, note, new_b = (
-            "no_signal",
-            "base and aligned weights do not differ: update left unchanged",
-            None,
-        )
+        status, note, new_b = "no_signal", "base and aligned weights do not differ: update left unchanged", None
     elif method.name == "none":
         status, note, new_b = "unchanged", "", None
     else:
         # Measured on what is written: B' rounded to the adapter's dtype, not the float32 intermediate.
-        new_b = method.corrected_b(update, subspace, params).to(module.lora_b.dtype).cpu()
+        new_b = method.corrected_b(update, subspace, params).to(stored_dtype).cpu()
         status, note = "corrected", ""
     effective_b = lora_b if new_b is None else new_b.to(device, torch.float32)
     figures = measure_correction(update, effective_b, subspace, params.eps)
@@ -502,7 +523,7 @@ def inspect(request: InspectRequest, events: Events = SilentEvents()) -> Inspect
     if not request.subspace.given:
         if request.fail_above is not None:
             raise UsageError("needs a subspace: pass --subspace DIR or --base BASE", where="--fail-above")
-        return InspectResult(summaries=[_summary(module) for module in adapter.modules])
+        return InspectResult(summaries=[_summary(adapter, module) for module in adapter.modules])
     reports = correct(
         CorrectRequest(
             adapters=(request.adapter,),
@@ -517,8 +538,9 @@ def inspect(request: InspectRequest, events: Events = SilentEvents()) -> Inspect
     return InspectResult(report=reports[0])
 
 
-def _summary(module: LoraModule) -> ModuleSummary:
-    update = decompose_update(module.lora_b.to(torch.float32), module.lora_a.to(torch.float32), module.scale.value)
+def _summary(adapter: LoraAdapter, module: LoraModule) -> ModuleSummary:
+    lora_a, lora_b = adapter.factors(module)
+    update = decompose_update(lora_b.to(torch.float32), lora_a.to(torch.float32), module.scale.value)
     return ModuleSummary(
         module=module.name,
         kind=module.kind.value,

@@ -11,9 +11,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from csulora_cli.adapter import (
+    AdapterWriter,
     ModuleKind,
     base_weight_key,
-    copy_adapter_files,
     read_adapter,
     resolve_scale,
 )
@@ -124,7 +124,7 @@ def test_bin_adapter_is_read_with_weights_only(tmp_path):
     torch.save(tensors, folder / "adapter_model.bin")
     (folder / "adapter_config.json").write_text(json.dumps({"r": 2, "lora_alpha": 2}))
     adapter = read_adapter(folder)
-    assert torch.equal(adapter.modules[0].lora_b, tensors["base_model.model.m.q.lora_B.weight"])
+    assert torch.equal(adapter.factors(adapter.modules[0])[1], tensors["base_model.model.m.q.lora_B.weight"])
 
 
 class RunsCode:
@@ -171,7 +171,7 @@ def test_written_adapter_changes_only_replaced_bytes(tmp_path):
     replacement = torch.zeros(3, 2, dtype=torch.bfloat16)
     out = tmp_path / "out"
     out.mkdir()
-    copy_adapter_files(adapter, out, {key: replacement})
+    AdapterWriter(adapter, out).replace(key, replacement)
     assert (out / "adapter_config.json").read_bytes() == (folder / "adapter_config.json").read_bytes()
     assert (out / "tokenizer.json").exists()
     written = load_file(str(out / "adapter_model.safetensors"))

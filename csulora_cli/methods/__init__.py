@@ -12,6 +12,8 @@ from .csulora import ClosestSafeUpdate
 from .none import NoCorrection
 from .project import HardProjection
 
+__all__ = ["METHODS", "CorrectionMethod", "get_method"]
+
 METHODS: dict[str, CorrectionMethod] = {
     method.name: method for method in (ClosestSafeUpdate(), HardProjection(), NoCorrection())
 }
