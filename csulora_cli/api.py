@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -379,31 +378,39 @@ def correct(request: CorrectRequest, events: Events = SilentEvents()) -> list[Ad
         _check_destinations(request.out, destinations, request.overwrite)
     provider = _provider(request.subspace, adapters, events)
     targets = [_targets_for(adapter, provider) for adapter in adapters]
-    batch_folder_created = not request.dry_run and len(adapters) > 1 and not request.out.exists()
-    try:
-        with ExitStack() as outputs:
-            writers: list[AdapterWriter | None] = [None] * len(adapters)
-            if not request.dry_run:
-                if len(adapters) > 1:
-                    request.out.mkdir(exist_ok=True)
-                writers = [
-                    AdapterWriter(adapter, outputs.enter_context(atomic_folder(destination, request.overwrite)))
-                    for adapter, destination in zip(adapters, destinations, strict=True)
-                ]
-            module_reports = _correct_modules(adapters, targets, writers, provider, method, request, events)
-            reports = [
-                _adapter_report(adapter, destination, modules, provider, method, request)
-                for adapter, destination, modules in zip(adapters, destinations, module_reports, strict=True)
-            ]
-            for adapter, writer, report in zip(adapters, writers, reports, strict=True):
-                if writer is not None:
-                    (writer.folder / "README.md").write_text(_provenance(adapter, report))
-                    (writer.folder / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-    except BaseException:
-        if batch_folder_created:
-            shutil.rmtree(request.out, ignore_errors=True)
-        raise
+    with ExitStack() as outputs:
+        folders = _open_output_folders(outputs, request, destinations)
+        writers = [
+            None if folder is None else AdapterWriter(adapter, folder)
+            for adapter, folder in zip(adapters, folders, strict=True)
+        ]
+        module_reports = _correct_modules(adapters, targets, writers, provider, method, request, events)
+        reports = [
+            _adapter_report(adapter, destination, modules, provider, method, request)
+            for adapter, destination, modules in zip(adapters, destinations, module_reports, strict=True)
+        ]
+        for adapter, writer, report in zip(adapters, writers, reports, strict=True):
+            if writer is not None:
+                (writer.folder / "README.md").write_text(_provenance(adapter, report))
+                (writer.folder / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     return reports
+
+
+def _open_output_folders(outputs: ExitStack, request: CorrectRequest, destinations: list) -> list[Path | None]:
+    """Temporary folders to fill, renamed into place when `outputs` closes without an error.
+
+    A new batch folder appears whole, in one rename; adding to an existing batch folder renames each
+    adapter's folder on its own (each whole).
+    """
+    if request.dry_run:
+        return [None] * len(destinations)
+    if len(destinations) > 1 and not request.out.exists():
+        batch = outputs.enter_context(atomic_folder(request.out, overwrite=False))
+        folders = [batch / destination.name for destination in destinations]
+        for folder in folders:
+            folder.mkdir()
+        return folders
+    return [outputs.enter_context(atomic_folder(destination, request.overwrite)) for destination in destinations]
 
 
 def _correct_modules(adapters, targets, writers, provider, method, request: CorrectRequest, events: Events):
