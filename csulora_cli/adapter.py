@@ -11,6 +11,7 @@ import math
 import pickle
 import re
 import shutil
+import warnings
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -42,11 +43,6 @@ class ModuleKind(StrEnum):
     LINEAR = "linear"  # weight (out, in): already output-space form
     CONV1D = "conv1d"  # GPT-2 style, fan_in_fan_out: weight (in, out)
     EMBEDDING = "embedding"  # weight (num_embeddings, dim): output space is dim
-
-    @property
-    def stored_transposed(self) -> bool:
-        """Whether the base weight must be transposed to reach output-space form (METHOD.md section 1)."""
-        return self is not ModuleKind.LINEAR
 
 
 @dataclass(frozen=True)
@@ -168,12 +164,15 @@ def _read_weights(folder: Path) -> tuple[Path, dict[str, tuple[tuple[int, ...], 
 def _load_pickle_safely(path: Path) -> dict[str, torch.Tensor]:
     try:
         # weights_only=True: a pickle can run arbitrary code on load; this loader only rebuilds tensors.
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        reason = str(error).splitlines()[0] if str(error) else "unsupported content"
+        culprit = re.search(r"GLOBAL (\S+)", str(error))
+        what = f"references {culprit[1]}" if culprit else "holds more than plain tensors"
         raise FormatError(
-            f"refused to load: the pickle holds more than plain tensors, and loading it could run code "
-            f"({reason[:160]})",
+            f"refused to load: the pickle {what}, and unpickling it could run code; only tensors are loaded "
+            "(weights_only=True)",
             where=str(path),
         ) from None
     except (OSError, RuntimeError, EOFError, ValueError) as error:
@@ -256,12 +255,19 @@ def _check_factor_shapes(
         )
 
 
+# Weights GPT-2 style models keep in `Conv1D` layers, stored (in, out).
+_CONV1D_NAME = re.compile(r"(^|\.)(c_attn|c_proj|c_fc|q_attn)$")
+# Where a tied output head's weight lives in the checkpoint.
+_INPUT_EMBEDDING_KEY = re.compile(r"(^|\.)(embed_tokens|wte|word_embeddings|embed_in)\.weight$")
+
+
 def base_weight_key(module: LoraModule, available: set[str] | list[str]) -> str:
     """The base checkpoint key of a module's weight, as PEFT names modules.
 
     PEFT names modules from the model class (LlamaForCausalLM: `model.layers.0...`), while checkpoints
     saved from the bare backbone drop that first component (`gpt2`: `h.0.attn.c_attn.weight`). Try the
-    exact name, then without the first component, then a unique key ending in the name.
+    exact name, then without the first component, then a unique key ending in the name. An output head
+    with no weight of its own is tied to the input embedding, which the checkpoint stores once.
     """
     available = set(available)
     exact = f"{module.name}.weight"
@@ -274,26 +280,47 @@ def base_weight_key(module: LoraModule, available: set[str] | list[str]) -> str:
     suffix_matches = [key for key in available if key.endswith("." + exact)]
     if len(suffix_matches) == 1:
         return suffix_matches[0]
+    if module.name.rsplit(".", 1)[-1] in ("lm_head", "embed_out"):
+        tied = [key for key in available if _INPUT_EMBEDDING_KEY.search(key)]
+        if len(tied) == 1:
+            return tied[0]
     raise MissingTensorError(f"the base model has no weight for adapter module {module.name} (looked for {exact})")
 
 
-def output_space_shape(module: LoraModule, stored_shape: tuple[int, ...]) -> tuple[int, int]:
+def stored_transposed(module: LoraModule, stored_shape: tuple[int, ...], base_key: str) -> bool:
+    """Whether the base weight is stored transposed to output-space form (METHOD.md section 1).
+
+    Decided per module from the stored shape, as PEFT decides per layer from the layer class: the
+    config's `fan_in_fan_out` is one flag for the whole adapter and PEFT rewrites it when a Conv1D model
+    also targets a Linear head. A square weight fits both ways; then GPT-2's Conv1D names, or the flag.
+    """
     if len(stored_shape) != 2:
-        raise ShapeMismatchError(f"base weight for {module.name} is not 2-D: {stored_shape}")
-    rows, cols = stored_shape
-    return (cols, rows) if module.kind.stored_transposed else (rows, cols)
+        raise ShapeMismatchError(f"base weight for {module.name} is not 2-D: {list(stored_shape)}", where=base_key)
+    out_features, in_features = module.out_features, module.in_features
+    as_stored = tuple(stored_shape) == (out_features, in_features)
+    transposed = tuple(stored_shape) == (in_features, out_features)
+    if module.kind is ModuleKind.EMBEDDING:
+        as_stored = False  # Embedding (num_embeddings, dim): output space is dim, always transposed
+    if as_stored and transposed:
+        return bool(_CONV1D_NAME.search(module.name)) or module.kind is ModuleKind.CONV1D
+    if as_stored or transposed:
+        return transposed
+    raise ShapeMismatchError(
+        f"adapter module {module.name} updates a {out_features}x{in_features} weight (out x in) but the base "
+        f"{base_key} is stored {stored_shape[0]}x{stored_shape[1]}",
+        where=base_key,
+    )
 
 
-def check_module_matches_base(module: LoraModule, stored_shape: tuple[int, ...], base_key: str) -> None:
-    expected = (module.out_features, module.in_features)
-    actual = output_space_shape(module, stored_shape)
-    if actual != expected:
-        orientation = " (transposed, as a Conv1D/Embedding weight)" if module.kind.stored_transposed else ""
-        raise ShapeMismatchError(
-            f"adapter module {module.name} updates a {expected[0]}x{expected[1]} weight but the base "
-            f"{base_key} is {stored_shape[0]}x{stored_shape[1]}{orientation}",
-            where=base_key,
-        )
+def resolved_kind(module: LoraModule, transposed: bool) -> ModuleKind:
+    if module.kind is ModuleKind.EMBEDDING:
+        return ModuleKind.EMBEDDING
+    return ModuleKind.CONV1D if transposed else ModuleKind.LINEAR
+
+
+def guess_transposed(module: LoraModule) -> bool:
+    """Orientation without a base to look at (a subspace folder with both): names, then the flag."""
+    return module.kind is not ModuleKind.LINEAR or bool(_CONV1D_NAME.search(module.name))
 
 
 class AdapterWriter:

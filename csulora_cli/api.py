@@ -22,14 +22,16 @@ from .adapter import (
     LoraAdapter,
     LoraModule,
     base_weight_key,
-    check_module_matches_base,
+    guess_transposed,
     read_adapter,
+    resolved_kind,
+    stored_transposed,
 )
 from .atomic import atomic_folder, check_destination
 from .bases import BasisProvider, EstimatingProvider, FolderProvider, Target
 from .cache import BasisCache, SubspaceFolder, add_to_subspace_folder, default_cache_dir, prepare_subspace_folder
 from .correction import CorrectionParams, decompose_update, measure_correction
-from .errors import CsuloraError, ShapeMismatchError, UsageError
+from .errors import CsuloraError, MissingTensorError, ShapeMismatchError, UsageError
 from .methods import CorrectionMethod, get_method
 from .report import REPORT_FILE, AdapterReport, ModuleReport
 from .sources import open_source
@@ -310,7 +312,7 @@ def _check_correction(params: CorrectionParams) -> None:
 
 
 def _targets_for(adapter: LoraAdapter, provider: BasisProvider) -> dict[str, Target]:
-    """Map each adapter module to the base weight it updates, checking shapes on the way."""
+    """Map each adapter module to the base weight it updates and its orientation, checking shapes."""
     keys = provider.keys()
     targets = {}
     for module in adapter.modules:
@@ -319,19 +321,31 @@ def _targets_for(adapter: LoraAdapter, provider: BasisProvider) -> dict[str, Tar
         except CsuloraError as error:
             raise type(error)(error.message, where=str(adapter.weights_path)) from None
         stored = provider.stored_shape(key)
-        target = Target(key, module.kind.stored_transposed)
         if stored is not None:
-            check_module_matches_base(module, stored, key)
+            transposed = stored_transposed(module, stored, key)
         else:
-            out_features = provider.out_features(target)
-            if out_features is not None and out_features != module.out_features:
-                raise ShapeMismatchError(
-                    f"adapter module {module.name} has {module.out_features} outputs but the subspace basis "
-                    f"has {out_features}",
-                    where=key,
-                )
-        targets[module.name] = target
+            transposed = _orientation_in_folder(module, key, provider.orientations(key))
+        targets[module.name] = Target(key, transposed)
     return targets
+
+
+def _orientation_in_folder(module: LoraModule, key: str, orientations: dict[bool, int]) -> bool:
+    """Pick the stored basis whose output dimension matches the module (a subspace folder has no shapes)."""
+    fitting = [transposed for transposed, out_features in orientations.items() if out_features == module.out_features]
+    if len(fitting) == 1:
+        return fitting[0]
+    if len(fitting) == 2:
+        return guess_transposed(module)
+    if orientations:
+        found = ", ".join(str(out) for out in orientations.values())
+        raise ShapeMismatchError(
+            f"adapter module {module.name} has {module.out_features} outputs but the subspace basis has {found}",
+            where=key,
+        )
+    raise MissingTensorError(
+        f"no basis for {key} in this subspace folder",
+        hint="estimate it with estimate-subspace --adapter ADAPTER --out DIR",
+    )
 
 
 def _destinations(adapters: list[LoraAdapter], out: Path) -> list[Path]:
@@ -373,6 +387,13 @@ def correct(request: CorrectRequest, events: Events = SilentEvents()) -> list[Ad
     method = get_method(request.method)
     _check_correction(request.correction)
     adapters = [read_adapter(path) for path in request.adapters]
+    for adapter in adapters:
+        if adapter.passthrough_keys:
+            events.warn(
+                f"{adapter.weights_path}: {len(adapter.passthrough_keys)} full weight tensor(s) besides the LoRA "
+                f"factors (modules_to_save or saved embedding layers, e.g. {adapter.passthrough_keys[0]}); they "
+                "replace the model's own weights on load and are copied unchanged, not corrected"
+            )
     destinations = _destinations(adapters, request.out) if request.out is not None else [None] * len(adapters)
     if not request.dry_run:
         _check_destinations(request.out, destinations, request.overwrite)
@@ -448,6 +469,7 @@ def _adapter_report(adapter, destination, modules, provider, method, request: Co
         },
         subspace=dict(provider.describe(), energy=spec.energy, max_rank=spec.estimation.max_rank),
         modules=modules,
+        passthrough=adapter.passthrough_keys,
     )
 
 
@@ -479,7 +501,7 @@ def _correct_module(
     report = ModuleReport(
         module=module.name,
         base_key=target.base_key,
-        kind=module.kind.value,
+        kind=resolved_kind(module, target.transposed).value,
         shape=(module.out_features, module.in_features),
         rank=module.scale.rank,
         alpha=module.scale.alpha,

@@ -35,8 +35,8 @@ class Target:
 class BasisProvider(Protocol):
     def keys(self) -> set[str]: ...
 
-    def out_features(self, target: Target) -> int | None:
-        """m of the module in output-space form, where known before loading; None if unknown."""
+    def orientations(self, base_key: str) -> dict[bool, int]:
+        """For a provider without shapes: {transposed: out_features} of the bases it holds for a key."""
         ...
 
     def stored_shape(self, base_key: str) -> tuple[int, ...] | None: ...
@@ -67,6 +67,7 @@ class EstimatingProvider:
         self.device = device
         self.on_module = on_module
         self._base_keys = set(base.keys())
+        self._aligned_keys = set(aligned.keys())
 
     def keys(self) -> set[str]:
         return self._base_keys
@@ -74,21 +75,19 @@ class EstimatingProvider:
     def stored_shape(self, base_key: str) -> tuple[int, ...] | None:
         return self.base.entry(base_key).shape
 
-    def out_features(self, target: Target) -> int | None:
-        shape = self.stored_shape(target.base_key)
-        return shape[1] if target.transposed else shape[0]
+    def orientations(self, base_key: str) -> dict[bool, int]:
+        shape = self.stored_shape(base_key)
+        return {False: shape[0], True: shape[1]}
 
     def check(self, targets: list[Target]) -> None:
         """Fail before any heavy work when a weight is missing or base and aligned disagree."""
         for target in targets:
             base_entry = self.base.entry(target.base_key)
-            try:
-                aligned_entry = self.aligned.entry(target.base_key)
-            except MissingTensorError:
+            if target.base_key not in self._aligned_keys:
                 raise MissingTensorError(
-                    f"tensor {target.base_key} is in the base but not in the aligned model",
-                    where=self.aligned.name,
-                ) from None
+                    f"tensor {target.base_key} is in the base but not in the aligned model", where=self.aligned.name
+                )
+            aligned_entry = self.aligned.entry(target.base_key)
             if base_entry.shape != aligned_entry.shape:
                 raise ShapeMismatchError(
                     f"base has shape {list(base_entry.shape)} but aligned has {list(aligned_entry.shape)}",
@@ -194,8 +193,12 @@ class FolderProvider:
     def stored_shape(self, base_key: str) -> tuple[int, ...] | None:
         return None
 
-    def out_features(self, target: Target) -> int | None:
-        return int(self.folder.entry(target.base_key, target.transposed).get("out_features", 0)) or None
+    def orientations(self, base_key: str) -> dict[bool, int]:
+        return {
+            entry["transposed"]: entry["out_features"]
+            for entry in self.folder.modules.values()
+            if entry["key"] == base_key
+        }
 
     def bases(self, targets: list[Target]) -> Iterator[tuple[Target, SubspaceBasis, bool]]:
         for target in targets:

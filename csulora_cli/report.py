@@ -123,6 +123,9 @@ class AdapterReport:
     method: dict  # {"name", "params", "reference"}
     subspace: dict  # sources and estimation parameters
     modules: list[ModuleReport] = field(default_factory=list)
+    # Tensors that are not LoRA factors (modules_to_save, PEFT's saved embedding layers): full weights
+    # that replace the model's own on load, copied unchanged and never corrected.
+    passthrough: list[str] = field(default_factory=list)
 
     @property
     def totals(self) -> Totals:
@@ -138,4 +141,5 @@ class AdapterReport:
             "subspace": self.subspace,
             "totals": self.totals.to_dict(),
             "modules": [module.to_dict() for module in self.modules],
+            "passthrough_tensors": self.passthrough,
         }

@@ -1,0 +1,371 @@
+"""Try every bad input docs/reliability.md lists and print the table of what csulora answers.
+
+Each case builds its input in a temporary folder, runs the console script, and records the exit code
+and the stderr line, so the table in the docs is output, not prose:
+
+    python scripts/reliability_table.py > /tmp/table.md
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from csulora_cli.demo import build_demo  # noqa: E402
+
+CSULORA = str(Path(sys.executable).parent / "csulora")
+
+
+class RunsCode:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch /tmp/csulora-pwned",))
+
+
+def cases(root: Path) -> list[tuple[str, Callable[[], list[str]], str]]:
+    base, aligned, adapter = build_demo(root / "models")
+    src = ["--base", str(base), "--aligned", str(aligned), "--rank", "8"]
+
+    def variant(name: str, change: Callable[[Path], None]) -> Path:
+        folder = root / name
+        shutil.copytree(adapter, folder)
+        change(folder)
+        return folder
+
+    def model_variant(name: str, change: Callable[[Path], None]) -> Path:
+        folder = root / name
+        shutil.copytree(aligned, folder)
+        change(folder)
+        return folder
+
+    def truncate(path: Path, keep: int) -> None:
+        path.write_bytes(path.read_bytes()[:keep])
+
+    def nan_adapter(folder: Path) -> None:
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(folder / "adapter_model.safetensors"))
+        key = next(k for k in tensors if "lora_B" in k)
+        tensors[key][0, 0] = float("nan")
+        save_file(tensors, str(folder / "adapter_model.safetensors"))
+
+    def nan_model(folder: Path) -> None:
+        from safetensors.torch import load_file
+
+        shard = sorted(folder.glob("model-*.safetensors"))[0]
+        tensors = load_file(str(shard))
+        key = next(k for k in tensors if "q_proj" in k)
+        tensors[key][0, 0] = float("inf")
+        save_file(tensors, str(shard), metadata={"format": "pt"})
+
+    def reshape_model(folder: Path) -> None:
+        from safetensors.torch import load_file
+
+        for shard in folder.glob("model-*.safetensors"):
+            tensors = load_file(str(shard))
+            for key in tensors:
+                if key.endswith("layers.0.self_attn.q_proj.weight"):
+                    tensors[key] = tensors[key][:32].contiguous()
+            save_file(tensors, str(shard), metadata={"format": "pt"})
+
+    def wrong_shapes(folder: Path) -> None:
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(folder / "adapter_model.safetensors"))
+        key = next(k for k in tensors if "q_proj.lora_B" in k)
+        tensors[key] = torch.zeros(10, tensors[key].shape[1])
+        save_file(tensors, str(folder / "adapter_model.safetensors"))
+
+    def evil_pickle(folder: Path) -> None:
+        (folder / "adapter_model.safetensors").unlink()
+        with open(folder / "adapter_model.bin", "wb") as handle:
+            pickle.dump({"base_model.model.x.lora_A.weight": RunsCode()}, handle)
+
+    def escaping_index(folder: Path) -> None:
+        index = json.loads((folder / "model.safetensors.index.json").read_text())
+        key = next(iter(index["weight_map"]))
+        index["weight_map"][key] = "../../etc/passwd"
+        (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+
+    existing = root / "existing"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("mine")
+    not_a_folder = root / "file.txt"
+    not_a_folder.write_text("a file, not a folder")
+    correct = [CSULORA, "correct"]
+    return [
+        (
+            "nonexistent adapter path",
+            lambda: [*correct, str(root / "nope"), *src, "--out", str(root / "o")],
+            "test_cli_errors",
+        ),
+        (
+            "adapter without adapter_config.json",
+            lambda: [
+                *correct,
+                str(variant("noconf", lambda f: (f / "adapter_config.json").unlink())),
+                *src,
+                "--out",
+                str(root / "o"),
+            ],
+            "test_cli_errors",
+        ),
+        (
+            "malformed adapter_config.json",
+            lambda: [
+                *correct,
+                str(variant("badconf", lambda f: (f / "adapter_config.json").write_text("{r: 8"))),
+                *src,
+                "--out",
+                str(root / "o"),
+            ],
+            "test_cli_errors",
+        ),
+        (
+            "DoRA adapter",
+            lambda: [
+                *correct,
+                str(
+                    variant(
+                        "dora",
+                        lambda f: (f / "adapter_config.json").write_text(
+                            json.dumps(json.loads((f / "adapter_config.json").read_text()) | {"use_dora": True})
+                        ),
+                    )
+                ),
+                *src,
+                "--out",
+                str(root / "o"),
+            ],
+            "test_cli_errors, test_peft_compat",
+        ),
+        (
+            "truncated adapter safetensors",
+            lambda: [
+                *correct,
+                str(variant("trunc", lambda f: truncate(f / "adapter_model.safetensors", 100))),
+                *src,
+                "--out",
+                str(root / "o"),
+            ],
+            "test_reliability (fuzz), test_sources",
+        ),
+        (
+            "garbage adapter safetensors (header length)",
+            lambda: [
+                *correct,
+                str(variant("garbage", lambda f: (f / "adapter_model.safetensors").write_bytes(b"\xff" * 64))),
+                *src,
+                "--out",
+                str(root / "o"),
+            ],
+            "test_sources, test_reliability (fuzz)",
+        ),
+        (
+            "malicious pickle in adapter_model.bin",
+            lambda: [*correct, str(variant("evil", evil_pickle)), *src, "--out", str(root / "o")],
+            "test_adapter",
+        ),
+        (
+            "NaN in an adapter tensor",
+            lambda: [*correct, str(variant("nan", nan_adapter)), *src, "--out", str(root / "o")],
+            "test_cli_errors",
+        ),
+        (
+            "Inf in a model weight",
+            lambda: [
+                *correct,
+                str(adapter),
+                "--base",
+                str(base),
+                "--aligned",
+                str(model_variant("infmodel", nan_model)),
+                "--out",
+                str(root / "o"),
+            ],
+            "test_cli_errors",
+        ),
+        (
+            "adapter shapes do not match the model",
+            lambda: [*correct, str(variant("shapes", wrong_shapes)), *src, "--out", str(root / "o")],
+            "test_cli_errors",
+        ),
+        (
+            "base and aligned differ in shape",
+            lambda: [
+                *correct,
+                str(adapter),
+                "--base",
+                str(base),
+                "--aligned",
+                str(model_variant("reshaped", reshape_model)),
+                "--out",
+                str(root / "o"),
+            ],
+            "test_cli_errors",
+        ),
+        (
+            "missing shard",
+            lambda: [
+                *correct,
+                str(adapter),
+                "--base",
+                str(base),
+                "--aligned",
+                str(model_variant("noshard", lambda f: sorted(f.glob("model-*.safetensors"))[-1].unlink())),
+                "--out",
+                str(root / "o"),
+            ],
+            "test_sources, test_cli_errors",
+        ),
+        (
+            "truncated model shard",
+            lambda: [
+                *correct,
+                str(adapter),
+                "--base",
+                str(base),
+                "--aligned",
+                str(model_variant("truncshard", lambda f: truncate(sorted(f.glob("model-*.safetensors"))[0], 5000))),
+                "--out",
+                str(root / "o"),
+            ],
+            "test_cli_errors",
+        ),
+        (
+            "index naming a shard outside the folder (../)",
+            lambda: [
+                *correct,
+                str(adapter),
+                "--base",
+                str(base),
+                "--aligned",
+                str(model_variant("escape", escaping_index)),
+                "--out",
+                str(root / "o"),
+            ],
+            "test_sources",
+        ),
+        (
+            "model folder without safetensors",
+            lambda: [*correct, str(adapter), "--base", str(root), "--aligned", str(aligned), "--out", str(root / "o")],
+            "test_cli_errors",
+        ),
+        (
+            "negative --lambda",
+            lambda: [*correct, str(adapter), *src, "--out", str(root / "o"), "--lambda", "-1"],
+            "test_cli_errors",
+        ),
+        (
+            "--eps outside [0, 1]",
+            lambda: [*correct, str(adapter), *src, "--out", str(root / "o"), "--eps", "1.5"],
+            "test_cli_errors",
+        ),
+        (
+            "--energy outside (0, 1]",
+            lambda: [*correct, str(adapter), *src, "--out", str(root / "o"), "--energy", "0"],
+            "test_cli_errors",
+        ),
+        (
+            "--rank < 1",
+            lambda: [
+                *correct,
+                str(adapter),
+                "--base",
+                str(base),
+                "--aligned",
+                str(aligned),
+                "--out",
+                str(root / "o"),
+                "--rank",
+                "0",
+            ],
+            "test_cli_errors",
+        ),
+        (
+            "unknown --method",
+            lambda: [*correct, str(adapter), *src, "--out", str(root / "o"), "--method", "magic"],
+            "test_cli_errors",
+        ),
+        (
+            "--device cuda without CUDA",
+            lambda: [*correct, str(adapter), *src, "--out", str(root / "o"), "--device", "cuda"],
+            "test_cli_errors",
+        ),
+        (
+            "existing output without --overwrite",
+            lambda: [*correct, str(adapter), *src, "--out", str(existing)],
+            "test_cli_correct, test_atomic",
+        ),
+        (
+            "destination whose parent is a file",
+            lambda: [*correct, str(adapter), *src, "--out", str(not_a_folder / "o")],
+            "test_cli_errors",
+        ),
+        (
+            "unknown key in --config",
+            lambda: [
+                *correct,
+                str(adapter),
+                *src,
+                "--out",
+                str(root / "o"),
+                "--config",
+                str(_write(root / "bad.yaml", "bogus: 1\n")),
+            ],
+            "test_cli_errors",
+        ),
+        ("missing --out", lambda: [*correct, str(adapter), *src], "test_cli_errors"),
+    ]
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        rows = []
+        for name, command, test in cases(root):
+            result = subprocess.run(
+                command(),
+                capture_output=True,
+                text=True,
+                env={"CSULORA_CACHE": str(root / "c"), "PATH": "/usr/bin:/bin"},
+            )
+            lines = [line for line in result.stderr.splitlines() if line.strip()]
+            message = lines[-1] if lines else ""
+            message = message.replace(str(root), "…")
+            traceback = "Traceback" in result.stderr
+            wrote = (root / "o").exists()
+            rows.append((name, message, result.returncode, len(lines), traceback, wrote, test))
+            shutil.rmtree(root / "o", ignore_errors=True)
+        print(
+            "| bad input | stderr (temporary paths shortened to …) | exit | lines | traceback | output written | test |"
+        )
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for name, message, code, lines, traceback, wrote, test in rows:
+            message = message.replace("|", "\\|")
+            print(
+                f"| {name} | `{message}` | {code} | {lines} | {'yes' if traceback else 'no'} | "
+                f"{'yes' if wrote else 'no'} | {test} |"
+            )
+
+
+if __name__ == "__main__":
+    main()
