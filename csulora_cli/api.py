@@ -274,13 +274,13 @@ def _estimating_provider(
 
 def _provider(spec: SubspaceSpec, adapters: list[LoraAdapter], events: Events) -> BasisProvider:
     device = resolve_device(spec.device)
+    _check_estimation(spec.estimation, spec.energy)  # --rank and --energy also cut a folder's bases
     if spec.subspace is not None:
         if spec.base is not None or spec.aligned is not None:
             raise UsageError("give either --subspace or --base/--aligned, not both", where="--subspace")
         return FolderProvider(SubspaceFolder(spec.subspace), device)
     if spec.base is None:
         raise UsageError("a subspace is needed: pass --subspace DIR or --base BASE", where="--base")
-    _check_estimation(spec.estimation, spec.energy)
     aligned = spec.aligned or _aligned_from_adapters(adapters)
     return _estimating_provider(
         spec.base, aligned, spec.estimation, spec.cache_dir or default_cache_dir(), device, events
