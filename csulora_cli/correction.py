@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import linalg
 from .subspace import SelectedSubspace
 
 
@@ -49,9 +50,9 @@ class LowRankUpdate:
 
 def decompose_update(lora_b: torch.Tensor, lora_a: torch.Tensor, scale: float) -> LowRankUpdate:
     """QR of A^T, then SVD of the (m, r) matrix s * B @ R^T: O((m + n) r^2)."""
-    q, r_factor = torch.linalg.qr(lora_a.T)  # A^T = Q R, so A = R^T Q^T
+    q, r_factor = linalg.qr(lora_a.T)  # A^T = Q R, so A = R^T Q^T
     projected = scale * (lora_b @ r_factor.T)  # (m, p')
-    left, sigma, right_small_t = torch.linalg.svd(projected, full_matrices=False)
+    left, sigma, right_small_t = linalg.svd(projected)
     right = q @ right_small_t.T
     return LowRankUpdate(lora_b, lora_a, scale, left, sigma, right, r_factor)
 

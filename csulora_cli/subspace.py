@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from . import linalg
+
 # Below this fraction of ||W_b||_F^2 the displacement is treated as no signal (METHOD.md section 2):
 # re-saving a checkpoint in another dtype moves weights by ~1e-3 relative (1e-6 in energy), so a
 # displacement this small is round-off, not alignment.
@@ -156,12 +158,12 @@ def _randomized_left_singular(
     # The sketch is drawn on the CPU from a seeded generator so CPU and CUDA runs see the same numbers.
     generator = torch.Generator(device="cpu").manual_seed(params.seed)
     sketch = torch.randn(matrix.shape[1], sketch_width, generator=generator, dtype=matrix.dtype)
-    range_basis, _ = torch.linalg.qr(matrix @ sketch.to(matrix.device))
+    range_basis, _ = linalg.qr(matrix @ sketch.to(matrix.device))
     for _ in range(params.power_iterations):
         # Re-orthonormalise after each product: plain powers (V V^T)^q lose the small directions to
         # round-off in float32.
-        co_range, _ = torch.linalg.qr(matrix.T @ range_basis)
-        range_basis, _ = torch.linalg.qr(matrix @ co_range)
+        co_range, _ = linalg.qr(matrix.T @ range_basis)
+        range_basis, _ = linalg.qr(matrix @ co_range)
     small = range_basis.T @ matrix  # (l, n)
-    small_left, singular_values, _ = torch.linalg.svd(small, full_matrices=False)
+    small_left, singular_values, _ = linalg.svd(small)
     return range_basis @ small_left, singular_values
