@@ -300,6 +300,8 @@ def _aligned_from_adapters(adapters: list[LoraAdapter]) -> str:
 def _check_estimation(params: EstimationParams, energy: float) -> None:
     if params.max_rank < 1:
         raise UsageError(f"must be at least 1, got {params.max_rank}", where="--rank")
+    if params.power_iterations < 0:
+        raise UsageError(f"must be at least 0, got {params.power_iterations}", where="--power-iterations")
     if not 0.0 < energy <= 1.0:
         raise UsageError(f"must be in (0, 1], got {energy}", where="--energy")
 

@@ -6,6 +6,7 @@ Both providers answer the same questions (which keys exist, what shape, the basi
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -152,13 +153,17 @@ class EstimatingProvider:
         base_weight = base_stored.to(self.device, torch.float32)
         displacement = aligned_stored.to(self.device, torch.float32)
         displacement -= base_weight  # in place: one (m, n) float32 buffer besides the base weight
-        _check_finite(base_weight, target.base_key, self.base.name)
-        _check_finite(displacement, target.base_key, self.aligned.name)
         reference_energy = frobenius_energy(base_weight)
+        if not math.isfinite(reference_energy):
+            _check_finite(base_weight, target.base_key, self.base.name)
         del base_weight
         if target.transposed:
             displacement = displacement.T
-        return estimate_basis(displacement, self.params, reference_energy=reference_energy)
+        basis = estimate_basis(displacement, self.params, reference_energy=reference_energy)
+        if not math.isfinite(basis.total_energy):  # a NaN/Inf weight makes the energy non-finite
+            _check_finite(aligned_stored, target.base_key, self.aligned.name)
+            _check_finite(base_stored, target.base_key, self.base.name)
+        return basis
 
     def describe(self) -> dict:
         return {
@@ -178,6 +183,7 @@ def _on_device(basis: SubspaceBasis, device: torch.device) -> SubspaceBasis:
 def _check_finite(tensor: torch.Tensor, key: str, source: str) -> None:
     if not torch.isfinite(tensor).all():
         raise CsuloraError(f"tensor {key} holds NaN or Inf values", where=source)
+    raise CsuloraError(f"tensor {key} is too large to square in float32 (||V||^2 overflows)", where=source)
 
 
 class FolderProvider:

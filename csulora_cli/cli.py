@@ -34,6 +34,12 @@ RankOpt = Annotated[int, typer.Option("--rank", help="Most basis columns kept pe
 EnergyOpt = Annotated[float, typer.Option("--energy", help="Energy fraction of the displacement the basis keeps.")]
 ExactOpt = Annotated[bool, typer.Option("--exact", help="Exact SVD instead of the randomized range finder.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the randomized range finder's sketch.")]
+PowerOpt = Annotated[
+    int,
+    typer.Option(
+        "--power-iterations", help="Subspace iterations of the randomized range finder (more: slower, closer to exact)."
+    ),
+]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")]
 CacheDirOpt = Annotated[
     Path | None, typer.Option("--cache-dir", help="Basis cache (default $CSULORA_CACHE or ~/.cache/csulora).")
@@ -62,13 +68,22 @@ def _path(value) -> Path | None:
 
 
 def _subspace(
-    subspace, base, aligned, rank: int, exact: bool, seed: int, energy: float, cache_dir, device: str
+    subspace,
+    base,
+    aligned,
+    rank: int,
+    exact: bool,
+    seed: int,
+    power_iterations: int,
+    energy: float,
+    cache_dir,
+    device: str,
 ) -> api.SubspaceSpec:
     return api.SubspaceSpec(
         subspace=_path(subspace),
         base=base,
         aligned=aligned,
-        estimation=EstimationParams(max_rank=rank, exact=exact, seed=seed),
+        estimation=EstimationParams(max_rank=rank, exact=exact, seed=seed, power_iterations=power_iterations),
         energy=energy,
         cache_dir=_path(cache_dir),
         device=device,
@@ -90,6 +105,7 @@ def estimate_subspace_command(
     energy: EnergyOpt = 0.99,
     exact: ExactOpt = False,
     seed: SeedOpt = DEFAULTS.seed,
+    power_iterations: PowerOpt = DEFAULTS.power_iterations,
     device: DeviceOpt = "auto",
     cache_dir: CacheDirOpt = None,
     out: Annotated[Path | None, typer.Option("--out", help="Write a portable subspace folder here.")] = None,
@@ -108,7 +124,7 @@ def estimate_subspace_command(
         modules=modules,
         adapter=_path(adapter),
         layers=layers,
-        estimation=EstimationParams(max_rank=rank, exact=exact, seed=seed),
+        estimation=EstimationParams(max_rank=rank, exact=exact, seed=seed, power_iterations=power_iterations),
         energy=energy,
         cache_dir=_path(cache_dir),
         device=device,
@@ -136,6 +152,7 @@ def correct_command(
     energy: EnergyOpt = 0.99,
     exact: ExactOpt = False,
     seed: SeedOpt = DEFAULTS.seed,
+    power_iterations: PowerOpt = DEFAULTS.power_iterations,
     device: DeviceOpt = "auto",
     cache_dir: CacheDirOpt = None,
     config: ConfigOpt = None,
@@ -149,7 +166,7 @@ def correct_command(
     request = api.CorrectRequest(
         adapters=tuple(adapters),
         out=_path(out),
-        subspace=_subspace(subspace, base, aligned, rank, exact, seed, energy, cache_dir, device),
+        subspace=_subspace(subspace, base, aligned, rank, exact, seed, power_iterations, energy, cache_dir, device),
         method=method,
         correction=CorrectionParams(lambda_=lambda_, eps=eps),
         dry_run=dry_run,
@@ -177,6 +194,7 @@ def inspect_command(
     energy: EnergyOpt = 0.99,
     exact: ExactOpt = False,
     seed: SeedOpt = DEFAULTS.seed,
+    power_iterations: PowerOpt = DEFAULTS.power_iterations,
     device: DeviceOpt = "auto",
     cache_dir: CacheDirOpt = None,
     config: ConfigOpt = None,
@@ -187,7 +205,7 @@ def inspect_command(
     output = Output(json_output, quiet)
     request = api.InspectRequest(
         adapter=adapter,
-        subspace=_subspace(subspace, base, aligned, rank, exact, seed, energy, cache_dir, device),
+        subspace=_subspace(subspace, base, aligned, rank, exact, seed, power_iterations, energy, cache_dir, device),
         method=method,
         correction=CorrectionParams(lambda_=lambda_, eps=eps),
         fail_above=fail_above,

@@ -6,6 +6,7 @@ cached, lives in `sources.py` and `cache.py`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -28,7 +29,9 @@ class EstimationParams:
     max_rank: int = 256
     exact: bool = False
     oversample: int = 10
-    power_iterations: int = 2
+    # One round of subspace iteration: on the synthetic Llama-3.2-1B pair it matched two rounds to
+    # 0.01 degree of principal angle at 20-35% less time (docs/performance.md).
+    power_iterations: int = 1
     seed: int = 0
 
     def as_dict(self) -> dict:
@@ -113,10 +116,12 @@ def captured_energy(singular_values: torch.Tensor, total_energy: float) -> float
 
 
 def frobenius_energy(matrix: torch.Tensor, rows_per_chunk: int = 4096) -> float:
-    """||matrix||_F^2 accumulated in float64 without a float64 copy of the whole matrix."""
+    """||matrix||_F^2 accumulated in float64, chunk by chunk (no float64 copy of the whole matrix)."""
     total = 0.0
     for chunk in matrix.split(rows_per_chunk):
-        total += float(chunk.to(torch.float64).square().sum())
+        total += float(
+            chunk.float().square().sum(dtype=torch.float64) if chunk.dtype != torch.float64 else chunk.square().sum()
+        )
     return total
 
 
@@ -135,7 +140,7 @@ def estimate_basis(
     m, n = displacement.shape
     total_energy = frobenius_energy(displacement)
     keep = min(params.max_rank, m, n)
-    if keep == 0 or total_energy == 0.0:
+    if keep == 0 or total_energy == 0.0 or not math.isfinite(total_energy):  # callers refuse non-finite input
         empty = displacement.new_zeros((m, 0))
         return SubspaceBasis(empty, displacement.new_zeros((0,)), total_energy, reference_energy)
 

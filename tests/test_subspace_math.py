@@ -20,11 +20,12 @@ from csulora_cli.subspace import (
     select_rank,
 )
 
-# Largest principal angle (radians) allowed between the randomized top-k estimate (default params:
-# oversample 10, 2 power iterations) and the exact top-k subspace, for a spectrum with a 10x gap after
-# the k-th value. Theory gives roughly (sigma_{k+1} / sigma_k)^5 ~ 1e-5 before constants; 200 random
-# shapes measured at most 3e-7 (about the arccos round-off floor), so 1e-4 leaves a wide margin.
-MAX_PRINCIPAL_ANGLE = 1e-4
+# Largest principal angle (radians) allowed between the randomized top-k estimate and the exact top-k
+# subspace, for a spectrum with a 10x gap after the k-th value, by number of power iterations q. Theory
+# gives roughly (sigma_{k+1} / sigma_k)^(2q+1) before constants: 1e-3 for the default q = 1 (measured at
+# most 1.2e-4 on these spectra), 1e-5 for q = 2 (measured at most 3e-7, the arccos round-off floor).
+MAX_PRINCIPAL_ANGLE_BY_POWER_ITERATIONS = {1: 1e-3, 2: 1e-4}
+MAX_PRINCIPAL_ANGLE = MAX_PRINCIPAL_ANGLE_BY_POWER_ITERATIONS[EstimationParams().power_iterations]
 
 # The same in float32: orthonormality is only good to ~1e-7 there, so arccos reads ~1e-3 at best.
 MAX_PRINCIPAL_ANGLE_FLOAT32 = 1e-2
@@ -79,17 +80,19 @@ randomized_shapes = st.tuples(st.integers(60, 160), st.integers(60, 160), st.int
 
 
 @FAST
-@given(shape=randomized_shapes, seed=st.integers(0, 2**31 - 1))
-def test_randomized_estimate_is_within_angle_bound_of_exact_subspace(shape, seed):
+@given(shape=randomized_shapes, seed=st.integers(0, 2**31 - 1), power_iterations=st.sampled_from([1, 2]))
+def test_randomized_estimate_is_within_angle_bound_of_exact_subspace(shape, seed, power_iterations):
     m, n, k = shape
     spectrum = gapped_spectrum(min(m, n), k)
     displacement, exact_left = known_spectrum(m, n, spectrum, seed)
 
-    estimate = estimate_basis(displacement, EstimationParams(max_rank=k, seed=seed), reference_energy=1.0)
+    params = EstimationParams(max_rank=k, seed=seed, power_iterations=power_iterations)
+    estimate = estimate_basis(displacement, params, reference_energy=1.0)
 
     assert estimate.basis.shape == (m, k)
     assert torch.allclose(estimate.basis.T @ estimate.basis, torch.eye(k, dtype=torch.float64), atol=1e-12)
-    assert largest_principal_angle(estimate.basis, exact_left[:, :k]) < MAX_PRINCIPAL_ANGLE
+    bound = MAX_PRINCIPAL_ANGLE_BY_POWER_ITERATIONS[power_iterations]
+    assert largest_principal_angle(estimate.basis, exact_left[:, :k]) < bound
     assert torch.allclose(estimate.singular_values, spectrum[:k], rtol=1e-8, atol=0.0)
     assert bool((estimate.singular_values[:-1] >= estimate.singular_values[1:]).all())
 
