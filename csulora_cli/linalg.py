@@ -1,4 +1,4 @@
-"""Small dense factorisations (QR, SVD) run on one CPU thread.
+"""Small dense factorisations (QR, SVD, eigh) run on one CPU thread.
 
 LAPACK behind torch spin-waits its OpenMP threads; when the CPU is also busy elsewhere (csulora's own
 reader thread hashing a shard, another job on the runner) a small factorisation slows down by 6-50x:
@@ -39,3 +39,17 @@ def svd(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     """Thin SVD (full_matrices=False)."""
     with one_thread(matrix):
         return torch.linalg.svd(matrix, full_matrices=False)
+
+
+def left_singular_pairs(wide: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left singular vectors and values of a wide (l, n) matrix, l << n, from its float64 Gram matrix.
+
+    eigh of the (l, l) Gram costs one product and a tiny factorisation instead of an SVD of the whole
+    (l, n) matrix (measured 0.030 s against 0.20 s for 266x8192). Squaring limits accuracy to about
+    1e-8 of the largest singular value, far below what the energy rule resolves.
+    """
+    gram = wide.double() @ wide.double().T
+    with one_thread(gram):
+        eigenvalues, eigenvectors = torch.linalg.eigh(gram)
+    order = torch.argsort(eigenvalues, descending=True)
+    return eigenvectors[:, order], eigenvalues[order].clamp(min=0.0).sqrt()

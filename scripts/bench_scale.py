@@ -2,7 +2,7 @@
 
 Writes bf16 base/aligned checkpoints with the real module shapes of Llama-3.2-1B / 3B (Llama-3-8B with
 `--shape 8b`) and a low-rank-plus-noise displacement, plus N rank-16 adapters on all seven projection
-types; then times whole processes (wall time, peak RSS from wait4):
+types; then times whole processes (wall time, and peak RSS from /usr/bin/time):
 
   a) `csulora correct` with a cold cache;  b) the same with a warm cache;
   c) one `correct` over N adapters (warm cache);
@@ -25,6 +25,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,8 +162,16 @@ def write_adapters(shape: Shape, folder: Path, count: int, rank: int = 16) -> li
         path = folder / f"adapter-{index:03d}"
         path.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(path / "adapter_model.safetensors"), metadata={"format": "pt"})
-        config = {"peft_type": "LORA", "r": rank, "lora_alpha": 2 * rank, "target_modules": list(TARGETS),
-                  "fan_in_fan_out": False, "use_rslora": False, "use_dora": False, "base_model_name_or_path": None}
+        config = {
+            "peft_type": "LORA",
+            "r": rank,
+            "lora_alpha": 2 * rank,
+            "target_modules": list(TARGETS),
+            "fan_in_fan_out": False,
+            "use_rslora": False,
+            "use_dora": False,
+            "base_model_name_or_path": None,
+        }
         (path / "adapter_config.json").write_text(json.dumps(config))
         paths.append(path)
     return paths
@@ -192,17 +201,25 @@ class Measured:
 
 
 def measure(command: list[str], env: dict | None = None) -> Measured:
-    """Run a whole process and read its own peak RSS from wait4 (not the benchmark's)."""
-    started = time.perf_counter()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - started
-    stderr = process.stderr.read().decode(errors="replace")
-    process.stderr.close()
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        print(f"command failed ({code}): {' '.join(command)}\n{stderr[-2000:]}", file=sys.stderr)
-    return Measured(wall, usage.ru_maxrss / 1024, code)
+    """Run a whole process; wall time and its own peak RSS as /usr/bin/time reports them.
+
+    Not wait4 on a child of this script: Linux carries a process's RSS high-water mark across fork and
+    exec, so a child of a benchmark that has itself read a checkpoint would report the parent's peak.
+    """
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as report:
+        started = time.perf_counter()
+        process = subprocess.run(
+            ["/usr/bin/time", "-f", "%e %M", "-o", report.name, *command],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wall = time.perf_counter() - started
+        fields = report.read().split()
+    if process.returncode != 0:
+        print(f"command failed ({process.returncode}): {' '.join(command)}\n{process.stderr[-2000:]}", file=sys.stderr)
+    return Measured(wall, int(fields[-1]) / 1024, process.returncode)
 
 
 def csulora(*args: str) -> list[str]:
@@ -211,6 +228,7 @@ def csulora(*args: str) -> list[str]:
 
 def reference_run(base: Path, aligned: Path, adapter: Path, out: Path) -> None:
     """What users run today: both models whole in float32, C = V V^T / ||V||_F per module, B' = C B."""
+
     def load_all(folder: Path) -> dict[str, torch.Tensor]:
         tensors = {}
         for shard in sorted(folder.glob("*.safetensors")):
@@ -255,11 +273,16 @@ def basis_accuracy(base: Path, aligned: Path, layer: int, device: str) -> list[d
         k = randomized.select(0.99).rank
         cosines = torch.linalg.svdvals(randomized.basis[:, :k].T.double() @ exact.basis[:, :k].double())
         angle = float(torch.rad2deg(torch.arccos(cosines.min().clamp(-1, 1))))
-        rows.append({"module": key, "shape": list(displacement.shape), "k_at_0.99": k,
-                     "max_principal_angle_deg": angle,
-                     "captured_randomized": randomized.select(0.99).captured_energy,
-                     "captured_exact_same_k": float(exact.singular_values[:k].double().square().sum())
-                     / exact.total_energy})
+        rows.append(
+            {
+                "module": key,
+                "shape": list(displacement.shape),
+                "k_at_0.99": k,
+                "max_principal_angle_deg": angle,
+                "captured_randomized": randomized.select(0.99).captured_energy,
+                "captured_exact_same_k": float(exact.singular_values[:k].double().square().sum()) / exact.total_energy,
+            }
+        )
     return rows
 
 
@@ -281,8 +304,17 @@ def bench(shape_key: str, root: Path, adapters: int, device: str, reference: boo
     keys = [k for k in SHAPES[shape_key].weights() if k.split(".")[-2] in TARGETS]
     result["read_both_once_s"] = read_once_seconds(base, aligned, keys)
     if reference:
-        result["reference"] = measure([sys.executable, __file__, "--reference-run", str(base), str(aligned),
-                                       str(adapter_paths[0]), str(runs / "reference")])
+        result["reference"] = measure(
+            [
+                sys.executable,
+                __file__,
+                "--reference-run",
+                str(base),
+                str(aligned),
+                str(adapter_paths[0]),
+                str(runs / "reference"),
+            ]
+        )
     result["accuracy"] = basis_accuracy(base, aligned, layer=0, device="cpu")
     return {k: (v.__dict__ if isinstance(v, Measured) else v) for k, v in result.items()}
 
@@ -297,9 +329,11 @@ def print_table(results: list[dict]) -> None:
         print(f"{r['shape']:14} {'read both checkpoints once':28} {r['read_both_once_s']:9.1f}")
         if "reference" in r:
             ref = r["reference"]["wall_s"]
-            print(f"  cold vs reference: {ref / r['cold']['wall_s']:.1f}x faster; "
-                  f"batch of {r['adapters']} vs {r['adapters']} reference runs (one run x {r['adapters']}): "
-                  f"{ref * r['adapters'] / r['batch_warm']['wall_s']:.0f}x faster")
+            print(
+                f"  cold vs reference: {ref / r['cold']['wall_s']:.1f}x faster; "
+                f"batch of {r['adapters']} vs {r['adapters']} reference runs (one run x {r['adapters']}): "
+                f"{ref * r['adapters'] / r['batch_warm']['wall_s']:.0f}x faster"
+            )
         worst = max(row["max_principal_angle_deg"] for row in r["accuracy"])
         print(f"  randomized vs exact basis (layer 0, k at energy 0.99): largest principal angle {worst:.3f} deg")
 
@@ -325,8 +359,15 @@ def main() -> None:
     print_table(results)
     out = REPO / "scripts" / "out" / "bench_scale.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
-                           "threads": torch.get_num_threads()}, "results": results}
+    payload = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        },
+        "results": results,
+    }
     out.write_text(json.dumps(payload, indent=2))
     print(f"\nwrote {out}")
 

@@ -12,7 +12,7 @@ import csulora_cli.bases as bases_module
 from csulora_cli.api import CorrectRequest, InspectRequest, SubspaceSpec, correct, inspect
 from csulora_cli.correction import CorrectionParams
 from csulora_cli.demo import TinyLlama, make_adapter_factors, make_model_pair, write_adapter, write_checkpoint
-from csulora_cli.errors import OutputExistsError, UsageError
+from csulora_cli.errors import CsuloraError, OutputExistsError, UsageError
 from csulora_cli.subspace import EstimationParams
 
 PARAMS = EstimationParams(max_rank=8)
@@ -81,3 +81,19 @@ def test_inspect_gate_needs_a_subspace(demo_models):
         inspect(InspectRequest(adapter=adapter, fail_above=0.5))
     summaries = inspect(InspectRequest(adapter=adapter)).summaries
     assert {s.rank for s in summaries} == {8} and all(s.scale == 2.0 for s in summaries)
+
+
+@pytest.mark.parametrize(("which", "value"), [("base", float("nan")), ("aligned", float("inf"))])
+def test_non_finite_model_weight_is_named(tmp_path, which, value):
+    shape = TinyLlama(layers=1)
+    weights = dict(zip(("base", "aligned"), make_model_pair(shape), strict=True))
+    key = "model.layers.0.self_attn.q_proj.weight"
+    weights[which][key][5, 3] = value  # one entry, in a row the base-energy sample skips
+    for name, tensors in weights.items():
+        write_checkpoint(tmp_path / name, tensors)
+    write_adapter(tmp_path / "adapter", make_adapter_factors(shape, ("q_proj",)), {})
+    spec = SubspaceSpec(base=str(tmp_path / "base"), aligned=str(tmp_path / "aligned"), estimation=PARAMS)
+    with pytest.raises(CsuloraError, match=f"{key} holds NaN or Inf") as error:
+        correct(CorrectRequest(adapters=(tmp_path / "adapter",), out=tmp_path / "out", subspace=spec))
+    assert str(tmp_path / which) in str(error.value)
+    assert not (tmp_path / "out").exists()
