@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 TORCH_PIP_ARGS ?=
 
-.PHONY: install demo test lint format check-runtime clean
+.PHONY: install demo test lint format check-runtime benchmark-scale reliability-table clean
 
 install: $(VENV)/.installed
 
@@ -42,6 +42,14 @@ check-runtime:
 	! .venv-runtime/bin/python -c "import transformers" 2>/dev/null
 	.venv-runtime/bin/csulora demo > /dev/null
 	@echo "runtime environment without test extras: csulora --help and demo ran"
+
+# Figures for docs/performance.md (tens of GB of synthetic checkpoints under scripts/out/; ~15 min).
+benchmark-scale: install
+	$(BIN)/python scripts/bench_scale.py --shape 1b --shape 3b --adapters 32
+
+# The table of bad inputs in docs/reliability.md.
+reliability-table: install
+	$(BIN)/python scripts/reliability_table.py
 
 clean:
 	rm -rf $(VENV) .venv-runtime build *.egg-info

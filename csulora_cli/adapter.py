@@ -302,7 +302,7 @@ def stored_transposed(module: LoraModule, stored_shape: tuple[int, ...], base_ke
     if module.kind is ModuleKind.EMBEDDING:
         as_stored = False  # Embedding (num_embeddings, dim): output space is dim, always transposed
     if as_stored and transposed:
-        return bool(_CONV1D_NAME.search(module.name)) or module.kind is ModuleKind.CONV1D
+        return is_conv1d_name(module.name) or module.kind is ModuleKind.CONV1D
     if as_stored or transposed:
         return transposed
     raise ShapeMismatchError(
@@ -318,9 +318,14 @@ def resolved_kind(module: LoraModule, transposed: bool) -> ModuleKind:
     return ModuleKind.CONV1D if transposed else ModuleKind.LINEAR
 
 
+def is_conv1d_name(module_name: str) -> bool:
+    """GPT-2 style `Conv1D` layer names (c_attn, c_proj, c_fc, q_attn)."""
+    return bool(_CONV1D_NAME.search(module_name))
+
+
 def guess_transposed(module: LoraModule) -> bool:
     """Orientation without a base to look at (a subspace folder with both): names, then the flag."""
-    return module.kind is not ModuleKind.LINEAR or bool(_CONV1D_NAME.search(module.name))
+    return module.kind is not ModuleKind.LINEAR or is_conv1d_name(module.name)
 
 
 class AdapterWriter:

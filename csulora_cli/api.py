@@ -7,12 +7,8 @@ go through an `Events` object the caller supplies (the CLI's shows rich progress
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import torch
 
@@ -21,126 +17,49 @@ from .adapter import (
     AdapterWriter,
     LoraAdapter,
     LoraModule,
-    base_weight_key,
-    guess_transposed,
     read_adapter,
     resolved_kind,
-    stored_transposed,
 )
 from .atomic import atomic_folder, check_destination
 from .bases import BasisProvider, EstimatingProvider, FolderProvider, Target
 from .cache import BasisCache, SubspaceFolder, add_to_subspace_folder, default_cache_dir, prepare_subspace_folder
 from .correction import CorrectionParams, decompose_update, measure_correction
-from .errors import CsuloraError, MissingTensorError, ShapeMismatchError, UsageError
+from .errors import CsuloraError, UsageError
 from .methods import CorrectionMethod, get_method
 from .report import REPORT_FILE, AdapterReport, ModuleReport
+from .requests import (
+    CorrectRequest,
+    EstimateRequest,
+    EstimateResult,
+    Events,
+    InspectRequest,
+    InspectResult,
+    ModuleSubspace,
+    ModuleSummary,
+    SilentEvents,
+    SubspaceSpec,
+)
 from .sources import open_source
 from .subspace import EstimationParams, SelectedSubspace, SubspaceBasis
+from .targets import layer_of, model_type, parse_layers, targets_by_name, targets_for_adapter
 
-
-class Events(Protocol):
-    def warn(self, message: str) -> None: ...
-
-    def start(self, description: str, total: int) -> Callable[[], None]:
-        """Begin a task of `total` steps; returns the function that advances it by one."""
-        ...
-
-
-class SilentEvents:
-    def warn(self, message: str) -> None:
-        pass
-
-    def start(self, description: str, total: int) -> Callable[[], None]:
-        return lambda: None
-
-
-@dataclass(frozen=True)
-class SubspaceSpec:
-    """Where bases come from: a subspace folder, or a base/aligned pair estimated through the cache."""
-
-    subspace: Path | None = None
-    base: str | None = None
-    aligned: str | None = None
-    estimation: EstimationParams = EstimationParams()
-    energy: float = 0.99
-    cache_dir: Path | None = None
-    device: str = "auto"
-
-    @property
-    def given(self) -> bool:
-        return self.subspace is not None or self.base is not None
-
-
-@dataclass(frozen=True)
-class EstimateRequest:
-    base: str
-    aligned: str
-    modules: str | None = None  # regex over base keys
-    adapter: Path | None = None
-    layers: str | None = None  # "0-15", "3", "0-3,8-11": split one model across jobs
-    estimation: EstimationParams = EstimationParams()
-    energy: float = 0.99
-    cache_dir: Path | None = None
-    device: str = "auto"
-    out: Path | None = None
-    overwrite: bool = False
-
-
-@dataclass(frozen=True)
-class ModuleSubspace:
-    target: Target
-    stored_rank: int
-    rank: int  # k at the requested energy
-    captured_energy: float
-    displacement_energy: float
-    has_signal: bool
-    from_cache: bool
-
-
-@dataclass(frozen=True)
-class EstimateResult:
-    location: str
-    modules: list[ModuleSubspace]
-
-
-@dataclass(frozen=True)
-class CorrectRequest:
-    adapters: tuple[Path, ...]
-    out: Path | None
-    subspace: SubspaceSpec
-    method: str = "csulora"
-    correction: CorrectionParams = CorrectionParams()
-    dry_run: bool = False
-    overwrite: bool = False
-
-
-@dataclass(frozen=True)
-class InspectRequest:
-    adapter: Path
-    subspace: SubspaceSpec = SubspaceSpec()
-    method: str = "csulora"
-    correction: CorrectionParams = CorrectionParams()
-    fail_above: float | None = None
-
-
-@dataclass(frozen=True)
-class ModuleSummary:
-    """What `inspect` shows without a subspace."""
-
-    module: str
-    kind: str
-    shape: tuple[int, int]
-    rank: int
-    alpha: float
-    scale: float
-    update_energy: float
-    top_singular_value: float
-
-
-@dataclass(frozen=True)
-class InspectResult:
-    summaries: list[ModuleSummary] = field(default_factory=list)
-    report: AdapterReport | None = None
+# The request and result types are part of the API; importing them from here keeps working.
+__all__ = [
+    "CorrectRequest",
+    "EstimateRequest",
+    "EstimateResult",
+    "Events",
+    "InspectRequest",
+    "InspectResult",
+    "ModuleSubspace",
+    "ModuleSummary",
+    "SilentEvents",
+    "SubspaceSpec",
+    "correct",
+    "estimate_subspace",
+    "inspect",
+    "resolve_device",
+]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -153,24 +72,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-# Checkpoint keys whose weights are stored (in, out) or (num_embeddings, dim), when no adapter says so.
-_EMBEDDING_KEY = re.compile(r"(embed|\bwte\b|\bwpe\b)")
-_GPT2_CONV1D_KEY = re.compile(r"\.(c_attn|c_proj|c_fc)\.weight$")
-
-
-def _guess_transposed(key: str, model_type: str | None) -> bool:
-    if _EMBEDDING_KEY.search(key):
-        return True
-    return model_type == "gpt2" and bool(_GPT2_CONV1D_KEY.search(key))
-
-
-def _model_type(spec: str) -> str | None:
-    try:
-        return json.loads((Path(spec) / "config.json").read_text()).get("model_type")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
 def estimate_subspace(request: EstimateRequest, events: Events = SilentEvents()) -> EstimateResult:
     _check_estimation(request.estimation, request.energy)
     layers = parse_layers(request.layers) if request.layers is not None else None
@@ -180,9 +81,9 @@ def estimate_subspace(request: EstimateRequest, events: Events = SilentEvents())
     )
     if request.adapter is not None:
         adapter = read_adapter(request.adapter)
-        targets = list(dict.fromkeys(_targets_for(adapter, provider).values()))
+        targets = list(dict.fromkeys(targets_for_adapter(adapter, provider).values()))
     else:
-        targets = _targets_by_name(provider, request.modules, _model_type(request.base))
+        targets = targets_by_name(provider, request.modules, model_type(request.base))
     if layers is not None:
         targets = [target for target in targets if layer_of(target.base_key) in layers]
     if not targets:
@@ -208,26 +109,6 @@ def estimate_subspace(request: EstimateRequest, events: Events = SilentEvents())
     return EstimateResult(location=location, modules=modules)
 
 
-_LAYER_INDEX = re.compile(r"\.(?:layers|h|blocks|layer)\.(\d+)\.")
-
-
-def layer_of(key: str) -> int | None:
-    """The transformer block a weight belongs to (`model.layers.7.mlp...` -> 7); None outside blocks."""
-    match = _LAYER_INDEX.search("." + key)
-    return int(match[1]) if match else None
-
-
-def parse_layers(text: str) -> set[int]:
-    """'0-15' or '3' or '0-3,8-11' -> the set of layer indices."""
-    layers: set[int] = set()
-    for part in text.split(","):
-        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
-        if not match or (match[2] is not None and int(match[2]) < int(match[1])):
-            raise UsageError(f"expected ranges such as 0-15 or 0-3,8-11, got {text!r}", where="--layers")
-        layers.update(range(int(match[1]), int(match[2] or match[1]) + 1))
-    return layers
-
-
 def _module_subspace(target: Target, basis: SubspaceBasis, energy: float, from_cache: bool) -> ModuleSubspace:
     selected = basis.select(energy)
     return ModuleSubspace(
@@ -239,24 +120,6 @@ def _module_subspace(target: Target, basis: SubspaceBasis, energy: float, from_c
         has_signal=basis.has_signal,
         from_cache=from_cache,
     )
-
-
-def _targets_by_name(provider: EstimatingProvider, pattern: str | None, model_type: str | None) -> list[Target]:
-    try:
-        regex = re.compile(pattern) if pattern else None
-    except re.error as error:
-        raise UsageError(f"not a valid regular expression ({error})", where="--modules") from None
-    aligned_keys = set(provider.aligned.keys())
-    targets = []
-    for key in provider.base.keys():
-        if regex is not None and not regex.search(key):
-            continue
-        if key not in aligned_keys or len(provider.base.entry(key).shape) != 2:
-            continue
-        if regex is None and provider.base.entry(key).dtype not in ("F32", "F16", "BF16", "F64"):
-            continue
-        targets.append(Target(key, _guess_transposed(key, model_type)))
-    return targets
 
 
 def _estimating_provider(
@@ -313,43 +176,6 @@ def _check_correction(params: CorrectionParams) -> None:
         raise UsageError(f"must be in [0, 1], got {params.eps}", where="--eps")
 
 
-def _targets_for(adapter: LoraAdapter, provider: BasisProvider) -> dict[str, Target]:
-    """Map each adapter module to the base weight it updates and its orientation, checking shapes."""
-    keys = provider.keys()
-    targets = {}
-    for module in adapter.modules:
-        try:
-            key = base_weight_key(module, keys)
-        except CsuloraError as error:
-            raise type(error)(error.message, where=str(adapter.weights_path)) from None
-        stored = provider.stored_shape(key)
-        if stored is not None:
-            transposed = stored_transposed(module, stored, key)
-        else:
-            transposed = _orientation_in_folder(module, key, provider.orientations(key))
-        targets[module.name] = Target(key, transposed)
-    return targets
-
-
-def _orientation_in_folder(module: LoraModule, key: str, orientations: dict[bool, int]) -> bool:
-    """Pick the stored basis whose output dimension matches the module (a subspace folder has no shapes)."""
-    fitting = [transposed for transposed, out_features in orientations.items() if out_features == module.out_features]
-    if len(fitting) == 1:
-        return fitting[0]
-    if len(fitting) == 2:
-        return guess_transposed(module)
-    if orientations:
-        found = ", ".join(str(out) for out in orientations.values())
-        raise ShapeMismatchError(
-            f"adapter module {module.name} has {module.out_features} outputs but the subspace basis has {found}",
-            where=key,
-        )
-    raise MissingTensorError(
-        f"no basis for {key} in this subspace folder",
-        hint="estimate it with estimate-subspace --adapter ADAPTER --out DIR",
-    )
-
-
 def _destinations(adapters: list[LoraAdapter], out: Path) -> list[Path]:
     if len(adapters) == 1:
         return [out]
@@ -400,7 +226,7 @@ def correct(request: CorrectRequest, events: Events = SilentEvents()) -> list[Ad
     if not request.dry_run:
         _check_destinations(request.out, destinations, request.overwrite)
     provider = _provider(request.subspace, adapters, events)
-    targets = [_targets_for(adapter, provider) for adapter in adapters]
+    targets = [targets_for_adapter(adapter, provider) for adapter in adapters]
     with ExitStack() as outputs:
         folders = _open_output_folders(outputs, request, destinations)
         writers = [

@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .api import EstimateResult, InspectResult
 from .report import AdapterReport
+from .requests import EstimateResult, InspectResult
 
 
 class Output:

@@ -19,6 +19,9 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+# Basis rank the end-to-end tests estimate with: small models, quick runs.
+RANK = 8
+
 
 def _find_script() -> str:
     beside_python = Path(sys.executable).parent / "csulora"

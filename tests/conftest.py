@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cli_helpers import RANK, assert_ok, run_cli
 
 from csulora_cli.demo import build_demo
 
@@ -21,3 +22,34 @@ def isolated_environment(tmp_path_factory, monkeypatch):
 def demo_models(tmp_path) -> tuple[Path, Path, Path]:
     """base/, aligned/ (bf16 shards with an index) and adapter/ (float32 PEFT LoRA) under tmp_path."""
     return build_demo(tmp_path / "models")
+
+
+# Shared by the end-to-end CLI tests: one set of demo models and one subspace folder per test module.
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cli")
+
+
+@pytest.fixture(scope="module")
+def models(root) -> tuple[Path, Path, Path]:
+    return build_demo(root / "models")
+
+
+@pytest.fixture(scope="module")
+def subspace(models, root) -> Path:
+    base, aligned, adapter = models
+    out = root / "subspace"
+    result = run_cli(
+        "estimate-subspace",
+        base,
+        aligned,
+        "--adapter",
+        adapter,
+        "--rank",
+        RANK,
+        "--out",
+        out,
+        env={"CSULORA_CACHE": root / "estimate-cache"},
+    )
+    assert_ok(result)
+    return out

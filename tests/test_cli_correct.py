@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from cli_helpers import (
+    RANK,
     assert_ok,
     assert_one_line_error,
     energy_rank,
@@ -25,9 +26,8 @@ from cli_helpers import (
     tensor_bytes,
 )
 
-from csulora_cli.demo import TinyLlama, build_demo, make_adapter_factors, write_adapter
+from csulora_cli.demo import TinyLlama, make_adapter_factors, write_adapter
 
-RANK = 8
 ENERGY = 0.99
 WEIGHTS = "adapter_model.safetensors"
 CONFIG = "adapter_config.json"
@@ -54,37 +54,6 @@ MODULE_FIELDS = {
     "cosine",
     "directions",
 }
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("correct")
-
-
-@pytest.fixture(scope="module")
-def models(root):
-    return build_demo(root / "models")
-
-
-@pytest.fixture(scope="module")
-def subspace(models, root) -> Path:
-    base, aligned, adapter = models
-    out = root / "subspace"
-    assert_ok(
-        run_cli(
-            "estimate-subspace",
-            base,
-            aligned,
-            "--adapter",
-            adapter,
-            "--rank",
-            RANK,
-            "--out",
-            out,
-            env={"CSULORA_CACHE": root / "estimate-cache"},
-        )
-    )
-    return out
 
 
 @pytest.fixture(scope="module")

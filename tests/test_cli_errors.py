@@ -9,49 +9,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_helpers import assert_ok, assert_one_line_error, run_cli, snapshot
+from cli_helpers import RANK, assert_one_line_error, run_cli, snapshot
 
 from csulora_cli.demo import (
     TinyLlama,
-    build_demo,
     make_model_pair,
     write_adapter,
     write_checkpoint,
 )
 
-RANK = 8
 Q_PROJ = "model.layers.0.self_attn.q_proj"
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("errors")
-
-
-@pytest.fixture(scope="module")
-def models(root):
-    return build_demo(root / "models")
-
-
-@pytest.fixture(scope="module")
-def subspace(models, root) -> Path:
-    base, aligned, adapter = models
-    out = root / "subspace"
-    assert_ok(
-        run_cli(
-            "estimate-subspace",
-            base,
-            aligned,
-            "--adapter",
-            adapter,
-            "--rank",
-            RANK,
-            "--out",
-            out,
-            env={"CSULORA_CACHE": root / "estimate-cache"},
-        )
-    )
-    return out
 
 
 def copy_adapter(adapter: Path, destination: Path) -> Path:

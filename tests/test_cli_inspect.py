@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from cli_helpers import (
+    RANK,
     assert_ok,
     assert_one_line_error,
     energy_rank,
@@ -16,41 +17,6 @@ from cli_helpers import (
     run_cli,
     snapshot,
 )
-
-from csulora_cli.demo import build_demo
-
-RANK = 8
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("inspect")
-
-
-@pytest.fixture(scope="module")
-def models(root):
-    return build_demo(root / "models")
-
-
-@pytest.fixture(scope="module")
-def subspace(models, root) -> Path:
-    base, aligned, adapter = models
-    out = root / "subspace"
-    assert_ok(
-        run_cli(
-            "estimate-subspace",
-            base,
-            aligned,
-            "--adapter",
-            adapter,
-            "--rank",
-            RANK,
-            "--out",
-            out,
-            env={"CSULORA_CACHE": root / "estimate-cache"},
-        )
-    )
-    return out
 
 
 @pytest.fixture(scope="module")
