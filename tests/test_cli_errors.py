@@ -124,6 +124,72 @@ def test_truncated_adapter_weights(models, tmp_path):
     assert_one_line_error(run_cli("inspect", adapter), 1, str(weights))
 
 
+def test_nan_in_adapter_tensor(models, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    adapter = copy_adapter(models[2], tmp_path / "adapter")
+    weights = adapter / "adapter_model.safetensors"
+    tensors = load_file(str(weights))
+    key = f"base_model.model.{Q_PROJ}.lora_B.weight"
+    tensors[key][0, 0] = float("nan")
+    save_file(tensors, str(weights))
+    base, aligned, _ = models
+    result = run_cli("correct", adapter, "--base", base, "--aligned", aligned, "--out", tmp_path / "out")
+    assert "NaN" in assert_one_line_error(result, 1, key)
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_shard(models, tmp_path):
+    base, aligned, adapter = models
+    broken = tmp_path / "aligned"
+    shutil.copytree(aligned, broken)
+    shard = broken / "model-00002-of-00002.safetensors"
+    shard.unlink()
+    result = run_cli("correct", adapter, "--base", base, "--aligned", broken, "--out", tmp_path / "out")
+    assert_one_line_error(result, 1, str(shard))
+    assert not (tmp_path / "out").exists()
+
+
+def test_index_cannot_escape_the_model_folder(models, tmp_path):
+    base, aligned, adapter = models
+    broken = tmp_path / "aligned"
+    shutil.copytree(aligned, broken)
+    index_path = broken / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text())
+    index["weight_map"][f"{Q_PROJ}.weight"] = "../../outside.safetensors"
+    index_path.write_text(json.dumps(index))
+    result = run_cli("correct", adapter, "--base", base, "--aligned", broken, "--out", tmp_path / "out")
+    assert "outside the model folder" in assert_one_line_error(result, 1, str(index_path))
+
+
+def test_malicious_pickle_is_refused(models, tmp_path):
+    import pickle
+
+    adapter = copy_adapter(models[2], tmp_path / "adapter")
+    (adapter / "adapter_model.safetensors").unlink()
+    marker = tmp_path / "ran"
+
+    class RunsCode:
+        def __reduce__(self):
+            import os
+
+            return (os.system, (f"touch {marker}",))
+
+    with open(adapter / "adapter_model.bin", "wb") as handle:
+        pickle.dump({f"base_model.model.{Q_PROJ}.lora_A.weight": RunsCode()}, handle)
+    result = run_cli("inspect", adapter)
+    assert "refused to load" in assert_one_line_error(result, 1, str(adapter / "adapter_model.bin"))
+    assert not marker.exists()
+
+
+def test_destination_that_cannot_be_created(models, tmp_path):
+    base, aligned, adapter = models
+    not_a_folder = tmp_path / "file.txt"
+    not_a_folder.write_text("a file")
+    result = run_cli("correct", adapter, "--base", base, "--aligned", aligned, "--out", not_a_folder / "out")
+    assert_one_line_error(result, 1, str(not_a_folder))
+
+
 # Flags and options that cannot be used (exit 2)
 
 
