@@ -81,13 +81,7 @@ class Output:
                 }
             )
             return
-        table = Table(title=f"subspace: {result.location}")
-        for column in ("module", "k", "stored", "captured", "||V||²", "from"):
-            table.add_column(
-                column,
-                justify="left" if column == "module" else "right",
-                overflow="fold" if column == "module" else "ellipsis",
-            )
+        table = _table(f"subspace: {result.location}", ("module", "k", "stored", "captured", "||V||²", "from"))
         for m in result.modules:
             name = m.target.base_key + (" (T)" if m.target.transposed else "")
             table.add_row(
@@ -110,14 +104,8 @@ class Output:
 
     def report_table(self, report: AdapterReport, dry_run: bool = False) -> None:
         where = "dry run, nothing written" if dry_run or report.output is None else f"-> {report.output}"
-        table = Table(title=f"{report.adapter} [{report.method['name']}] {where}")
         columns = ("module", "k", "aligned", "partial", "off", "off-energy", "removed", "cosine", "status")
-        for column in columns:
-            table.add_column(
-                column,
-                justify="left" if column in ("module", "status") else "right",
-                overflow="fold" if column == "module" else "ellipsis",
-            )
+        table = _table(f"{report.adapter} [{report.method['name']}] {where}", columns, left=("module", "status"))
         for module in report.modules:
             row = module.to_dict()
             directions = row["directions"]
@@ -170,13 +158,11 @@ class Output:
                 }
             )
             return
-        table = Table(title="adapter modules")
-        for column in ("module", "kind", "shape", "r", "alpha", "scale", "||dW||_F", "sigma_1"):
-            table.add_column(
-                column,
-                justify="left" if column in ("module", "kind") else "right",
-                overflow="fold" if column == "module" else "ellipsis",
-            )
+        table = _table(
+            "adapter modules",
+            ("module", "kind", "shape", "r", "alpha", "scale", "||dW||_F", "sigma_1"),
+            left=("module", "kind"),
+        )
         for s in result.summaries:
             table.add_row(
                 s.module,
@@ -192,3 +178,15 @@ class Output:
 
     def error(self, line: str) -> None:
         self.stderr.print(line, highlight=False, markup=False)
+
+
+def _table(title: str, columns: tuple[str, ...], left: tuple[str, ...] = ("module",)) -> Table:
+    """A results table: numbers right-aligned, long module names folded rather than cut."""
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(
+            column,
+            justify="left" if column in left else "right",
+            overflow="fold" if column == "module" else "ellipsis",
+        )
+    return table
