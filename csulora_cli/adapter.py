@@ -26,7 +26,7 @@ from .errors import (
     ShapeMismatchError,
     UnsupportedAdapterError,
 )
-from .safetensors_header import DTYPE_NAMES, DTYPES, read_header
+from .safetensors_header import DTYPE_NAMES, DTYPES, raw_bytes, read_header
 
 CONFIG_FILE = "adapter_config.json"
 SAFETENSORS_FILE = "adapter_model.safetensors"
@@ -358,4 +358,4 @@ class AdapterWriter:
             raise AssertionError(f"replacement for {key} changed shape or dtype")
         with open(self.target, "r+b") as handle:
             handle.seek(entry.start)
-            handle.write(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+            handle.write(raw_bytes(tensor))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
@@ -61,14 +61,12 @@ class EstimatingProvider:
         cache: BasisCache,
         params: EstimationParams,
         device: torch.device,
-        on_module: Callable[[str], None] = lambda label: None,
     ):
         self.base = base
         self.aligned = aligned
         self.cache = cache
         self.params = params
         self.device = device
-        self.on_module = on_module
         self._base_keys = set(base.keys())
         self._aligned_keys = set(aligned.keys())
 
@@ -138,7 +136,6 @@ class EstimatingProvider:
                 if cached is not None:
                     yield target, _on_device(cached, self.device), True
                     continue
-                self.on_module(target.base_key)
                 basis = self._estimate(target, stored)
                 self.cache.save(request, basis)
                 yield target, basis, False

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from . import __version__
 from .errors import CsuloraError, FormatError, MissingTensorError, OutputExistsError
-from .safetensors_header import read_header
+from .safetensors_header import raw_bytes, read_header
 from .subspace import EstimationParams, SubspaceBasis
 
 CACHE_FORMAT = 1
@@ -69,7 +69,7 @@ def fingerprint(request: BasisRequest) -> str:
 def _checksum(basis: torch.Tensor, singular_values: torch.Tensor) -> str:
     digest = hashlib.sha256()
     for tensor in (basis, singular_values):
-        digest.update(tensor.contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(raw_bytes(tensor))
     return digest.hexdigest()
 
 
@@ -104,12 +104,9 @@ def write_basis_file(path: Path, basis: SubspaceBasis, record: dict) -> None:
 def read_basis_file(path: Path) -> tuple[SubspaceBasis, dict]:
     """Read and verify one basis file; raises FormatError when it is damaged."""
     try:
-        tensors = load_file(str(path))
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as handle:
             record = json.loads((handle.metadata() or {})["csulora"])
-        basis, values = tensors["basis"], tensors["singular_values"]
+            basis, values = handle.get_tensor("basis"), handle.get_tensor("singular_values")
     except (OSError, SafetensorError, KeyError, ValueError, TypeError) as error:
         raise FormatError(f"damaged subspace file ({type(error).__name__})", where=str(path)) from None
     if record.get("checksum") != _checksum(basis, values):

@@ -46,6 +46,11 @@ OTHER_DTYPE_SIZES = {
 }
 
 
+def raw_bytes(tensor: torch.Tensor) -> bytes:
+    """A tensor's data exactly as safetensors stores it (little-endian, row-major)."""
+    return tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
+
+
 @dataclass(frozen=True)
 class TensorEntry:
     name: str
