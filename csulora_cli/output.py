@@ -4,15 +4,36 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
+from .events import Advance
 from .report import AdapterReport
 from .requests import EstimateResult, InspectResult
+
+
+class _CountColumn(ProgressColumn):
+    """'3/7' for counted tasks, '1.2/4.0 GB' for downloads: one display for both kinds."""
+
+    def __init__(self):
+        super().__init__()
+        self._count = MofNCompleteColumn()
+        self._bytes = DownloadColumn()
+
+    def render(self, task):
+        return (self._bytes if task.fields.get("in_bytes") else self._count).render(task)
 
 
 class Output:
@@ -36,7 +57,7 @@ class Output:
         self._progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
-            MofNCompleteColumn(),
+            _CountColumn(),
             TimeElapsedColumn(),
             console=self.stderr,
             transient=True,
@@ -50,11 +71,11 @@ class Output:
         if not self.quiet:
             self.stderr.print(f"warning: {message}", highlight=False, markup=False)
 
-    def start(self, description: str, total: int) -> Callable[[], None]:
+    def start(self, description: str, total: int | None, *, in_bytes: bool = False) -> Advance:
         if self._progress is None:
-            return lambda: None
-        task = self._progress.add_task(description, total=total)
-        return lambda: self._progress.advance(task)
+            return lambda steps=1: None
+        task = self._progress.add_task(description, total=total, in_bytes=in_bytes)
+        return lambda steps=1: self._progress.advance(task, steps)
 
     # Results
     def emit_json(self, payload: object) -> None:

@@ -1,35 +1,18 @@
-"""What flows into and out of the API: frozen requests, results, and the events sink for progress.
+"""What flows into and out of the API: frozen requests and results (the events sink is in `events.py`).
 
 Plain data; the functions that take these live in `api.py`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from .bases import Target
 from .correction import CorrectionParams
+from .hub_client import HubOptions
 from .report import AdapterReport
 from .subspace import EstimationParams
-
-
-class Events(Protocol):
-    def warn(self, message: str) -> None: ...
-
-    def start(self, description: str, total: int) -> Callable[[], None]:
-        """Begin a task of `total` steps; returns the function that advances it by one."""
-        ...
-
-
-class SilentEvents:
-    def warn(self, message: str) -> None:
-        pass
-
-    def start(self, description: str, total: int) -> Callable[[], None]:
-        return lambda: None
 
 
 @dataclass(frozen=True)
@@ -43,6 +26,7 @@ class SubspaceSpec:
     energy: float = 0.99
     cache_dir: Path | None = None
     device: str = "auto"
+    hub: HubOptions = HubOptions()
 
     @property
     def given(self) -> bool:
@@ -60,6 +44,7 @@ class EstimateRequest:
     energy: float = 0.99
     cache_dir: Path | None = None
     device: str = "auto"
+    hub: HubOptions = HubOptions()
     out: Path | None = None
     overwrite: bool = False
 

@@ -17,6 +17,10 @@ import torch
 
 from .errors import FormatError
 
+# How a checkpoint folder (or Hub repo) names its weights: one file, or shards listed in an index.
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+
 # safetensors itself refuses headers above 100 MB; a larger one is not a checkpoint.
 MAX_HEADER_BYTES = 100_000_000
 
@@ -84,28 +88,42 @@ def read_header(path: Path) -> SafetensorsHeader:
         size = path.stat().st_size
         with open(path, "rb") as handle:
             prefix = handle.read(8)
-            if len(prefix) < 8:
-                raise FormatError("not a safetensors file: shorter than its 8-byte header length", where=str(path))
-            (header_length,) = struct.unpack("<Q", prefix)
-            if header_length > MAX_HEADER_BYTES or 8 + header_length > size:
-                raise FormatError(
-                    f"not a safetensors file: header length {header_length} exceeds the file size {size}",
-                    where=str(path),
-                )
+            header_length = header_length_of(prefix, size, str(path))
             header_bytes = handle.read(header_length)
     except OSError as error:
         raise FormatError(f"cannot read: {error.strerror or error}", where=str(path)) from None
+    return parse_header(header_bytes, size, path)
+
+
+def header_length_of(prefix: bytes, file_size: int, where: str) -> int:
+    """The header length N from a file's first 8 bytes, checked against the file size."""
+    if len(prefix) < 8:
+        raise FormatError("not a safetensors file: shorter than its 8-byte header length", where=where)
+    (header_length,) = struct.unpack("<Q", prefix[:8])
+    if header_length > MAX_HEADER_BYTES or 8 + header_length > file_size:
+        raise FormatError(
+            f"not a safetensors file: header length {header_length} exceeds the file size {file_size}",
+            where=where,
+        )
+    return header_length
+
+
+def parse_header(header_bytes: bytes, file_size: int, path: Path) -> SafetensorsHeader:
+    """Validate the N header bytes of a file of `file_size` bytes (local, or read by range from the Hub).
+
+    `path` names the file in messages: a local path, or `repo@commit/filename` for a remote file.
+    """
     try:
         raw = json.loads(header_bytes.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise FormatError(f"not a safetensors file: header is not valid JSON ({error})", where=str(path)) from None
     if not isinstance(raw, dict):
         raise FormatError("not a safetensors file: header is not a JSON object", where=str(path))
-    data_start = 8 + header_length
+    data_start = 8 + len(header_bytes)
     metadata = raw.pop("__metadata__", None) or {}
     if not isinstance(metadata, dict):
         raise FormatError("__metadata__ is not a JSON object", where=str(path))
-    entries = {name: _entry(path, name, info, data_start, size) for name, info in raw.items()}
+    entries = {name: _entry(path, name, info, data_start, file_size) for name, info in raw.items()}
     return SafetensorsHeader(path, header_bytes, data_start, entries, metadata)
 
 
