@@ -25,18 +25,18 @@ from .bases import BasisProvider, EstimatingProvider, FolderProvider, Target
 from .cache import BasisCache, SubspaceFolder, add_to_subspace_folder, default_cache_dir, prepare_subspace_folder
 from .correction import CorrectionParams, decompose_update, measure_correction
 from .errors import CsuloraError, UsageError
+from .events import Events, SilentEvents
+from .hub_client import HubClient, HubOptions
 from .methods import CorrectionMethod, get_method
 from .report import REPORT_FILE, AdapterReport, ModuleReport
 from .requests import (
     CorrectRequest,
     EstimateRequest,
     EstimateResult,
-    Events,
     InspectRequest,
     InspectResult,
     ModuleSubspace,
     ModuleSummary,
-    SilentEvents,
     SubspaceSpec,
 )
 from .sources import open_source
@@ -48,6 +48,7 @@ __all__ = [
     "CorrectRequest",
     "EstimateRequest",
     "EstimateResult",
+    "HubOptions",
     "Events",
     "InspectRequest",
     "InspectResult",
@@ -77,13 +78,19 @@ def estimate_subspace(request: EstimateRequest, events: Events = SilentEvents())
     layers = parse_layers(request.layers) if request.layers is not None else None
     cache_dir = request.cache_dir or default_cache_dir()
     provider = _estimating_provider(
-        request.base, request.aligned, request.estimation, cache_dir, resolve_device(request.device), events
+        request.base,
+        request.aligned,
+        request.estimation,
+        cache_dir,
+        resolve_device(request.device),
+        request.hub,
+        events,
     )
     if request.adapter is not None:
         adapter = read_adapter(request.adapter)
         targets = list(dict.fromkeys(targets_for_adapter(adapter, provider).values()))
     else:
-        targets = targets_by_name(provider, request.modules, model_type(request.base))
+        targets = targets_by_name(provider, request.modules, model_type(provider.base))
     if layers is not None:
         targets = [target for target in targets if layer_of(target.base_key) in layers]
     if not targets:
@@ -123,12 +130,19 @@ def _module_subspace(target: Target, basis: SubspaceBasis, energy: float, from_c
 
 
 def _estimating_provider(
-    base: str, aligned: str, params: EstimationParams, cache_dir: Path, device: torch.device, events: Events
+    base: str,
+    aligned: str,
+    params: EstimationParams,
+    cache_dir: Path,
+    device: torch.device,
+    hub_options: HubOptions,
+    events: Events,
 ) -> EstimatingProvider:
     cache = BasisCache(cache_dir, events.warn)
+    hub = HubClient(hub_options, cache.hub_metadata_dir, events)
     return EstimatingProvider(
-        open_source(base, digest_memo_dir=cache.digest_memo_dir),
-        open_source(aligned, digest_memo_dir=cache.digest_memo_dir),
+        open_source(base, digest_memo_dir=cache.digest_memo_dir, hub=hub),
+        open_source(aligned, digest_memo_dir=cache.digest_memo_dir, hub=hub),
         cache,
         params,
         device,
@@ -146,7 +160,7 @@ def _provider(spec: SubspaceSpec, adapters: list[LoraAdapter], events: Events) -
         raise UsageError("a subspace is needed: pass --subspace DIR or --base BASE", where="--base")
     aligned = spec.aligned or _aligned_from_adapters(adapters)
     return _estimating_provider(
-        spec.base, aligned, spec.estimation, spec.cache_dir or default_cache_dir(), device, events
+        spec.base, aligned, spec.estimation, spec.cache_dir or default_cache_dir(), device, spec.hub, events
     )
 
 

@@ -117,6 +117,8 @@ class EstimatingProvider:
         modules' stored tensors while the disk and the cores work at the same time.
         """
         self.check(targets)
+        for source in (self.base, self.aligned):
+            source.plan_reads([target.base_key for target in targets])
         remaining = iter(targets)
         in_flight: deque[tuple[Target, Future]] = deque()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="csulora-reader") as reader:

@@ -160,6 +160,11 @@ class BasisCache:
     def digest_memo_dir(self) -> Path:
         return self.directory / "file-digests"
 
+    @property
+    def hub_metadata_dir(self) -> Path:
+        """Resolved refs, commit file lists and shard headers of Hub repos (tensor data stays in the HF cache)."""
+        return self.directory / "hub"
+
 
 def _file_name(base_key: str, transposed: bool) -> str:
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", base_key)

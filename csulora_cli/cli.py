@@ -48,14 +48,34 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML file of o
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print results as JSON.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or warnings.")]
 SubspaceOpt = Annotated[Path | None, typer.Option("--subspace", help="Subspace folder from estimate-subspace --out.")]
-BaseOpt = Annotated[str | None, typer.Option("--base", help="Pre-alignment base model (folder).")]
+BaseOpt = Annotated[
+    str | None, typer.Option("--base", help="Pre-alignment base model (folder, or Hub repo org/name[@revision]).")
+]
 AlignedOpt = Annotated[
     str | None,
-    typer.Option("--aligned", help="Safety-aligned model (folder); default: the adapter's base_model_name_or_path."),
+    typer.Option(
+        "--aligned",
+        help="Safety-aligned model (folder or Hub repo[@revision]); default: the adapter's base_model_name_or_path.",
+    ),
 ]
 MethodOpt = Annotated[str, typer.Option("--method", help="csulora, project or none.")]
 LambdaOpt = Annotated[float, typer.Option("--lambda", help="Penalty strength of csulora (>= 0).")]
 EpsOpt = Annotated[float, typer.Option("--eps", help="Tolerance of the direction classes, in [0, 1].")]
+FetchOpt = Annotated[
+    str,
+    typer.Option(
+        "--fetch",
+        help="Hub sources: whole shards, byte ranges of the needed tensors, or auto (by the share of a shard needed).",
+    ),
+]
+TokenOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        help="Hugging Face token for private or gated repos (default: HF_TOKEN or the stored login).",
+        show_default=False,
+    ),
+]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
 
 DEFAULTS = EstimationParams()
@@ -78,6 +98,8 @@ def _subspace(
     energy: float,
     cache_dir,
     device: str,
+    fetch: str,
+    token: str | None,
 ) -> api.SubspaceSpec:
     return api.SubspaceSpec(
         subspace=_path(subspace),
@@ -87,13 +109,18 @@ def _subspace(
         energy=energy,
         cache_dir=_path(cache_dir),
         device=device,
+        hub=_hub(fetch, token),
     )
+
+
+def _hub(fetch: str, token: str | None) -> api.HubOptions:
+    return api.HubOptions(fetch=fetch, token=token or None)
 
 
 @app.command("estimate-subspace")
 def estimate_subspace_command(
-    base: Annotated[str, typer.Argument(help="Pre-alignment base model (folder).")],
-    aligned: Annotated[str, typer.Argument(help="Safety-aligned model (folder).")],
+    base: Annotated[str, typer.Argument(help="Pre-alignment base model (folder, or Hub repo org/name[@revision]).")],
+    aligned: Annotated[str, typer.Argument(help="Safety-aligned model (folder, or Hub repo org/name[@revision]).")],
     modules: Annotated[str | None, typer.Option("--modules", help="Regex over base weight keys.")] = None,
     adapter: Annotated[
         Path | None, typer.Option("--adapter", help="Estimate the modules this adapter targets.")
@@ -108,6 +135,8 @@ def estimate_subspace_command(
     power_iterations: PowerOpt = DEFAULTS.power_iterations,
     device: DeviceOpt = "auto",
     cache_dir: CacheDirOpt = None,
+    fetch: FetchOpt = "auto",
+    token: TokenOpt = None,
     out: Annotated[Path | None, typer.Option("--out", help="Write a portable subspace folder here.")] = None,
     overwrite: OverwriteOpt = False,
     config: ConfigOpt = None,
@@ -128,6 +157,7 @@ def estimate_subspace_command(
         energy=energy,
         cache_dir=_path(cache_dir),
         device=device,
+        hub=_hub(fetch, token),
         out=_path(out),
         overwrite=overwrite,
     )
@@ -155,6 +185,8 @@ def correct_command(
     power_iterations: PowerOpt = DEFAULTS.power_iterations,
     device: DeviceOpt = "auto",
     cache_dir: CacheDirOpt = None,
+    fetch: FetchOpt = "auto",
+    token: TokenOpt = None,
     config: ConfigOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Compute and print the report; write nothing.")] = False,
     overwrite: OverwriteOpt = False,
@@ -166,7 +198,9 @@ def correct_command(
     request = api.CorrectRequest(
         adapters=tuple(adapters),
         out=_path(out),
-        subspace=_subspace(subspace, base, aligned, rank, exact, seed, power_iterations, energy, cache_dir, device),
+        subspace=_subspace(
+            subspace, base, aligned, rank, exact, seed, power_iterations, energy, cache_dir, device, fetch, token
+        ),
         method=method,
         correction=CorrectionParams(lambda_=lambda_, eps=eps),
         dry_run=dry_run,
@@ -197,6 +231,8 @@ def inspect_command(
     power_iterations: PowerOpt = DEFAULTS.power_iterations,
     device: DeviceOpt = "auto",
     cache_dir: CacheDirOpt = None,
+    fetch: FetchOpt = "auto",
+    token: TokenOpt = None,
     config: ConfigOpt = None,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -205,7 +241,9 @@ def inspect_command(
     output = Output(json_output, quiet)
     request = api.InspectRequest(
         adapter=adapter,
-        subspace=_subspace(subspace, base, aligned, rank, exact, seed, power_iterations, energy, cache_dir, device),
+        subspace=_subspace(
+            subspace, base, aligned, rank, exact, seed, power_iterations, energy, cache_dir, device, fetch, token
+        ),
         method=method,
         correction=CorrectionParams(lambda_=lambda_, eps=eps),
         fail_above=fail_above,

@@ -1,7 +1,7 @@
 """Where model tensors come from: the `TensorSource` protocol and local safetensors folders.
 
 Tensors are read one at a time, only those asked for, grouped by shard; nothing here knows about
-subspaces or adapters. Hub repositories implement the same protocol.
+subspaces or adapters. Hub repositories implement the same protocol in `hub.py`.
 """
 
 from __future__ import annotations
@@ -17,10 +17,8 @@ import torch
 from safetensors import safe_open
 
 from .errors import CsuloraError, FormatError, MissingTensorError
-from .safetensors_header import SafetensorsHeader, TensorEntry, read_header
-
-SINGLE_FILE = "model.safetensors"
-INDEX_FILE = "model.safetensors.index.json"
+from .hub_client import HubClient, parse_hub_ref
+from .safetensors_header import INDEX_FILE, SINGLE_FILE, SafetensorsHeader, TensorEntry, read_header
 
 
 class TensorSource(Protocol):
@@ -32,6 +30,10 @@ class TensorSource(Protocol):
 
     def entry(self, key: str) -> TensorEntry: ...
 
+    def plan_reads(self, keys: Iterable[str]) -> None:
+        """The keys a job is about to read, so a remote source can choose how to fetch them."""
+        ...
+
     def read_many(self, keys: Iterable[str]) -> Iterator[tuple[str, torch.Tensor]]:
         """Yield (key, tensor) for each key, in an order that reads each file once."""
         ...
@@ -42,6 +44,10 @@ class TensorSource(Protocol):
 
     def describe(self) -> dict:
         """What the report records about this source."""
+        ...
+
+    def model_config(self) -> dict:
+        """The checkpoint's `config.json` ({} when absent or unreadable): its `model_type` names layouts."""
         ...
 
 
@@ -106,6 +112,9 @@ class LocalSource:
             raise MissingTensorError(f"tensor {key} is in the index but not in its shard", where=str(shard))
         return entry
 
+    def plan_reads(self, keys: Iterable[str]) -> None:
+        pass  # every byte is already on disk
+
     def read_many(self, keys: Iterable[str]) -> Iterator[tuple[str, torch.Tensor]]:
         by_shard: dict[Path, list[str]] = {}
         for key in keys:
@@ -129,6 +138,18 @@ class LocalSource:
 
     def describe(self) -> dict:
         return {"kind": "local", "path": str(self.folder.resolve())}
+
+    def model_config(self) -> dict:
+        return read_json_object(self.folder / "config.json")
+
+
+def read_json_object(path: Path) -> dict:
+    """A JSON object from a file, or {} when it is absent or not an object (config files are optional)."""
+    try:
+        loaded = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
 
 
 def file_sha256(path: Path, memo_dir: Path | None) -> str:
@@ -157,12 +178,16 @@ def file_sha256(path: Path, memo_dir: Path | None) -> str:
     return digest
 
 
-def open_source(spec: str, *, digest_memo_dir: Path | None = None) -> TensorSource:
-    """A model source from what the user typed: a local folder (Hub repo ids come with the Hub layer)."""
+def open_source(spec: str, *, digest_memo_dir: Path | None = None, hub: HubClient | None = None) -> TensorSource:
+    """A model source from what the user typed: a local folder if one exists, else a Hub repo id."""
     path = Path(spec).expanduser()
     if path.exists():
         return LocalSource(path, digest_memo_dir=digest_memo_dir)
-    raise CsuloraError(
-        "model source is not a local folder (Hugging Face repo ids are not supported in this version)",
-        where=spec,
-    )
+    ref = parse_hub_ref(spec)
+    if ref is None or hub is None:
+        raise CsuloraError(
+            "no such local folder, and not a Hugging Face repo id (org/name or org/name@revision)", where=spec
+        )
+    from .hub import HubSource  # hub.py builds on this module's helpers
+
+    return HubSource(ref, hub)

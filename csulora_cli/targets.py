@@ -6,13 +6,12 @@ by name (`--modules`, `--layers`) for estimation without an adapter.
 
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
 
 from .adapter import LoraAdapter, LoraModule, base_weight_key, guess_transposed, is_conv1d_name, stored_transposed
 from .bases import BasisProvider, EstimatingProvider, Target
 from .errors import CsuloraError, MissingTensorError, ShapeMismatchError, UsageError
+from .sources import TensorSource
 
 # Checkpoint keys whose weights are stored (in, out) or (num_embeddings, dim), when no adapter says so.
 _EMBEDDING_KEY = re.compile(r"(embed|\bwte\b|\bwpe\b)")
@@ -24,11 +23,9 @@ def guess_transposed_by_name(key: str, model_type: str | None) -> bool:
     return model_type == "gpt2" and is_conv1d_name(key.removesuffix(".weight"))
 
 
-def model_type(spec: str) -> str | None:
-    try:
-        return json.loads((Path(spec) / "config.json").read_text()).get("model_type")
-    except (OSError, ValueError, AttributeError):
-        return None
+def model_type(source: TensorSource) -> str | None:
+    kind = source.model_config().get("model_type")
+    return kind if isinstance(kind, str) else None
 
 
 _LAYER_INDEX = re.compile(r"\.(?:layers|h|blocks|layer)\.(\d+)\.")
