@@ -32,9 +32,28 @@ class LoggedRequest:
     authorization: str | None
 
 
+@dataclass(frozen=True)
+class StoredFile:
+    """A file of a commit, served from disk so checkpoints of any size can be pushed."""
+
+    path: Path
+    size: int
+    sha256: str
+    blob_id: str
+
+    @classmethod
+    def of(cls, path: Path) -> StoredFile:
+        sha256, git = hashlib.sha256(), hashlib.sha1(b"blob %d\0" % path.stat().st_size)
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 24):
+                sha256.update(chunk)
+                git.update(chunk)
+        return cls(path, path.stat().st_size, sha256.hexdigest(), git.hexdigest())
+
+
 @dataclass
 class FakeRepo:
-    commits: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    commits: dict[str, dict[str, StoredFile]] = field(default_factory=dict)
     refs: dict[str, str] = field(default_factory=dict)
     token: str | None = None  # private: only this token may read it
     gated: bool = False  # gated: metadata is public, files need `token`
@@ -70,12 +89,15 @@ class FakeHub:
         repo = self.repos.setdefault(repo_id, FakeRepo())
         for name, value in access.items():
             setattr(repo, name, value)
-        files = {path.relative_to(folder).as_posix(): path.read_bytes() for path in sorted(folder.rglob("*"))}
-        files = {name: data for name, data in files.items() if not name.startswith(".")}
-        digest = hashlib.sha1(repr(sorted((n, hashlib.sha256(d).hexdigest()) for n, d in files.items())).encode())
+        files = {
+            path.relative_to(folder).as_posix(): StoredFile.of(path)
+            for path in sorted(folder.rglob("*"))
+            if path.is_file() and not path.name.startswith(".")
+        }
+        digest = hashlib.sha1(repr(sorted((name, f.sha256) for name, f in files.items())).encode())
         digest.update(f"{repo_id}:{len(repo.commits)}".encode())
         commit = digest.hexdigest()
-        repo.commits[commit] = {name: data for name, data in files.items() if data is not None}
+        repo.commits[commit] = files
         repo.refs[branch] = commit
         return commit
 
@@ -97,19 +119,45 @@ class FakeHub:
             self.log.append(entry)
 
 
-def _blob_id(data: bytes) -> str:
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
-def _sibling(name: str, data: bytes) -> dict:
-    entry = {"rfilename": name, "size": len(data), "blobId": _blob_id(data)}
+def _sibling(name: str, stored: StoredFile) -> dict:
+    entry = {"rfilename": name, "size": stored.size, "blobId": stored.blob_id}
     if name.endswith(LFS_SUFFIXES):
-        entry["lfs"] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
+        entry["lfs"] = {"sha256": stored.sha256, "size": stored.size, "pointerSize": 134}
     return entry
 
 
-def _etag(name: str, data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest() if name.endswith(LFS_SUFFIXES) else _blob_id(data)
+def _etag(name: str, stored: StoredFile) -> str:
+    return stored.sha256 if name.endswith(LFS_SUFFIXES) else stored.blob_id
+
+
+@dataclass(frozen=True)
+class _Body:
+    """Bytes [start, end) of a stored file (or literal bytes), written in chunks."""
+
+    stored: StoredFile | None
+    start: int
+    end: int
+    literal: bytes = b""
+
+    @classmethod
+    def of_bytes(cls, data: bytes) -> _Body:
+        return cls(None, 0, len(data), data)
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+    def write_to(self, stream) -> None:
+        if self.stored is None:
+            stream.write(self.literal)
+            return
+        with open(self.stored.path, "rb") as handle:
+            handle.seek(self.start)
+            remaining = self.length
+            while remaining:
+                chunk = handle.read(min(remaining, 1 << 22))
+                stream.write(chunk)
+                remaining -= len(chunk)
 
 
 class _Refusal(Exception):
@@ -145,7 +193,9 @@ def _handler_for(hub: FakeHub):
                     headers["X-Error-Message"] = refusal.message
                 if refusal.commit:
                     headers["X-Repo-Commit"] = refusal.commit
-            sent = 0 if head else len(body)
+            if isinstance(body, bytes):
+                body = _Body.of_bytes(body)
+            sent = 0 if head else body.length
             hub.record(
                 LoggedRequest(
                     self.command, path, status, self.headers.get("Range"), sent, self.headers.get("Authorization")
@@ -154,11 +204,11 @@ def _handler_for(hub: FakeHub):
             self.send_response(status)
             for name, value in headers.items():
                 self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Length", str(body.length))
             self.end_headers()
             if not head:
                 try:
-                    self.wfile.write(body)
+                    body.write_to(self.wfile)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
@@ -210,26 +260,26 @@ def _handler_for(hub: FakeHub):
             repo = self._repo(repo_id, files_access=False)
             commit = self._commit(repo_id, repo, revision)
             entries = []
-            for name, data in repo.commits[commit].items():
-                entry = {"type": "file", "path": name, "size": len(data), "oid": _blob_id(data)}
+            for name, stored in repo.commits[commit].items():
+                entry = {"type": "file", "path": name, "size": stored.size, "oid": stored.blob_id}
                 if name.endswith(LFS_SUFFIXES):
-                    entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
+                    entry["lfs"] = {"oid": stored.sha256, "size": stored.size, "pointerSize": 134}
                 entries.append(entry)
             return 200, {"Content-Type": "application/json"}, json.dumps(entries).encode()
 
         def _resolve(self, repo_id: str, revision: str, filename: str):
             repo = self._repo(repo_id, files_access=True)
             commit = self._commit(repo_id, repo, revision)
-            data = repo.commits[commit].get(filename)
-            if data is None:
+            stored = repo.commits[commit].get(filename)
+            if stored is None:
                 raise _Refusal(404, "EntryNotFound", f"{filename} does not exist", commit=commit)
-            headers = {"X-Repo-Commit": commit, "ETag": f'"{_etag(filename, data)}"', "Accept-Ranges": "bytes"}
+            headers = {"X-Repo-Commit": commit, "ETag": f'"{_etag(filename, stored)}"', "Accept-Ranges": "bytes"}
             requested = self.headers.get("Range")
             if requested and not hub.ignore_ranges and (match := re.fullmatch(r"bytes=(\d+)-(\d*)", requested)):
                 start = int(match[1])
-                end = min(int(match[2]) if match[2] else len(data) - 1, len(data) - 1)
-                headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
-                return 206, headers, data[start : end + 1]
-            return 200, headers, data
+                end = min(int(match[2]) if match[2] else stored.size - 1, stored.size - 1)
+                headers["Content-Range"] = f"bytes {start}-{end}/{stored.size}"
+                return 206, headers, _Body(stored, start, end + 1)
+            return 200, headers, _Body(stored, 0, stored.size)
 
     return Handler
