@@ -123,7 +123,6 @@ class HubClient:
         self.options = options
         self.metadata_dir = metadata_dir  # csulora's own records: resolved refs, file lists, headers
         self.events = events
-        self.bytes_fetched = 0
 
     @property
     def offline(self) -> bool:
@@ -235,7 +234,6 @@ class HubClient:
                 library_version=__version__,
                 tqdm_class=partial(_DownloadBar, self.events, f"downloading {filename}"),
             )
-        self.bytes_fetched += snapshot.files[filename].size if filename in snapshot.files else 0
         return Path(path)
 
     def read_range(
@@ -262,7 +260,6 @@ class HubClient:
                         take = min(len(chunk), end - start - filled)
                         view[filled : filled + take] = memoryview(chunk)[:take]
                         filled += take
-                        self.bytes_fetched += take
                         if advance is not None:
                             advance(take)
             except HubError as error:
