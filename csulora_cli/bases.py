@@ -22,8 +22,10 @@ from .subspace import EstimationParams, SubspaceBasis, estimate_basis, frobenius
 
 # Modules read ahead of the one being decomposed. Reading a module takes a tenth of decomposing it
 # (3.3 s to read every targeted tensor of the 1B pair, 38 s to estimate them), so one is enough to keep
-# the disk and the cores busy at once, and memory stays two modules whatever the model size.
+# the disk and the cores busy at once. Local reads ahead go to the page cache, not to this process.
 PREFETCH_MODULES = 1
+# V is formed this many bytes of float32 rows at a time, from plain reads of the stored tensors.
+BLOCK_BYTES = 16 << 20
 REFERENCE_ROW_STRIDE = 8
 
 
@@ -111,10 +113,10 @@ class EstimatingProvider:
         )
 
     def bases(self, targets: list[Target]) -> Iterator[tuple[Target, SubspaceBasis, bool]]:
-        """Bases in target order; a reader thread hashes, looks up and reads the next modules meanwhile.
+        """Bases in target order; a reader thread hashes, looks up and prefetches the next modules meanwhile.
 
-        The queue holds at most PREFETCH_MODULES fetched modules, so memory stays bounded by a few
-        modules' stored tensors while the disk and the cores work at the same time.
+        At most PREFETCH_MODULES modules are looked ahead, so the disk (or network) and the cores work at
+        the same time while memory stays bounded by one module's float32 displacement.
         """
         self.check(targets)
         for source in (self.base, self.aligned):
@@ -132,43 +134,63 @@ class EstimatingProvider:
                 fetch_next()
             while in_flight:
                 target, future = in_flight.popleft()
-                request, cached, stored = future.result()
-                del future  # it holds the fetched tensors too; _estimate frees them as soon as V exists
+                request, cached = future.result()
                 fetch_next()
                 if cached is not None:
                     yield target, _on_device(cached, self.device), True
                     continue
-                basis = self._estimate(target, stored)
+                basis = self._estimate(target)
                 self.cache.save(request, basis)
                 yield target, basis, False
 
-    def _fetch(self, target: Target):
-        """Reader thread: (request, cached basis or None, (base, aligned) stored tensors or None)."""
+    def _fetch(self, target: Target) -> tuple[BasisRequest, SubspaceBasis | None]:
+        """Reader thread: hash and look up the next module; on a miss, start its bytes moving closer."""
         request = self.request(target)
         cached = self.cache.load(request)
-        if cached is not None:
-            return request, cached, None
-        return request, None, [self.base.read(target.base_key), self.aligned.read(target.base_key)]
+        if cached is None:
+            self.base.prefetch(target.base_key)
+            self.aligned.prefetch(target.base_key)
+        return request, cached
 
-    def _estimate(self, target: Target, stored: list[torch.Tensor]) -> SubspaceBasis:
-        """Basis of V = W_a - W_b; `stored` ([base, aligned] as read) is emptied once V is formed."""
-        base_stored, aligned_stored = stored
-        stored.clear()
-        base_weight = base_stored.to(self.device)
-        # One (m, n) float32 buffer: the stored base is subtracted in place, promoted element by element.
-        displacement = aligned_stored.to(self.device, torch.float32).sub_(base_weight)
-        # ||W_b||^2 only scales the no-signal threshold (1e-12 of it), so every 8th row estimates it well
-        # enough at an eighth of the cost; NaN/Inf anywhere in W_b still shows in V's exact energy below.
-        sampled_rows = base_weight[::REFERENCE_ROW_STRIDE]
-        reference_energy = frobenius_energy(sampled_rows) * base_weight.shape[0] / sampled_rows.shape[0]
-        del base_weight, sampled_rows
+    def _estimate(self, target: Target) -> SubspaceBasis:
+        """Basis of V = W_a - W_b, formed block by block in one (m, n) float32 buffer.
+
+        Only V and one block of each stored tensor are ever in memory: the peak is one float32 copy of
+        the module plus a few MB, whatever the model size.
+        """
+        key = target.base_key
+        rows, columns = self.base.entry(key).shape
+        displacement = torch.empty(rows, columns, dtype=torch.float32, device=self.device)
+        step = max(1, BLOCK_BYTES // (columns * 4))
+        sampled_energy, sampled_rows = 0.0, 0
+        for start in range(0, rows, step):
+            stop = min(rows, start + step)
+            block = displacement[start:stop]
+            block.copy_(self.aligned.read_rows(key, start, stop))
+            base_block = self.base.read_rows(key, start, stop).to(self.device)
+            block.sub_(base_block)
+            # ||W_b||^2 only scales the no-signal threshold (1e-12 of it), so every 8th row estimates it
+            # well enough at an eighth of the cost; NaN/Inf anywhere in W_b still shows in V's energy below.
+            sampled = base_block[(-start) % REFERENCE_ROW_STRIDE :: REFERENCE_ROW_STRIDE]
+            sampled_energy += frobenius_energy(sampled)
+            sampled_rows += sampled.shape[0]
+            del base_block, sampled
+        reference_energy = sampled_energy * rows / max(sampled_rows, 1)
         total_energy = frobenius_energy(displacement)
         if not math.isfinite(total_energy):  # a NaN/Inf weight makes the energy non-finite
-            _refuse_non_finite(target.base_key, ((base_stored, self.base.name), (aligned_stored, self.aligned.name)))
-        del base_stored, aligned_stored
+            del displacement
+            self._refuse_non_finite(key)
         if target.transposed:
             displacement = displacement.T
         return estimate_basis(displacement, self.params, reference_energy=reference_energy, total_energy=total_energy)
+
+    def _refuse_non_finite(self, key: str) -> None:
+        rows = self.base.entry(key).shape[0]
+        for source in (self.base, self.aligned):
+            for start in range(0, rows, 64):
+                if not torch.isfinite(source.read_rows(key, start, min(rows, start + 64))).all():
+                    raise CsuloraError(f"tensor {key} holds NaN or Inf values", where=source.name)
+        raise CsuloraError(f"the displacement of {key} is too large to square in float32", where=self.aligned.name)
 
     def describe(self) -> dict:
         return {
@@ -183,13 +205,6 @@ def _on_device(basis: SubspaceBasis, device: torch.device) -> SubspaceBasis:
     return SubspaceBasis(
         basis.basis.to(device), basis.singular_values.to(device), basis.total_energy, basis.reference_energy
     )
-
-
-def _refuse_non_finite(key: str, tensors: tuple[tuple[torch.Tensor, str], ...]) -> None:
-    for tensor, source in tensors:
-        if not torch.isfinite(tensor).all():
-            raise CsuloraError(f"tensor {key} holds NaN or Inf values", where=source)
-    raise CsuloraError(f"the displacement of {key} is too large to square in float32", where=tensors[-1][1])
 
 
 class FolderProvider:

@@ -28,7 +28,7 @@ from .safetensors_header import (
     parse_header,
     read_header,
 )
-from .sources import read_json_object
+from .sources import read_json_object, read_rows_from_file
 
 # Under --fetch auto a shard is downloaded whole when the job needs at least this share of its bytes:
 # the whole file is then barely more traffic, and it lands checksummed in the cache other tools share.
@@ -47,6 +47,7 @@ class HubSource:
         self._local: dict[str, Path] = {}
         self._whole_shard: dict[str, bool] = {}
         self._advance_ranges: Advance | None = None
+        self._prefetched: dict[str, torch.Tensor] = {}
         self._file_of = self._read_layout()
 
     # Layout and headers (small reads only)
@@ -161,6 +162,33 @@ class HubSource:
                 return handle.get_tensor(key)
         data = self.client.read_range(self.snapshot, filename, entry.start, entry.end, self._advance_ranges)
         return data.view(dtype).reshape(entry.shape)
+
+    def read_rows(self, key: str, start: int, stop: int) -> torch.Tensor:
+        entry = self.entry(key)
+        filename = self._file_of[key]
+        prefetched = self._prefetched.get(key)
+        if prefetched is not None:
+            if stop == entry.shape[0]:
+                del self._prefetched[key]  # the last rows: the whole tensor is no longer needed
+            return prefetched[start:stop]
+        local = self._local_file(filename)
+        if local is not None:
+            return read_rows_from_file(local, entry, start, stop)
+        row_bytes = (entry.end - entry.start) // max(entry.shape[0], 1)
+        data = self.client.read_range(
+            self.snapshot,
+            filename,
+            entry.start + start * row_bytes,
+            entry.start + stop * row_bytes,
+            self._advance_ranges,
+        )
+        return data.view(entry.readable_dtype()).reshape(stop - start, *entry.shape[1:])
+
+    def prefetch(self, key: str) -> None:
+        """A shard chosen whole is downloaded now; a tensor fetched by range is held in memory until read."""
+        filename = self._file_of[key]
+        if self._local_file(filename) is None:
+            self._prefetched[key] = self.read(key)
 
     def _local_file(self, filename: str) -> Path | None:
         """The shard on disk (already cached, or downloaded now when whole shards were chosen); else None."""
