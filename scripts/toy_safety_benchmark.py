@@ -149,7 +149,7 @@ def in_process(args: list[str]) -> CliRun:
     """The console script's own `main()`, called in this process.
 
     Start-up (importing torch and typer) costs ~2 s per `csulora` process on a 2-core machine, against
-    well under a second for correcting these tiny adapters; ~50 settings x 3 seeds would spend minutes on
+    well under a second for correcting these tiny adapters; ~40 settings x 3 seeds would spend minutes on
     imports alone. `main()` is exactly what the console script runs (flags, exit codes, messages).
     """
     from csulora_cli.cli import main
@@ -500,7 +500,8 @@ def plot(rows: list[dict], path: Path) -> bool:
     axes.set_xlim(-0.03, 1.03)
     axes.set_ylim(-0.03, 1.03)
     axes.set_title(f"Toy safety vs utility ({len({r['seed'] for r in rows})} seeds, means)")
-    axes.legend(fontsize=7, loc="lower left")
+    # Centre left: the aligned model sits in the lower-left corner, the attack in the upper right.
+    axes.legend(fontsize=7, loc="center left")
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
