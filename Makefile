@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 TORCH_PIP_ARGS ?=
 
-.PHONY: install demo test lint format check-runtime benchmark-scale reliability-table clean
+.PHONY: install demo test lint format check-runtime benchmark-scale benchmark-safety reliability-table clean
 
 install: $(VENV)/.installed
 
@@ -46,6 +46,12 @@ check-runtime:
 # Figures for docs/performance.md (tens of GB of synthetic checkpoints under scripts/out/; ~15 min).
 benchmark-scale: install
 	$(BIN)/python scripts/bench_scale.py --shape 1b --shape 3b --adapters 32
+
+# Safety against utility on a toy model trained here (scripts/out/toy_safety.{json,md,png}; a few minutes).
+# matplotlib (the `bench` extra) only draws the PNG.
+benchmark-safety: install
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test,bench]'
+	$(BIN)/python scripts/toy_safety_benchmark.py
 
 # The table of bad inputs in docs/reliability.md.
 reliability-table: install
