@@ -16,10 +16,14 @@ from .subspace import SelectedSubspace
 
 @dataclass(frozen=True)
 class CorrectionParams:
-    """The knobs of a correction (METHOD.md section 4)."""
+    """The knobs of a correction (METHOD.md section 4); each method reads the ones it uses."""
 
     lambda_: float = 3.0
     eps: float = 0.05
+    # Safe LoRA's module selection (METHOD.md section 7), with the reference implementation's defaults.
+    safelora_select: str = "number"
+    safelora_threshold: float = 0.5
+    safelora_layers: int = 10
 
 
 @dataclass(frozen=True)
@@ -129,7 +133,6 @@ def measure_correction(
     """
     original = update.scale * (update.lora_b @ update.row_factor.T)
     corrected = update.scale * (corrected_b @ update.row_factor.T)
-    inner = _dot(original, corrected)
     update_energy = _dot(original, original)
     corrected_energy = _dot(corrected, corrected)
     removed_energy = _dot(original - corrected, original - corrected)
@@ -137,12 +140,7 @@ def measure_correction(
         aligned_energy = _dot(subspace.basis.T @ original, subspace.basis.T @ original)
     else:
         aligned_energy = 0.0
-    norms = update_energy**0.5 * corrected_energy**0.5  # not sqrt(a * b): the product can under/overflow
-    if norms > 0.0:
-        cosine = max(-1.0, min(1.0, inner / norms))
-    else:
-        # Both zero: nothing changed. One zero: the update was removed entirely.
-        cosine = 1.0 if update_energy == corrected_energy else 0.0
+    cosine = _cosine(_dot(original, corrected), update_energy, corrected_energy)
     counts = classify_directions(aligned_fractions(update, subspace.basis), update.nonzero_directions(), eps)
     return CorrectionFigures(
         update_energy=update_energy,
@@ -152,6 +150,21 @@ def measure_correction(
         cosine=cosine,
         directions=counts,
     )
+
+
+def update_cosine(update: LowRankUpdate, other_b: torch.Tensor) -> float:
+    """Cosine similarity of the flattened B A and B' A, from (m, p') factors (the scale cancels)."""
+    original = update.lora_b @ update.row_factor.T
+    other = other_b @ update.row_factor.T
+    return _cosine(_dot(original, other), _dot(original, original), _dot(other, other))
+
+
+def _cosine(inner: float, left_energy: float, right_energy: float) -> float:
+    norms = left_energy**0.5 * right_energy**0.5  # not sqrt(a * b): the product can under/overflow
+    if norms > 0.0:
+        return max(-1.0, min(1.0, inner / norms))
+    # Both zero: nothing changed. One zero: the update was removed entirely.
+    return 1.0 if left_energy == right_energy else 0.0
 
 
 def _dot(left: torch.Tensor, right: torch.Tensor) -> float:

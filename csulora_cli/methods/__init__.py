@@ -1,8 +1,4 @@
-"""Registry of correction methods; the CLI offers exactly what is listed here.
-
-Safe LoRA (METHOD.md section 7) joins as `safelora.py`; its module selection is global across an
-adapter, so it will also provide a selection step run before `corrected_b`.
-"""
+"""Registry of correction methods; the CLI offers exactly what is listed here."""
 
 from __future__ import annotations
 
@@ -11,11 +7,12 @@ from .base import CorrectionMethod
 from .csulora import ClosestSafeUpdate
 from .none import NoCorrection
 from .project import HardProjection
+from .safelora import SafeLora
 
 __all__ = ["METHODS", "CorrectionMethod", "get_method"]
 
 METHODS: dict[str, CorrectionMethod] = {
-    method.name: method for method in (ClosestSafeUpdate(), HardProjection(), NoCorrection())
+    method.name: method for method in (ClosestSafeUpdate(), HardProjection(), SafeLora(), NoCorrection())
 }
 
 

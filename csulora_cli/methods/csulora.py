@@ -28,6 +28,7 @@ class ClosestSafeUpdate:
     name = "csulora"
     summary = "keep the in-subspace part of each direction, attenuate the rest by its off-subspace energy"
     reference_url = "https://arxiv.org/abs/2605.30640"
+    selects_modules = False
 
     def parameters(self, params: CorrectionParams) -> dict:
         return {"lambda": params.lambda_, "eps": params.eps}

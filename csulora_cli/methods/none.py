@@ -12,6 +12,7 @@ class NoCorrection:
     name = "none"
     summary = "copy the adapter unchanged; report only"
     reference_url = ""
+    selects_modules = False
 
     def parameters(self, params: CorrectionParams) -> dict:
         return {}

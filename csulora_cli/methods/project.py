@@ -12,6 +12,7 @@ class HardProjection:
     name = "project"
     summary = "keep only the part of the update inside the safety subspace"
     reference_url = "https://arxiv.org/abs/2605.30640"
+    selects_modules = False
 
     def parameters(self, params: CorrectionParams) -> dict:
         return {}
