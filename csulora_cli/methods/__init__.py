@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..errors import UsageError
 from .base import CorrectionMethod
 from .csulora import ClosestSafeUpdate
+from .csulora_inside import InsideAttenuation
 from .none import NoCorrection
 from .project import HardProjection
 from .safelora import SafeLora
@@ -12,7 +13,8 @@ from .safelora import SafeLora
 __all__ = ["METHODS", "CorrectionMethod", "get_method"]
 
 METHODS: dict[str, CorrectionMethod] = {
-    method.name: method for method in (ClosestSafeUpdate(), HardProjection(), SafeLora(), NoCorrection())
+    method.name: method
+    for method in (ClosestSafeUpdate(), HardProjection(), SafeLora(), InsideAttenuation(), NoCorrection())
 }
 
 
