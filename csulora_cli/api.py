@@ -28,7 +28,7 @@ from .correction import CorrectionParams, decompose_update, measure_correction
 from .errors import CsuloraError, UsageError
 from .events import Events, SilentEvents
 from .hub_client import HubClient, HubOptions
-from .methods import CorrectionMethod, get_method
+from .methods import METHODS, CorrectionMethod, get_method
 from .methods.safelora import SELECTIONS as SAFELORA_SELECTIONS
 from .report import REPORT_FILE, AdapterReport, ModuleReport
 from .requests import (
@@ -237,6 +237,9 @@ def correct(request: CorrectRequest, events: Events = SilentEvents()) -> list[Ad
         raise UsageError("an output folder is needed (or --dry-run)", where="--out")
     method = get_method(request.method)
     _check_correction(request.correction)
+    if request.correction.two_sided and not method.supports_two_sided:
+        two_sided = ", ".join(name for name, known in METHODS.items() if known.supports_two_sided)
+        raise UsageError(f"--method {method.name} has no two-sided form (it has for {two_sided})", where="--two-sided")
     adapters = [read_adapter(path) for path in request.adapters]
     for adapter in adapters:
         if adapter.passthrough_keys:
@@ -404,7 +407,7 @@ def _correct_module(
             subspace_rank=subspace.rank,
             captured_energy=subspace.captured_energy,
             displacement_energy=basis.total_energy,
-            figures=measure_correction(update, effective_b, subspace, params.eps),
+            figures=measure_correction(update, effective_b, subspace, params.eps, params.two_sided),
             note=note,
             **selection,
         )
@@ -413,6 +416,13 @@ def _correct_module(
         note = "base and aligned weights do not differ: update left unchanged"
         selection = {"selected": False} if method.selects_modules else {}
         return _Outcome(module_report(lora_b, "no_signal", note, **selection), None)
+    if (params.two_sided or method.needs_right_vectors) and subspace.right is None:
+        raise CsuloraError(
+            f"the basis of {target.base_key} holds no right singular vectors (written by an older csulora), "
+            f"which --two-sided and --method {method.name} need",
+            where="--subspace",
+            hint="re-run estimate-subspace --out into a new folder",
+        )
     if method.name == "none":
         return _Outcome(module_report(lora_b, "unchanged"), None)
     candidate = method.corrected_b(update, subspace, params)

@@ -87,6 +87,13 @@ SafeLoraSelectOpt = Annotated[
 SafeLoraThresholdOpt = Annotated[
     float, typer.Option("--safelora-threshold", help="safelora --safelora-select threshold: cosine cut, in [-1, 1].")
 ]
+TwoSidedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--two-sided",
+        help="Subspace P_out X P_in (output and input side of V) for csulora, project, csulora-inside, none.",
+    ),
+]
 SafeLoraLayersOpt = Annotated[
     int, typer.Option("--safelora-layers", help="safelora --safelora-select number: how many modules (N).")
 ]
@@ -130,9 +137,16 @@ def _hub(fetch: str, token: str | None) -> api.HubOptions:
     return api.HubOptions(fetch=fetch, token=token or None)
 
 
-def _correction(lambda_: float, eps: float, select: str, threshold: float, layers: int) -> CorrectionParams:
+def _correction(
+    lambda_: float, eps: float, select: str, threshold: float, layers: int, two_sided: bool
+) -> CorrectionParams:
     return CorrectionParams(
-        lambda_=lambda_, eps=eps, safelora_select=select, safelora_threshold=threshold, safelora_layers=layers
+        lambda_=lambda_,
+        eps=eps,
+        safelora_select=select,
+        safelora_threshold=threshold,
+        safelora_layers=layers,
+        two_sided=two_sided,
     )
 
 
@@ -200,6 +214,7 @@ def correct_command(
     safelora_select: SafeLoraSelectOpt = CorrectionParams.safelora_select,
     safelora_threshold: SafeLoraThresholdOpt = CorrectionParams.safelora_threshold,
     safelora_layers: SafeLoraLayersOpt = CorrectionParams.safelora_layers,
+    two_sided: TwoSidedOpt = CorrectionParams.two_sided,
     rank: RankOpt = DEFAULTS.max_rank,
     energy: EnergyOpt = 0.99,
     exact: ExactOpt = False,
@@ -224,7 +239,7 @@ def correct_command(
             subspace, base, aligned, rank, exact, seed, power_iterations, energy, cache_dir, device, fetch, token
         ),
         method=method,
-        correction=_correction(lambda_, eps, safelora_select, safelora_threshold, safelora_layers),
+        correction=_correction(lambda_, eps, safelora_select, safelora_threshold, safelora_layers, two_sided),
         dry_run=dry_run,
         overwrite=overwrite,
     )
@@ -249,6 +264,7 @@ def inspect_command(
     safelora_select: SafeLoraSelectOpt = CorrectionParams.safelora_select,
     safelora_threshold: SafeLoraThresholdOpt = CorrectionParams.safelora_threshold,
     safelora_layers: SafeLoraLayersOpt = CorrectionParams.safelora_layers,
+    two_sided: TwoSidedOpt = CorrectionParams.two_sided,
     rank: RankOpt = DEFAULTS.max_rank,
     energy: EnergyOpt = 0.99,
     exact: ExactOpt = False,
@@ -270,7 +286,7 @@ def inspect_command(
             subspace, base, aligned, rank, exact, seed, power_iterations, energy, cache_dir, device, fetch, token
         ),
         method=method,
-        correction=_correction(lambda_, eps, safelora_select, safelora_threshold, safelora_layers),
+        correction=_correction(lambda_, eps, safelora_select, safelora_threshold, safelora_layers, two_sided),
         fail_above=fail_above,
     )
     with output.progress():

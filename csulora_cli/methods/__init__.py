@@ -6,6 +6,7 @@ from ..errors import UsageError
 from .base import CorrectionMethod
 from .csulora import ClosestSafeUpdate
 from .csulora_inside import InsideAttenuation
+from .csulora_signed import SignAwarePenalty
 from .none import NoCorrection
 from .project import HardProjection
 from .safelora import SafeLora
@@ -14,7 +15,14 @@ __all__ = ["METHODS", "CorrectionMethod", "get_method"]
 
 METHODS: dict[str, CorrectionMethod] = {
     method.name: method
-    for method in (ClosestSafeUpdate(), HardProjection(), SafeLora(), InsideAttenuation(), NoCorrection())
+    for method in (
+        ClosestSafeUpdate(),
+        HardProjection(),
+        SafeLora(),
+        InsideAttenuation(),
+        SignAwarePenalty(),
+        NoCorrection(),
+    )
 }
 
 

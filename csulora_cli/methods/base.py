@@ -20,6 +20,10 @@ class CorrectionMethod(Protocol):
     # caller then computes every candidate `corrected_b` and its `similarity` first, and asks `select`
     # which ones to write. Only such methods define `similarity` and `select`.
     selects_modules: bool
+    # Whether `--two-sided` has a meaning for the method (a usage error otherwise).
+    supports_two_sided: bool
+    # Whether it reads V's right singular vectors (`SelectedSubspace.right`) even when one-sided.
+    needs_right_vectors: bool
 
     def parameters(self, params: CorrectionParams) -> dict:
         """The parameters this method actually uses, for the report."""

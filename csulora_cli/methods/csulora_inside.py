@@ -11,6 +11,7 @@ import torch
 
 from ..correction import CorrectionParams, LowRankUpdate, aligned_fractions, apply_projector
 from ..subspace import SelectedSubspace
+from . import two_sided
 from .csulora import attenuation_factors
 
 
@@ -19,11 +20,17 @@ class InsideAttenuation:
     summary = "keep the off-subspace part of each direction, attenuate the in-subspace part by its aligned energy"
     reference_url = ""
     selects_modules = False
+    supports_two_sided = True
+    needs_right_vectors = False
 
     def parameters(self, params: CorrectionParams) -> dict:
-        return {"lambda": params.lambda_, "eps": params.eps}
+        return {"lambda": params.lambda_, "eps": params.eps} | ({"two_sided": True} if params.two_sided else {})
 
     def corrected_b(self, update: LowRankUpdate, subspace: SelectedSubspace, params: CorrectionParams) -> torch.Tensor:
+        if params.two_sided:
+            # X_i = (I - Pi) D_i + g_i Pi D_i = D_i - (1 - g_i) Pi D_i.
+            factors = attenuation_factors(1.0 - two_sided.fractions(update, subspace), params.lambda_, params.eps)
+            return two_sided.attenuated_b(update, subspace, torch.ones_like(factors), factors - 1.0)
         # The section 4 rule applied to o_i := a_i gives w_i = a_i, and 0 where a_i <= eps.
         aligned = aligned_fractions(update, subspace.basis)
         factors = attenuation_factors(1.0 - aligned, params.lambda_, params.eps)

@@ -54,6 +54,8 @@ class SafeLora:
     summary = "Safe LoRA: B' = C B with C = V V^T / ||V||_F, on the modules least similar after projection"
     reference_url = "https://arxiv.org/abs/2405.16833"
     selects_modules = True
+    supports_two_sided = False  # C is defined on the output side only
+    needs_right_vectors = False
 
     def parameters(self, params: CorrectionParams) -> dict:
         if params.safelora_select == "threshold":
