@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -27,7 +28,8 @@ from .correction import CorrectionParams, decompose_update, measure_correction
 from .errors import CsuloraError, UsageError
 from .events import Events, SilentEvents
 from .hub_client import HubClient, HubOptions
-from .methods import CorrectionMethod, get_method
+from .methods import METHODS, CorrectionMethod, get_method
+from .methods.safelora import SELECTIONS as SAFELORA_SELECTIONS
 from .report import REPORT_FILE, AdapterReport, ModuleReport
 from .requests import (
     CorrectRequest,
@@ -188,6 +190,13 @@ def _check_correction(params: CorrectionParams) -> None:
         raise UsageError(f"must be >= 0, got {params.lambda_}", where="--lambda")
     if not 0.0 <= params.eps <= 1.0:
         raise UsageError(f"must be in [0, 1], got {params.eps}", where="--eps")
+    if params.safelora_select not in SAFELORA_SELECTIONS:
+        choices = " or ".join(SAFELORA_SELECTIONS)
+        raise UsageError(f"choose {choices}, got {params.safelora_select!r}", where="--safelora-select")
+    if not -1.0 <= params.safelora_threshold <= 1.0:  # a cosine similarity; also refuses NaN
+        raise UsageError(f"must be in [-1, 1], got {params.safelora_threshold}", where="--safelora-threshold")
+    if params.safelora_layers < 0:
+        raise UsageError(f"must be at least 0, got {params.safelora_layers}", where="--safelora-layers")
 
 
 def _destinations(adapters: list[LoraAdapter], out: Path) -> list[Path]:
@@ -228,6 +237,9 @@ def correct(request: CorrectRequest, events: Events = SilentEvents()) -> list[Ad
         raise UsageError("an output folder is needed (or --dry-run)", where="--out")
     method = get_method(request.method)
     _check_correction(request.correction)
+    if request.correction.two_sided and not method.supports_two_sided:
+        two_sided = ", ".join(name for name, known in METHODS.items() if known.supports_two_sided)
+        raise UsageError(f"--method {method.name} has no two-sided form (it has for {two_sided})", where="--two-sided")
     adapters = [read_adapter(path) for path in request.adapters]
     for adapter in adapters:
         if adapter.passthrough_keys:
@@ -277,42 +289,93 @@ def _open_output_folders(outputs: ExitStack, request: CorrectRequest, destinatio
 
 
 def _correct_modules(adapters, targets, writers, provider, method, request: CorrectRequest, events: Events):
-    """Module by module: one basis, then that module of every adapter; returns reports per adapter."""
+    """Module by module: one basis, then that module of every adapter; returns reports per adapter.
+
+    A method that selects modules (Safe LoRA) needs every module's similarity before any B is written:
+    its candidates (adapter-sized) are kept until the last module is scored, then selected per adapter.
+    """
     spec = request.subspace
     users: dict[Target, list[tuple[int, LoraModule]]] = {}
     for index, adapter in enumerate(adapters):
         for module in adapter.modules:
             users.setdefault(targets[index][module.name], []).append((index, module))
     reports: list[dict[str, ModuleReport]] = [{} for _ in adapters]
+    pending: list[dict[str, tuple[LoraModule, _Outcome]]] = [{} for _ in adapters]
     advance = events.start("correcting modules", len(users))
     for target, basis, _ in provider.bases(list(users)):
         subspace = basis.select(spec.energy, spec.estimation.max_rank)
         for index, module in users[target]:
             lora_a, lora_b = adapters[index].factors(module)
-            report, new_b = _correct_module(module, lora_a, lora_b, target, subspace, basis, method, request.correction)
-            reports[index][module.name] = report
-            if new_b is not None and writers[index] is not None:
-                writers[index].replace(module.b_key, new_b)
+            outcome = _correct_module(module, lora_a, lora_b, target, subspace, basis, method, request.correction)
+            if outcome.kept is not None:
+                pending[index][module.name] = (module, outcome)
+                continue
+            reports[index][module.name] = outcome.report
+            if outcome.new_b is not None and writers[index] is not None:
+                writers[index].replace(module.b_key, outcome.new_b)
         advance()
+    for index, candidates in enumerate(pending):
+        if candidates:
+            reports[index].update(_write_selected(candidates, writers[index], method, request.correction))
+    _warn_inexact(reports, events)
     return [
         [by_name[module.name] for module in adapter.modules] for adapter, by_name in zip(adapters, reports, strict=True)
     ]
 
 
+def _write_selected(candidates: dict, writer, method, params: CorrectionParams) -> dict[str, ModuleReport]:
+    """One adapter's selection (METHOD.md section 7): selected modules get their candidate B'."""
+    names = list(candidates)
+    chosen = method.select([candidates[name][1].report.similarity for name in names], params)
+    reports = {}
+    for name, selected in zip(names, chosen, strict=True):
+        module, outcome = candidates[name]
+        if selected and writer is not None:
+            writer.replace(module.b_key, outcome.new_b)
+        reports[name] = outcome.report if selected else outcome.kept
+    return reports
+
+
+def _warn_inexact(reports: list[dict[str, ModuleReport]], events: Events) -> None:
+    inexact = [
+        r
+        for by_name in reports
+        for r in by_name.values()
+        if r.selected is not None and r.status != "no_signal" and r.note
+    ]
+    if inexact:
+        lowest = min(r.captured_energy for r in inexact)
+        events.warn(
+            f"safelora: {len(inexact)} module(s) use a basis holding less than all of V's energy (lowest "
+            f"{lowest:.4f}), so C B keeps only C's top-k part; pass --energy 1 and a --rank covering the "
+            "module width for the exact rule"
+        )
+
+
 def _adapter_report(adapter, destination, modules, provider, method, request: CorrectRequest) -> AdapterReport:
     spec = request.subspace
+    method_record = {
+        "name": method.name,
+        "params": method.parameters(request.correction),
+        "reference": method.reference_url,
+    }
+    if method.selects_modules:
+        method_record["selected_modules"] = sum(bool(module.selected) for module in modules)
     return AdapterReport(
         adapter=str(adapter.folder.resolve()),
         output=None if destination is None or request.dry_run else str(destination.resolve()),
-        method={
-            "name": method.name,
-            "params": method.parameters(request.correction),
-            "reference": method.reference_url,
-        },
+        method=method_record,
         subspace=dict(provider.describe(), energy=spec.energy, max_rank=spec.estimation.max_rank),
         modules=modules,
         passthrough=adapter.passthrough_keys,
     )
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    report: ModuleReport
+    new_b: torch.Tensor | None  # in the stored dtype; None when B is kept
+    kept: ModuleReport | None = None  # a selecting method's report should the module not be selected
 
 
 def _correct_module(
@@ -324,38 +387,57 @@ def _correct_module(
     basis: SubspaceBasis,
     method: CorrectionMethod,
     params: CorrectionParams,
-) -> tuple[ModuleReport, torch.Tensor | None]:
-    """One module of one adapter: (report, new B in the stored dtype, or None when B is kept)."""
+) -> _Outcome:
+    """One module of one adapter: its report and new B (for a selecting method, a candidate)."""
     device = subspace.basis.device
     stored_dtype = lora_b.dtype
     lora_b = lora_b.to(device, torch.float32)
     update = decompose_update(lora_b, lora_a.to(device, torch.float32), module.scale.value)
+
+    def module_report(effective_b: torch.Tensor, status: str, note: str = "", **selection) -> ModuleReport:
+        return ModuleReport(
+            module=module.name,
+            base_key=target.base_key,
+            kind=resolved_kind(module, target.transposed).value,
+            shape=(module.out_features, module.in_features),
+            rank=module.scale.rank,
+            alpha=module.scale.alpha,
+            scale=module.scale.value,
+            status=status,
+            subspace_rank=subspace.rank,
+            captured_energy=subspace.captured_energy,
+            displacement_energy=basis.total_energy,
+            figures=measure_correction(update, effective_b, subspace, params.eps, params.two_sided),
+            note=note,
+            **selection,
+        )
+
     if not subspace.has_signal:
-        status, note, new_b = "no_signal", "base and aligned weights do not differ: update left unchanged", None
-    elif method.name == "none":
-        status, note, new_b = "unchanged", "", None
-    else:
-        # Measured on what is written: B' rounded to the adapter's dtype, not the float32 intermediate.
-        new_b = method.corrected_b(update, subspace, params).to(stored_dtype).cpu()
-        status, note = "corrected", ""
-    effective_b = lora_b if new_b is None else new_b.to(device, torch.float32)
-    figures = measure_correction(update, effective_b, subspace, params.eps)
-    report = ModuleReport(
-        module=module.name,
-        base_key=target.base_key,
-        kind=resolved_kind(module, target.transposed).value,
-        shape=(module.out_features, module.in_features),
-        rank=module.scale.rank,
-        alpha=module.scale.alpha,
-        scale=module.scale.value,
-        status=status,
-        subspace_rank=subspace.rank,
-        captured_energy=subspace.captured_energy,
-        displacement_energy=basis.total_energy,
-        figures=figures,
-        note=note,
+        note = "base and aligned weights do not differ: update left unchanged"
+        selection = {"selected": False} if method.selects_modules else {}
+        return _Outcome(module_report(lora_b, "no_signal", note, **selection), None)
+    if (params.two_sided or method.needs_right_vectors) and subspace.right is None:
+        raise CsuloraError(
+            f"the basis of {target.base_key} holds no right singular vectors (written by an older csulora), "
+            f"which --two-sided and --method {method.name} need",
+            where="--subspace",
+            hint="re-run estimate-subspace --out into a new folder",
+        )
+    if method.name == "none":
+        return _Outcome(module_report(lora_b, "unchanged"), None)
+    candidate = method.corrected_b(update, subspace, params)
+    # Measured on what is written: B' rounded to the adapter's dtype, not the float32 intermediate.
+    new_b = candidate.to(stored_dtype).cpu()
+    written = new_b.to(device, torch.float32)
+    if not method.selects_modules:
+        return _Outcome(module_report(written, "corrected"), new_b)
+    similarity = method.similarity(update, candidate)
+    note = method.note(subspace)
+    return _Outcome(
+        module_report(written, "corrected", note, selected=True, similarity=similarity),
+        new_b,
+        kept=module_report(lora_b, "unchanged", note, selected=False, similarity=similarity),
     )
-    return report, new_b
 
 
 def _provenance(adapter: LoraAdapter, report: AdapterReport) -> str:

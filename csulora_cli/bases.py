@@ -202,8 +202,9 @@ class EstimatingProvider:
 
 
 def _on_device(basis: SubspaceBasis, device: torch.device) -> SubspaceBasis:
+    right = None if basis.right is None else basis.right.to(device)
     return SubspaceBasis(
-        basis.basis.to(device), basis.singular_values.to(device), basis.total_energy, basis.reference_energy
+        basis.basis.to(device), basis.singular_values.to(device), basis.total_energy, basis.reference_energy, right
     )
 
 

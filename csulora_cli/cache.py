@@ -26,9 +26,11 @@ from .errors import CsuloraError, FormatError, MissingTensorError, OutputExistsE
 from .safetensors_header import raw_bytes, read_header
 from .subspace import EstimationParams, SubspaceBasis
 
-CACHE_FORMAT = 1
+# 2: basis files also hold V's right singular vectors. The format is part of every fingerprint, so
+# entries of an older format are never found (and are recomputed), never misread.
+CACHE_FORMAT = 2
 SUBSPACE_MANIFEST = "subspace.json"
-SUBSPACE_SCHEMA_VERSION = 1
+SUBSPACE_SCHEMA_VERSION = 2
 
 Warn = Callable[[str], None]
 
@@ -66,22 +68,24 @@ def fingerprint(request: BasisRequest) -> str:
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
 
-def _checksum(basis: torch.Tensor, singular_values: torch.Tensor) -> str:
+def _checksum(*tensors: torch.Tensor) -> str:
     digest = hashlib.sha256()
-    for tensor in (basis, singular_values):
+    for tensor in tensors:
         digest.update(raw_bytes(tensor))
     return digest.hexdigest()
 
 
 def write_basis_file(path: Path, basis: SubspaceBasis, record: dict) -> None:
     """Write atomically: a reader sees the old file, the new file, or none, never a partial one."""
-    basis_tensor = basis.basis.detach().to("cpu", torch.float32).contiguous()
-    values = basis.singular_values.detach().to("cpu", torch.float32).contiguous()
+    tensors = {"basis": basis.basis, "singular_values": basis.singular_values}
+    if basis.right is not None:
+        tensors["right"] = basis.right
+    tensors = {name: tensor.detach().to("cpu", torch.float32).contiguous() for name, tensor in tensors.items()}
     record = dict(
         record,
         total_energy=basis.total_energy,
         reference_energy=basis.reference_energy,
-        checksum=_checksum(basis_tensor, values),
+        checksum=_checksum(*tensors.values()),
         tool_version=__version__,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -89,7 +93,7 @@ def write_basis_file(path: Path, basis: SubspaceBasis, record: dict) -> None:
     os.close(handle)
     try:
         save_file(
-            {"basis": basis_tensor, "singular_values": values},
+            tensors,
             temporary,
             metadata={"csulora": json.dumps(record, sort_keys=True)},
         )
@@ -107,13 +111,19 @@ def read_basis_file(path: Path) -> tuple[SubspaceBasis, dict]:
         with safe_open(str(path), framework="pt") as handle:
             record = json.loads((handle.metadata() or {})["csulora"])
             basis, values = handle.get_tensor("basis"), handle.get_tensor("singular_values")
+            # A subspace folder of schema 1 has no right vectors; the methods that need them say so.
+            right = handle.get_tensor("right") if "right" in handle.keys() else None
     except (OSError, SafetensorError, KeyError, ValueError, TypeError) as error:
         raise FormatError(f"damaged subspace file ({type(error).__name__})", where=str(path)) from None
-    if record.get("checksum") != _checksum(basis, values):
+    stored = (basis, values) if right is None else (basis, values, right)
+    if record.get("checksum") != _checksum(*stored):
         raise FormatError("damaged subspace file (checksum mismatch)", where=str(path))
     if basis.dim() != 2 or values.shape != (basis.shape[1],):
         raise FormatError("damaged subspace file (inconsistent shapes)", where=str(path))
-    return SubspaceBasis(basis, values, float(record["total_energy"]), float(record["reference_energy"])), record
+    if right is not None and (right.dim() != 2 or right.shape[1] != basis.shape[1]):
+        raise FormatError("damaged subspace file (inconsistent shapes)", where=str(path))
+    energies = float(record["total_energy"]), float(record["reference_energy"])
+    return SubspaceBasis(basis, values, *energies, right=right), record
 
 
 class BasisCache:
@@ -189,8 +199,9 @@ def prepare_subspace_folder(folder: Path, sources: dict, params: EstimationParam
         if not folder.is_dir():
             raise CsuloraError("output exists and is not a folder", where=str(folder))
         existing = _read_manifest(manifest_path) if manifest_path.is_file() else None
+        # An older schema lacks what this version writes (right vectors): never mixed into one folder.
         compatible = existing is not None and all(
-            existing.get(key) == manifest[key] for key in ("sources", "estimation")
+            existing.get(key) == manifest[key] for key in ("schema_version", "sources", "estimation")
         )
         if not compatible and any(folder.iterdir()):
             if not overwrite:

@@ -17,6 +17,7 @@ from . import __version__, api
 from .config import config_defaults
 from .correction import CorrectionParams
 from .errors import CsuloraError, GateTripped
+from .methods import METHODS
 from .output import Output
 from .subspace import EstimationParams
 
@@ -58,7 +59,7 @@ AlignedOpt = Annotated[
         help="Safety-aligned model (folder or Hub repo[@revision]); default: the adapter's base_model_name_or_path.",
     ),
 ]
-MethodOpt = Annotated[str, typer.Option("--method", help="csulora, project or none.")]
+MethodOpt = Annotated[str, typer.Option("--method", help=f"One of: {', '.join(METHODS)}.")]
 LambdaOpt = Annotated[float, typer.Option("--lambda", help="Penalty strength of csulora (>= 0).")]
 EpsOpt = Annotated[float, typer.Option("--eps", help="Tolerance of the direction classes, in [0, 1].")]
 FetchOpt = Annotated[
@@ -77,6 +78,25 @@ TokenOpt = Annotated[
     ),
 ]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
+SafeLoraSelectOpt = Annotated[
+    str,
+    typer.Option(
+        "--safelora-select", help="safelora: rewrite the N least similar modules (number) or all <= a threshold."
+    ),
+]
+SafeLoraThresholdOpt = Annotated[
+    float, typer.Option("--safelora-threshold", help="safelora --safelora-select threshold: cosine cut, in [-1, 1].")
+]
+TwoSidedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--two-sided",
+        help="Subspace P_out X P_in (output and input side of V) for csulora, project, csulora-inside, none.",
+    ),
+]
+SafeLoraLayersOpt = Annotated[
+    int, typer.Option("--safelora-layers", help="safelora --safelora-select number: how many modules (N).")
+]
 
 DEFAULTS = EstimationParams()
 # typer ships its own copy of click; its usage-error base class is reached through a public export.
@@ -115,6 +135,19 @@ def _subspace(
 
 def _hub(fetch: str, token: str | None) -> api.HubOptions:
     return api.HubOptions(fetch=fetch, token=token or None)
+
+
+def _correction(
+    lambda_: float, eps: float, select: str, threshold: float, layers: int, two_sided: bool
+) -> CorrectionParams:
+    return CorrectionParams(
+        lambda_=lambda_,
+        eps=eps,
+        safelora_select=select,
+        safelora_threshold=threshold,
+        safelora_layers=layers,
+        two_sided=two_sided,
+    )
 
 
 @app.command("estimate-subspace")
@@ -178,6 +211,10 @@ def correct_command(
     method: MethodOpt = "csulora",
     lambda_: LambdaOpt = CorrectionParams.lambda_,
     eps: EpsOpt = CorrectionParams.eps,
+    safelora_select: SafeLoraSelectOpt = CorrectionParams.safelora_select,
+    safelora_threshold: SafeLoraThresholdOpt = CorrectionParams.safelora_threshold,
+    safelora_layers: SafeLoraLayersOpt = CorrectionParams.safelora_layers,
+    two_sided: TwoSidedOpt = CorrectionParams.two_sided,
     rank: RankOpt = DEFAULTS.max_rank,
     energy: EnergyOpt = 0.99,
     exact: ExactOpt = False,
@@ -202,7 +239,7 @@ def correct_command(
             subspace, base, aligned, rank, exact, seed, power_iterations, energy, cache_dir, device, fetch, token
         ),
         method=method,
-        correction=CorrectionParams(lambda_=lambda_, eps=eps),
+        correction=_correction(lambda_, eps, safelora_select, safelora_threshold, safelora_layers, two_sided),
         dry_run=dry_run,
         overwrite=overwrite,
     )
@@ -224,6 +261,10 @@ def inspect_command(
     method: MethodOpt = "csulora",
     lambda_: LambdaOpt = CorrectionParams.lambda_,
     eps: EpsOpt = CorrectionParams.eps,
+    safelora_select: SafeLoraSelectOpt = CorrectionParams.safelora_select,
+    safelora_threshold: SafeLoraThresholdOpt = CorrectionParams.safelora_threshold,
+    safelora_layers: SafeLoraLayersOpt = CorrectionParams.safelora_layers,
+    two_sided: TwoSidedOpt = CorrectionParams.two_sided,
     rank: RankOpt = DEFAULTS.max_rank,
     energy: EnergyOpt = 0.99,
     exact: ExactOpt = False,
@@ -245,7 +286,7 @@ def inspect_command(
             subspace, base, aligned, rank, exact, seed, power_iterations, energy, cache_dir, device, fetch, token
         ),
         method=method,
-        correction=CorrectionParams(lambda_=lambda_, eps=eps),
+        correction=_correction(lambda_, eps, safelora_select, safelora_threshold, safelora_layers, two_sided),
         fail_above=fail_above,
     )
     with output.progress():

@@ -16,10 +16,16 @@ from .subspace import SelectedSubspace
 
 @dataclass(frozen=True)
 class CorrectionParams:
-    """The knobs of a correction (METHOD.md section 4)."""
+    """The knobs of a correction (METHOD.md section 4); each method reads the ones it uses."""
 
     lambda_: float = 3.0
     eps: float = 0.05
+    # Safe LoRA's module selection (METHOD.md section 7), with the reference implementation's defaults.
+    safelora_select: str = "number"
+    safelora_threshold: float = 0.5
+    safelora_layers: int = 10
+    # The subspace of matrices P_out X P_in instead of P X (docs/method.md section 5).
+    two_sided: bool = False
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,14 @@ def aligned_fractions(update: LowRankUpdate, basis: torch.Tensor) -> torch.Tenso
     return (basis.T @ update.left).square().sum(dim=0).clamp(0.0, 1.0)
 
 
+def two_sided_aligned_fractions(update: LowRankUpdate, subspace: SelectedSubspace) -> torch.Tensor:
+    """a_i = ||U_k^T u_i||^2 ||W_k^T v_i||^2: the share of u_i v_i^T inside {P_out X P_in}."""
+    if subspace.rank == 0:
+        return torch.zeros_like(update.sigma)
+    input_side = (subspace.right.T @ update.right).square().sum(dim=0).clamp(0.0, 1.0)
+    return aligned_fractions(update, subspace.basis) * input_side
+
+
 @dataclass(frozen=True)
 class DirectionCounts:
     aligned: int
@@ -120,30 +134,32 @@ def _fraction(part: float, whole: float) -> float:
 
 
 def measure_correction(
-    update: LowRankUpdate, corrected_b: torch.Tensor, subspace: SelectedSubspace, eps: float
+    update: LowRankUpdate, corrected_b: torch.Tensor, subspace: SelectedSubspace, eps: float, two_sided: bool = False
 ) -> CorrectionFigures:
     """Energies of dW, X* = s B' A and their difference from (m, r) factors only.
 
     For any X: (m, r), ||X A||_F = ||X R^T||_F because Q has orthonormal columns, so every figure is a
-    Frobenius product of (m, p') matrices.
+    Frobenius product of (m, p') matrices. `two_sided` measures the aligned energy and the direction
+    classes against {P_out X P_in}: ||P_out dW P_in|| = ||(U_k^T s B)(A W_k)||, a (k, k) product.
     """
     original = update.scale * (update.lora_b @ update.row_factor.T)
     corrected = update.scale * (corrected_b @ update.row_factor.T)
-    inner = _dot(original, corrected)
     update_energy = _dot(original, original)
     corrected_energy = _dot(corrected, corrected)
     removed_energy = _dot(original - corrected, original - corrected)
-    if subspace.rank:
+    if subspace.rank and two_sided:
+        inside = update.scale * (subspace.basis.T @ update.lora_b) @ (update.lora_a @ subspace.right)
+        aligned_energy = _dot(inside, inside)
+    elif subspace.rank:
         aligned_energy = _dot(subspace.basis.T @ original, subspace.basis.T @ original)
     else:
         aligned_energy = 0.0
-    norms = update_energy**0.5 * corrected_energy**0.5  # not sqrt(a * b): the product can under/overflow
-    if norms > 0.0:
-        cosine = max(-1.0, min(1.0, inner / norms))
+    cosine = _cosine(_dot(original, corrected), update_energy, corrected_energy)
+    if two_sided:
+        fractions = two_sided_aligned_fractions(update, subspace)
     else:
-        # Both zero: nothing changed. One zero: the update was removed entirely.
-        cosine = 1.0 if update_energy == corrected_energy else 0.0
-    counts = classify_directions(aligned_fractions(update, subspace.basis), update.nonzero_directions(), eps)
+        fractions = aligned_fractions(update, subspace.basis)
+    counts = classify_directions(fractions, update.nonzero_directions(), eps)
     return CorrectionFigures(
         update_energy=update_energy,
         corrected_energy=corrected_energy,
@@ -152,6 +168,21 @@ def measure_correction(
         cosine=cosine,
         directions=counts,
     )
+
+
+def update_cosine(update: LowRankUpdate, other_b: torch.Tensor) -> float:
+    """Cosine similarity of the flattened B A and B' A, from (m, p') factors (the scale cancels)."""
+    original = update.lora_b @ update.row_factor.T
+    other = other_b @ update.row_factor.T
+    return _cosine(_dot(original, other), _dot(original, original), _dot(other, other))
+
+
+def _cosine(inner: float, left_energy: float, right_energy: float) -> float:
+    norms = left_energy**0.5 * right_energy**0.5  # not sqrt(a * b): the product can under/overflow
+    if norms > 0.0:
+        return max(-1.0, min(1.0, inner / norms))
+    # Both zero: nothing changed. One zero: the update was removed entirely.
+    return 1.0 if left_energy == right_energy else 0.0
 
 
 def _dot(left: torch.Tensor, right: torch.Tensor) -> float:

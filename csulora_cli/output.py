@@ -139,7 +139,7 @@ class Output:
                 f"{row['off_subspace_energy']:.3f}",
                 f"{row['attenuation_energy']:.3f}",
                 f"{row['cosine']:.3f}",
-                module.status,
+                module.status if module.similarity is None else f"{module.status} (similarity {module.similarity:.3f})",
             )
         totals = report.totals.to_dict()
         table.add_section()

@@ -30,10 +30,13 @@ class ModuleReport:
     displacement_energy: float
     figures: CorrectionFigures
     note: str = ""
+    # Methods that select modules (safelora): whether this one was rewritten, and the score that decided.
+    selected: bool | None = None
+    similarity: float | None = None
 
     def to_dict(self) -> dict:
         figures = self.figures
-        return {
+        record = {
             "module": self.module,
             "base_key": self.base_key,
             "kind": self.kind,
@@ -61,6 +64,10 @@ class ModuleReport:
                 "off": figures.directions.off,
             },
         }
+        if self.selected is not None:
+            record["selected"] = self.selected
+            record["similarity"] = self.similarity
+        return record
 
 
 @dataclass(frozen=True)

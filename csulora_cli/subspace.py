@@ -50,12 +50,15 @@ class SubspaceBasis:
 
     basis: (m, K) orthonormal columns, K <= max_rank, sorted by decreasing singular value.
     singular_values: (K,).  total_energy: exact ||V||_F^2.  reference_energy: ||W_b||_F^2.
+    right: (n, K) the matching right singular vectors (V^T u_j = S_j w_j), for the sign-aware and
+    two-sided methods; None for a basis written before they were stored.
     """
 
     basis: torch.Tensor
     singular_values: torch.Tensor
     total_energy: float
     reference_energy: float
+    right: torch.Tensor | None = None
 
     @property
     def out_features(self) -> int:
@@ -79,18 +82,23 @@ class SubspaceBasis:
             total_energy=self.total_energy,
             captured_energy=captured,
             has_signal=self.has_signal,
+            right=None if self.right is None else self.right[:, :k],
         )
 
 
 @dataclass(frozen=True)
 class SelectedSubspace:
-    """The `k` columns a correction uses: basis (m, k), and how much of ||V||^2 they hold."""
+    """The `k` columns a correction uses: basis (m, k), and how much of ||V||^2 they hold.
+
+    right: (n, k) V's matching right singular vectors, or None when the stored basis lacks them.
+    """
 
     basis: torch.Tensor
     singular_values: torch.Tensor
     total_energy: float
     captured_energy: float
     has_signal: bool
+    right: torch.Tensor | None = None
 
     @property
     def rank(self) -> int:
@@ -149,31 +157,51 @@ def estimate_basis(
     keep = min(params.max_rank, m, n)
     if keep == 0 or total_energy == 0.0 or not math.isfinite(total_energy):  # callers refuse non-finite input
         empty = displacement.new_zeros((m, 0))
-        return SubspaceBasis(empty, displacement.new_zeros((0,)), total_energy, reference_energy)
+        return SubspaceBasis(
+            empty, displacement.new_zeros((0,)), total_energy, reference_energy, displacement.new_zeros((n, 0))
+        )
 
     sketch_width = min(keep + params.oversample, m, n)
     if params.exact:
-        left, singular_values, _ = torch.linalg.svd(displacement, full_matrices=False)
+        left, singular_values, right_t = torch.linalg.svd(displacement, full_matrices=False)
+        right = right_t.T
     elif sketch_width > EXACT_WHEN_SKETCH_FRACTION_ABOVE * min(m, n):
         # Nearly as wide as the matrix: no sketch. A short-wide matrix goes through its (m, m) Gram.
         if m <= n:
             left, singular_values = linalg.left_singular_pairs(displacement)
+            left, singular_values = left[:, :keep].to(displacement.dtype), singular_values[:keep]
+            right = _right_vectors(displacement.T @ left, singular_values)
         else:
-            left, singular_values, _ = torch.linalg.svd(displacement, full_matrices=False)
+            left, singular_values, right_t = torch.linalg.svd(displacement, full_matrices=False)
+            right = right_t.T
         left, singular_values = left.to(displacement.dtype), singular_values.to(displacement.dtype)
     else:
-        left, singular_values = _randomized_left_singular(displacement, sketch_width, params)
+        left, singular_values, right = _randomized_singular(displacement, sketch_width, params)
     return SubspaceBasis(
         basis=left[:, :keep].contiguous(),
         singular_values=singular_values[:keep].contiguous(),
         total_energy=total_energy,
         reference_energy=reference_energy,
+        right=right[:, :keep].to(displacement.dtype).contiguous(),
     )
 
 
-def _randomized_left_singular(
+def _right_vectors(projected: torch.Tensor, singular_values: torch.Tensor) -> torch.Tensor:
+    """w_j = V^T u_j / S_j from `projected` = V^T U: (n, K); paired with u_j by construction, signs included.
+
+    A direction with no singular value to speak of has no defined right vector: it gets a zero column
+    (the energy rule never selects one, since it adds nothing to the captured energy).
+    """
+    values = singular_values.double().to(projected.device)
+    floor = max(projected.shape) * torch.finfo(projected.dtype).eps * float(values.max()) if values.numel() else 0.0
+    carries = values > floor
+    scale = torch.where(carries, 1.0 / torch.where(carries, values, torch.ones_like(values)), torch.zeros_like(values))
+    return (projected.double() * scale).to(projected.dtype)
+
+
+def _randomized_singular(
     matrix: torch.Tensor, sketch_width: int, params: EstimationParams
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     # The sketch is drawn on the CPU from a seeded generator so CPU and CUDA runs see the same numbers.
     generator = torch.Generator(device="cpu").manual_seed(params.seed)
     sketch = torch.randn(matrix.shape[1], sketch_width, generator=generator, dtype=matrix.dtype)
@@ -186,4 +214,7 @@ def _randomized_left_singular(
         range_basis, _ = linalg.qr(matrix @ (matrix.T @ range_basis))
     small = range_basis.T @ matrix  # (l, n)
     small_left, singular_values = linalg.left_singular_pairs(small)
-    return range_basis @ small_left.to(matrix.dtype), singular_values.to(matrix.dtype)
+    small_left = small_left.to(matrix.dtype)
+    # The right vectors come with the small SVD: (Q^T V)^T small_left / S, an (n, l) x (l, l) product.
+    right = _right_vectors(small.T @ small_left, singular_values)
+    return range_basis @ small_left, singular_values.to(matrix.dtype), right

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+from cli_helpers import load_tensors
 
+from csulora_cli import cache as cache_module
 from csulora_cli.api import CorrectRequest, EstimateRequest, SubspaceSpec, correct, estimate_subspace
-from csulora_cli.cache import BasisCache, BasisRequest, SubspaceFolder, fingerprint, read_basis_file
+from csulora_cli.cache import (
+    SUBSPACE_MANIFEST,
+    SUBSPACE_SCHEMA_VERSION,
+    BasisCache,
+    BasisRequest,
+    SubspaceFolder,
+    fingerprint,
+    prepare_subspace_folder,
+    read_basis_file,
+    write_basis_file,
+)
 from csulora_cli.errors import OutputExistsError
 from csulora_cli.subspace import EstimationParams, SubspaceBasis
 
@@ -22,9 +36,10 @@ def request(**changes) -> BasisRequest:
     return BasisRequest(**(fields | changes))
 
 
-def a_basis(m=6, k=3) -> SubspaceBasis:
+def a_basis(m=6, k=3, n=5) -> SubspaceBasis:
     q, _ = torch.linalg.qr(torch.randn(m, k))
-    return SubspaceBasis(q, torch.tensor([3.0, 2.0, 1.0])[:k], total_energy=14.5, reference_energy=100.0)
+    w, _ = torch.linalg.qr(torch.randn(n, k))
+    return SubspaceBasis(q, torch.tensor([3.0, 2.0, 1.0])[:k], total_energy=14.5, reference_energy=100.0, right=w)
 
 
 def test_fingerprint_depends_on_everything_a_basis_depends_on():
@@ -48,6 +63,7 @@ def test_round_trip_and_damage_is_detected_then_recomputed(tmp_path):
     cache.save(request(), basis)
     loaded = cache.load(request())
     assert torch.equal(loaded.basis, basis.basis) and loaded.total_energy == basis.total_energy
+    assert torch.equal(loaded.right, basis.right) and torch.equal(loaded.singular_values, basis.singular_values)
     path = cache.path_for(request())
     data = bytearray(path.read_bytes())
     data[-3] ^= 0xFF  # flip bits in the singular values
@@ -167,3 +183,32 @@ def test_subspace_folder_of_other_parameters_is_not_joined(demo_models, tmp_path
         estimate_subspace(EstimateRequest(**common, estimation=EstimationParams(max_rank=4)))
     estimate_subspace(EstimateRequest(**common, estimation=EstimationParams(max_rank=4), overwrite=True))
     assert SubspaceFolder(tmp_path / "sub").load("model.layers.0.self_attn.q_proj.weight", False).basis.shape[1] == 4
+
+
+def test_cache_format_is_part_of_the_fingerprint(monkeypatch):
+    """Entries of an older format (no right vectors) are filed under other keys: recomputed, not misread."""
+    current = fingerprint(request())
+    monkeypatch.setattr(cache_module, "CACHE_FORMAT", cache_module.CACHE_FORMAT - 1)
+    assert fingerprint(request()) != current
+
+
+def test_basis_file_without_right_vectors_still_reads(tmp_path):
+    """A portable folder of schema 1 holds no right vectors: it loads with right=None."""
+    path = tmp_path / "old.safetensors"
+    old = SubspaceBasis(a_basis().basis, a_basis().singular_values, 14.5, 100.0)
+    write_basis_file(path, old, {"module": "w", "transposed": False})
+    assert "right" not in load_tensors(path)
+    loaded, _ = read_basis_file(path)
+    assert loaded.right is None and torch.equal(loaded.basis, old.basis)
+
+
+def test_subspace_folder_of_an_older_schema_is_not_joined(tmp_path):
+    folder = tmp_path / "subspace"
+    prepare_subspace_folder(folder, {"base": "b"}, EstimationParams(), overwrite=False)
+    manifest = json.loads((folder / SUBSPACE_MANIFEST).read_text())
+    (folder / SUBSPACE_MANIFEST).write_text(json.dumps(dict(manifest, schema_version=1)))
+    (folder / "bases" / "w.safetensors").write_bytes(b"old")
+    with pytest.raises(OutputExistsError):
+        prepare_subspace_folder(folder, {"base": "b"}, EstimationParams(), overwrite=False)
+    prepare_subspace_folder(folder, {"base": "b"}, EstimationParams(), overwrite=True)
+    assert json.loads((folder / SUBSPACE_MANIFEST).read_text())["schema_version"] == SUBSPACE_SCHEMA_VERSION

@@ -201,6 +201,9 @@ def test_destination_that_cannot_be_created(models, tmp_path):
         ("--eps", "1.5", "--eps"),
         ("--energy", "0", "--energy"),
         ("--rank", "0", "--rank"),
+        ("--safelora-select", "all", "--safelora-select"),
+        ("--safelora-threshold", "1.5", "--safelora-threshold"),
+        ("--safelora-layers", "-1", "--safelora-layers"),
     ],
 )
 def test_bad_correct_values(models, tmp_path, flag, value, mention):

@@ -171,7 +171,7 @@ def test_adapter_selects_its_modules_and_out_folder(portable, adapter_modules, m
     assert all(entry["transposed"] is False for entry in modules.values())
 
     manifest = json.loads((out / "subspace.json").read_text())
-    assert manifest["schema_version"] == 1
+    assert manifest["schema_version"] == 2  # 2: basis files also hold the right singular vectors
     assert manifest["estimation"]["max_rank"] == RANK
     stored = subspace_files(out)
     assert set(stored) == adapter_modules
@@ -286,7 +286,7 @@ def test_out_refused_without_overwrite_then_replaced(models, tmp_path):
 
     assert_ok(run_cli(*common, "--overwrite"))
     assert not (out / "keep.txt").exists()
-    assert json.loads((out / "subspace.json").read_text())["schema_version"] == 1
+    assert json.loads((out / "subspace.json").read_text())["schema_version"] == 2
     assert set(subspace_files(out)) == {f"model.layers.{i}.self_attn.k_proj.weight" for i in range(SHAPE.layers)}
     assert not [path for path in tmp_path.iterdir() if path.name.startswith(".csulora-tmp")]
 

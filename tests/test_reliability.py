@@ -290,12 +290,18 @@ def test_every_method_is_finite_on_extreme_inputs(m, n, r, k, scale, pattern, la
         lora_b = lora_b[:, :1].expand(m, r).clone()
     k = min(k, m)
     basis = orthonormal(m, k, seed)
-    subspace = SelectedSubspace(basis, torch.ones(k, dtype=torch.float64), 1.0, 1.0, True)
+    # Right vectors for the sign-aware and two-sided forms; past n there are none (zero columns).
+    right = torch.zeros(n, k, dtype=torch.float64)
+    right[:, : min(k, n)] = orthonormal(n, min(k, n), seed + 1)
+    subspace = SelectedSubspace(basis, torch.ones(k, dtype=torch.float64), 1.0, 1.0, True, right=right)
     update = decompose_update(lora_b, lora_a, scale)
-    for method in METHODS.values():
-        corrected = method.corrected_b(update, subspace, CorrectionParams(lambda_=lambda_, eps=eps))
-        assert corrected.shape == lora_b.shape and torch.isfinite(corrected).all()
-        figures = measure_correction(update, corrected, subspace, eps)
+    variants = [(method, False) for method in METHODS.values()]
+    variants += [(method, True) for method in METHODS.values() if method.supports_two_sided]
+    for method, two_sided in variants:
+        params = CorrectionParams(lambda_=lambda_, eps=eps, two_sided=two_sided)
+        corrected = method.corrected_b(update, subspace, params)
+        assert corrected.shape == lora_b.shape and torch.isfinite(corrected).all(), (method.name, two_sided)
+        figures = measure_correction(update, corrected, subspace, eps, two_sided)
         values = [
             figures.update_energy,
             figures.corrected_energy,

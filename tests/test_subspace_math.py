@@ -343,3 +343,60 @@ def test_selected_subspace_reports_captured_energy_of_its_columns(m, n, energy, 
     assert selected.captured_energy >= energy * (1.0 - 1e-12)
     assert k == 1 or float(basis.singular_values[: k - 1].square().sum()) / basis.total_energy < energy
     assert torch.equal(selected.basis, basis.basis[:, :k])
+
+
+# --- Right singular vectors (for the sign-aware and two-sided methods) -------------------------------
+
+
+def assert_paired_right_vectors(displacement: torch.Tensor, basis, tolerance: float) -> None:
+    """V^T u_j = S_j w_j for every stored direction, and the w_j orthonormal: pairs, signs included."""
+    right = basis.right
+    assert right is not None and right.shape == (displacement.shape[1], basis.basis.shape[1])
+    scale = float(basis.singular_values.max()) if basis.singular_values.numel() else 1.0
+    residual = displacement.T @ basis.basis - right * basis.singular_values
+    assert float(residual.abs().max()) <= tolerance * scale
+    gram = right.T @ right
+    assert torch.allclose(gram, torch.eye(gram.shape[0], dtype=gram.dtype), atol=tolerance * 10)
+
+
+@FAST
+@given(shape=randomized_shapes, seed=st.integers(0, 2**31 - 1))
+def test_randomized_path_pairs_right_vectors_with_the_left(shape, seed):
+    m, n, k = shape
+    spectrum = gapped_spectrum(min(m, n), k)
+    displacement, _ = known_spectrum(m, n, spectrum, seed)
+    estimate = estimate_basis(displacement, EstimationParams(max_rank=k, seed=seed), reference_energy=1.0)
+    assert_paired_right_vectors(displacement, estimate, 1e-8)
+    _, _, exact_right_t = torch.linalg.svd(displacement, full_matrices=False)
+    assert largest_principal_angle(estimate.right, exact_right_t[:k].T) < MAX_PRINCIPAL_ANGLE_BY_POWER_ITERATIONS[1]
+
+
+@settings(max_examples=40, deadline=None, database=None)
+@given(
+    m=st.integers(1, 30),
+    n=st.integers(1, 30),
+    max_rank=st.integers(1, 40),
+    exact=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_exact_and_gram_paths_pair_right_vectors_with_the_left(m, n, max_rank, exact, seed):
+    # Small matrices skip the sketch: exact SVD, or the Gram route when m <= n.
+    displacement = torch.randn(m, n, generator=_generator(seed), dtype=torch.float64)
+    estimate = estimate_basis(displacement, EstimationParams(max_rank=max_rank, exact=exact), reference_energy=1.0)
+    assert_paired_right_vectors(displacement, estimate, 1e-7)
+    selected = estimate.select(energy=0.9)
+    assert torch.equal(selected.right, estimate.right[:, : selected.rank])
+
+
+def test_right_vectors_of_a_rank_deficient_displacement():
+    """Past V's rank there is no right vector to pair; the energy rule never reaches those columns."""
+    generator = _generator(3)
+    displacement = torch.randn(8, 2, generator=generator, dtype=torch.float64) @ torch.randn(
+        2, 12, generator=generator, dtype=torch.float64
+    )
+    estimate = estimate_basis(displacement, EstimationParams(max_rank=6), reference_energy=1.0)  # the Gram route
+    selected = estimate.select(energy=1.0)
+    assert selected.rank == 2
+    assert torch.allclose(selected.right.T @ selected.right, torch.eye(2, dtype=torch.float64))
+    assert torch.allclose(displacement.T @ selected.basis, selected.right * selected.singular_values, atol=1e-10)
+    assert bool(torch.isfinite(estimate.right).all())

@@ -1,21 +1,28 @@
-"""Registry of correction methods; the CLI offers exactly what is listed here.
-
-Safe LoRA (METHOD.md section 7) joins as `safelora.py`; its module selection is global across an
-adapter, so it will also provide a selection step run before `corrected_b`.
-"""
+"""Registry of correction methods; the CLI offers exactly what is listed here."""
 
 from __future__ import annotations
 
 from ..errors import UsageError
 from .base import CorrectionMethod
 from .csulora import ClosestSafeUpdate
+from .csulora_inside import InsideAttenuation
+from .csulora_signed import SignAwarePenalty
 from .none import NoCorrection
 from .project import HardProjection
+from .safelora import SafeLora
 
 __all__ = ["METHODS", "CorrectionMethod", "get_method"]
 
 METHODS: dict[str, CorrectionMethod] = {
-    method.name: method for method in (ClosestSafeUpdate(), HardProjection(), NoCorrection())
+    method.name: method
+    for method in (
+        ClosestSafeUpdate(),
+        HardProjection(),
+        SafeLora(),
+        InsideAttenuation(),
+        SignAwarePenalty(),
+        NoCorrection(),
+    )
 }
 
 

@@ -16,6 +16,14 @@ class CorrectionMethod(Protocol):
     name: str
     summary: str
     reference_url: str
+    # True when whether a module is rewritten depends on every module of the adapter (Safe LoRA): the
+    # caller then computes every candidate `corrected_b` and its `similarity` first, and asks `select`
+    # which ones to write. Only such methods define `similarity` and `select`.
+    selects_modules: bool
+    # Whether `--two-sided` has a meaning for the method (a usage error otherwise).
+    supports_two_sided: bool
+    # Whether it reads V's right singular vectors (`SelectedSubspace.right`) even when one-sided.
+    needs_right_vectors: bool
 
     def parameters(self, params: CorrectionParams) -> dict:
         """The parameters this method actually uses, for the report."""

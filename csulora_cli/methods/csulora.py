@@ -12,6 +12,7 @@ import torch
 
 from ..correction import CorrectionParams, LowRankUpdate, aligned_fractions, apply_projector
 from ..subspace import SelectedSubspace
+from . import two_sided
 
 
 def attenuation_factors(aligned: torch.Tensor, lambda_: float, eps: float) -> torch.Tensor:
@@ -28,11 +29,18 @@ class ClosestSafeUpdate:
     name = "csulora"
     summary = "keep the in-subspace part of each direction, attenuate the rest by its off-subspace energy"
     reference_url = "https://arxiv.org/abs/2605.30640"
+    selects_modules = False
+    supports_two_sided = True
+    needs_right_vectors = False
 
     def parameters(self, params: CorrectionParams) -> dict:
-        return {"lambda": params.lambda_, "eps": params.eps}
+        return {"lambda": params.lambda_, "eps": params.eps} | ({"two_sided": True} if params.two_sided else {})
 
     def corrected_b(self, update: LowRankUpdate, subspace: SelectedSubspace, params: CorrectionParams) -> torch.Tensor:
+        if params.two_sided:
+            # X_i = Pi D_i + f_i (I - Pi) D_i = f_i D_i + (1 - f_i) Pi D_i.
+            factors = attenuation_factors(two_sided.fractions(update, subspace), params.lambda_, params.eps)
+            return two_sided.attenuated_b(update, subspace, factors, 1.0 - factors)
         # B' = P B + (I - P) U F U^T B, rewritten as G + P (B - G) with G = U F U^T B: two thin products.
         factors = attenuation_factors(aligned_fractions(update, subspace.basis), params.lambda_, params.eps)
         kept = update.left @ (factors[:, None] * (update.left.T @ update.lora_b))
