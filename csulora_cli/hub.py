@@ -14,7 +14,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
 from .errors import FormatError, MissingTensorError
 from .events import Advance
@@ -154,27 +153,24 @@ class HubSource:
 
     def read(self, key: str) -> torch.Tensor:
         entry = self.entry(key)
-        dtype = entry.readable_dtype()
-        filename = self._file_of[key]
-        local = self._local_file(filename)
-        if local is not None:
-            with safe_open(str(local), framework="pt") as handle:
-                return handle.get_tensor(key)
-        data = self.client.read_range(self.snapshot, filename, entry.start, entry.end, self._advance_ranges)
-        return data.view(dtype).reshape(entry.shape)
+        return self._fetch_rows(key, 0, entry.shape[0] if entry.shape else 1).reshape(entry.shape)
 
     def read_rows(self, key: str, start: int, stop: int) -> torch.Tensor:
+        prefetched = self._prefetched.get(key)
+        if prefetched is None:
+            return self._fetch_rows(key, start, stop)
+        if stop == self.entry(key).shape[0]:
+            del self._prefetched[key]  # the last rows: the whole tensor is no longer needed
+        return prefetched[start:stop]
+
+    def _fetch_rows(self, key: str, start: int, stop: int) -> torch.Tensor:
+        """Rows from the shard on disk when there is one, else by byte range."""
         entry = self.entry(key)
         filename = self._file_of[key]
-        prefetched = self._prefetched.get(key)
-        if prefetched is not None:
-            if stop == entry.shape[0]:
-                del self._prefetched[key]  # the last rows: the whole tensor is no longer needed
-            return prefetched[start:stop]
         local = self._local_file(filename)
         if local is not None:
             return read_rows_from_file(local, entry, start, stop)
-        row_bytes = (entry.end - entry.start) // max(entry.shape[0], 1)
+        row_bytes = (entry.end - entry.start) // max(entry.shape[0] if entry.shape else 1, 1)
         data = self.client.read_range(
             self.snapshot,
             filename,

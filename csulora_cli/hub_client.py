@@ -217,13 +217,8 @@ class HubClient:
 
     def download(self, snapshot: HubSnapshot, filename: str) -> Path:
         """A whole file through huggingface_hub (resumable, size-checked, into the HF cache)."""
-        cached = self.cached_file(snapshot, filename)
-        if cached is not None:
-            return cached
-        if self.offline:
-            raise HubError(
-                "not in the local Hugging Face cache and HF_HUB_OFFLINE is set", where=snapshot.where(filename)
-            )
+        # At a commit, huggingface_hub answers from its cache without a request (offline too); offline
+        # and missing, it raises what hub_errors turns into the offline message.
         with hub_errors(snapshot.where(filename)):
             path = hf_hub_download(
                 snapshot.ref.repo_id,
@@ -243,9 +238,7 @@ class HubClient:
 
         `advance(bytes)` reports progress to a task the caller started for a batch of ranges.
         """
-        where = snapshot.where(filename)
-        if self.offline:
-            raise HubError(OFFLINE_MISS, where=where)
+        where = snapshot.where(filename)  # offline, the session refuses the request: hub_errors says why
         buffer = torch.empty(end - start, dtype=torch.uint8)
         view = buffer.numpy()
         url = hf_hub_url(snapshot.ref.repo_id, filename, revision=snapshot.commit)

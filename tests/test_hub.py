@@ -158,6 +158,28 @@ def test_second_run_and_offline_run_are_served_from_the_caches(hub, checkpoints,
         assert torch.equal(value, b_tensors(tmp_path / "offline")[key])
 
 
+def test_offline_without_the_tensor_bytes_is_one_clean_line(hub, checkpoints, tmp_path):
+    """Refs, listings and headers are cached but neither bases nor shards: offline cannot go on."""
+    cache = tmp_path / "cache"
+    assert_ok(
+        correct(checkpoints["adapter-qv"], tmp_path / "first", hub, "--fetch", "ranges", env={"CSULORA_CACHE": cache})
+    )
+    shutil.rmtree(cache / "bases")
+    hub.clear_log()
+    for fetch in ("ranges", "shards"):
+        result = correct(
+            checkpoints["adapter-qv"],
+            tmp_path / f"offline-{fetch}",
+            hub,
+            "--fetch",
+            fetch,
+            env={"CSULORA_CACHE": cache, "HF_HUB_OFFLINE": "1"},
+        )
+        assert_one_line_error(result, 1, "HF_HUB_OFFLINE", ".safetensors")
+        assert not (tmp_path / f"offline-{fetch}").exists()
+    assert hub.log == []
+
+
 def test_pinned_commit_needs_no_request_once_cached(hub, checkpoints, tmp_path):
     base_commit = hub.repos["org/base"].refs["main"]
     aligned_commit = hub.repos["org/aligned"].refs["main"]
