@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from cli_helpers import RANK, assert_ok, run_cli
 
 from csulora_cli.demo import build_demo
@@ -16,6 +17,15 @@ def isolated_environment(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path_factory.mktemp("hf_home")))
     monkeypatch.delenv("CSULORA_DEBUG", raising=False)
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """For modules of tiny matrices: one thread is faster, and spares a busy machine thread contention."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture

@@ -42,13 +42,8 @@ PROJECT = METHODS["project"]
 NONE = METHODS["none"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """These matrices are tiny: one thread is faster, and spares a busy machine thread contention."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# Tiny matrices: one thread is faster, and spares a busy machine thread contention (fixture in conftest).
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,19 @@ from __future__ import annotations
 import json
 import shutil
 import socket
-import struct
 from pathlib import Path
 
 import pytest
 import torch
-from cli_helpers import RANK, assert_ok, assert_one_line_error, load_tensors, run_cli
+from cli_helpers import (
+    RANK,
+    assert_ok,
+    assert_one_line_error,
+    load_tensors,
+    run_cli,
+    safetensors_header,
+    safetensors_header_bytes,
+)
 from fake_hub import FakeHub
 
 from csulora_cli.demo import TinyLlama, make_adapter_factors, make_model_pair, write_adapter, write_checkpoint
@@ -70,18 +77,11 @@ def needed_bytes(folder: Path, targets: tuple[str, ...]) -> tuple[int, int]:
     data, shards = 0, set()
     for key, shard in weight_map.items():
         if key.endswith(".weight") and key.split(".")[-2] in targets and ".layers." in key:
-            header = _header(folder / shard)
-            start, end = header[key]["data_offsets"]
+            start, end = safetensors_header(folder / shard)[key]["data_offsets"]
             data += end - start
             shards.add(shard)
-    headers = sum(8 + struct.unpack("<Q", (folder / shard).read_bytes()[:8])[0] for shard in shards)
+    headers = sum(8 + len(safetensors_header_bytes(folder / shard)) for shard in shards)
     return data, headers
-
-
-def _header(path: Path) -> dict:
-    raw = path.read_bytes()
-    (length,) = struct.unpack("<Q", raw[:8])
-    return json.loads(raw[8 : 8 + length])
 
 
 def snapshot_bytes(folder: Path) -> int:

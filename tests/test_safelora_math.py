@@ -24,12 +24,8 @@ SETTINGS = settings(max_examples=60, deadline=None, database=None)
 SELECTION_MARGIN = 1e-9
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# Tiny matrices: one thread is faster, and spares a busy machine thread contention (fixture in conftest).
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def dense_module(m: int, n: int, r: int, seed: int, deficient_a: bool):

@@ -36,13 +36,8 @@ EXACT_TOLERANCE = 1e-10
 FAST = settings(max_examples=50, deadline=None, database=None)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """These matrices are tiny: one thread is faster, and spares a busy machine thread contention."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# Tiny matrices: one thread is faster, and spares a busy machine thread contention (fixture in conftest).
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _generator(seed: int) -> torch.Generator:

@@ -29,12 +29,8 @@ from csulora_cli.subspace import EstimationParams, estimate_basis
 INSIDE = METHODS["csulora-inside"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# Tiny matrices: one thread is faster, and spares a busy machine thread contention (fixture in conftest).
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 # --- csulora-inside: the complement of section 4 ------------------------------------------------------
