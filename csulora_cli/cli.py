@@ -125,12 +125,16 @@ def _subspace(
         subspace=_path(subspace),
         base=base,
         aligned=aligned,
-        estimation=EstimationParams(max_rank=rank, exact=exact, seed=seed, power_iterations=power_iterations),
+        estimation=_estimation(rank, exact, seed, power_iterations),
         energy=energy,
         cache_dir=_path(cache_dir),
         device=device,
         hub=_hub(fetch, token),
     )
+
+
+def _estimation(rank: int, exact: bool, seed: int, power_iterations: int) -> EstimationParams:
+    return EstimationParams(max_rank=rank, exact=exact, seed=seed, power_iterations=power_iterations)
 
 
 def _hub(fetch: str, token: str | None) -> api.HubOptions:
@@ -186,7 +190,7 @@ def estimate_subspace_command(
         modules=modules,
         adapter=_path(adapter),
         layers=layers,
-        estimation=EstimationParams(max_rank=rank, exact=exact, seed=seed, power_iterations=power_iterations),
+        estimation=_estimation(rank, exact, seed, power_iterations),
         energy=energy,
         cache_dir=_path(cache_dir),
         device=device,

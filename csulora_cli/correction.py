@@ -70,6 +70,11 @@ def apply_projector(basis: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     return basis @ (basis.T @ matrix)
 
 
+def scaled_directions(update: LowRankUpdate, factors: torch.Tensor) -> torch.Tensor:
+    """U diag(factors) U^T B: (m, r), each direction u_i of the update scaled by its factor, B-side."""
+    return update.left @ (factors[:, None] * (update.left.T @ update.lora_b))
+
+
 def aligned_fractions(update: LowRankUpdate, basis: torch.Tensor) -> torch.Tensor:
     """a_i = ||U_k^T u_i||^2 per direction, clamped to [0, 1] against round-off."""
     if basis.shape[1] == 0:

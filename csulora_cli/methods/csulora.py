@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from ..correction import CorrectionParams, LowRankUpdate, aligned_fractions, apply_projector
+from ..correction import CorrectionParams, LowRankUpdate, aligned_fractions, apply_projector, scaled_directions
 from ..subspace import SelectedSubspace
 from . import two_sided
 
@@ -43,5 +43,5 @@ class ClosestSafeUpdate:
             return two_sided.attenuated_b(update, subspace, factors, 1.0 - factors)
         # B' = P B + (I - P) U F U^T B, rewritten as G + P (B - G) with G = U F U^T B: two thin products.
         factors = attenuation_factors(aligned_fractions(update, subspace.basis), params.lambda_, params.eps)
-        kept = update.left @ (factors[:, None] * (update.left.T @ update.lora_b))
+        kept = scaled_directions(update, factors)
         return kept + apply_projector(subspace.basis, update.lora_b - kept)

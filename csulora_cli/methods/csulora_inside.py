@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ..correction import CorrectionParams, LowRankUpdate, aligned_fractions, apply_projector
+from ..correction import CorrectionParams, LowRankUpdate, aligned_fractions, apply_projector, scaled_directions
 from ..subspace import SelectedSubspace
 from . import two_sided
 from .csulora import attenuation_factors
@@ -35,5 +35,5 @@ class InsideAttenuation:
         aligned = aligned_fractions(update, subspace.basis)
         factors = attenuation_factors(1.0 - aligned, params.lambda_, params.eps)
         # B' = T B with T = (I - P) + P U G U^T, i.e. B - P (B - G'), G' = U G U^T B: two thin products.
-        kept = update.left @ (factors[:, None] * (update.left.T @ update.lora_b))
+        kept = scaled_directions(update, factors)
         return update.lora_b - apply_projector(subspace.basis, update.lora_b - kept)
