@@ -10,7 +10,14 @@ import math
 
 import torch
 
-from ..correction import CorrectionParams, LowRankUpdate, aligned_fractions, apply_projector, scaled_directions
+from ..correction import (
+    CorrectionParams,
+    LowRankUpdate,
+    aligned_fractions,
+    apply_projector,
+    scaled_directions,
+    two_sided_aligned_fractions,
+)
 from ..subspace import SelectedSubspace
 from . import two_sided
 
@@ -39,7 +46,7 @@ class ClosestSafeUpdate:
     def corrected_b(self, update: LowRankUpdate, subspace: SelectedSubspace, params: CorrectionParams) -> torch.Tensor:
         if params.two_sided:
             # X_i = Pi D_i + f_i (I - Pi) D_i = f_i D_i + (1 - f_i) Pi D_i.
-            factors = attenuation_factors(two_sided.fractions(update, subspace), params.lambda_, params.eps)
+            factors = attenuation_factors(two_sided_aligned_fractions(update, subspace), params.lambda_, params.eps)
             return two_sided.attenuated_b(update, subspace, factors, 1.0 - factors)
         # B' = P B + (I - P) U F U^T B, rewritten as G + P (B - G) with G = U F U^T B: two thin products.
         factors = attenuation_factors(aligned_fractions(update, subspace.basis), params.lambda_, params.eps)

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import torch
 
-from ..correction import CorrectionParams, LowRankUpdate, aligned_fractions, apply_projector, scaled_directions
+from ..correction import (
+    CorrectionParams,
+    LowRankUpdate,
+    aligned_fractions,
+    apply_projector,
+    scaled_directions,
+    two_sided_aligned_fractions,
+)
 from ..subspace import SelectedSubspace
 from . import two_sided
 from .csulora import attenuation_factors
@@ -29,7 +36,8 @@ class InsideAttenuation:
     def corrected_b(self, update: LowRankUpdate, subspace: SelectedSubspace, params: CorrectionParams) -> torch.Tensor:
         if params.two_sided:
             # X_i = (I - Pi) D_i + g_i Pi D_i = D_i - (1 - g_i) Pi D_i.
-            factors = attenuation_factors(1.0 - two_sided.fractions(update, subspace), params.lambda_, params.eps)
+            inside = two_sided_aligned_fractions(update, subspace)
+            factors = attenuation_factors(1.0 - inside, params.lambda_, params.eps)
             return two_sided.attenuated_b(update, subspace, torch.ones_like(factors), factors - 1.0)
         # The section 4 rule applied to o_i := a_i gives w_i = a_i, and 0 where a_i <= eps.
         aligned = aligned_fractions(update, subspace.basis)

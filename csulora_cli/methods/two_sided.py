@@ -13,13 +13,9 @@ from __future__ import annotations
 
 import torch
 
-from ..correction import LowRankUpdate, apply_projector, two_sided_aligned_fractions
+from ..correction import LowRankUpdate, apply_projector
 from ..least_squares import gram_pinv, input_side_b, row_space_b
 from ..subspace import SelectedSubspace
-
-
-def fractions(update: LowRankUpdate, subspace: SelectedSubspace) -> torch.Tensor:
-    return two_sided_aligned_fractions(update, subspace)
 
 
 def projected_b(update: LowRankUpdate, subspace: SelectedSubspace) -> torch.Tensor:
