@@ -1,7 +1,8 @@
-"""Output folders that appear whole or not at all.
+"""Files and folders that appear whole or not at all: the one place csulora writes atomically.
 
-Everything is written into a hidden temporary sibling of the destination, fsynced, then renamed into
-place; on any error or SIGINT/SIGTERM the temporary folder is removed. A SIGKILL can leave only a
+`atomic_file` and `write_atomically` write a file under a temporary name beside it and rename it into
+place. `atomic_folder` fills a hidden temporary sibling of an output folder, fsyncs it and renames it
+into place; on any error or SIGINT/SIGTERM the temporary folder is removed. A SIGKILL can leave only a
 hidden `.csulora-tmp-<pid>-*` folder behind, never a folder under the destination's name; the next run
 that writes beside it removes it once that process is gone.
 """
@@ -19,12 +20,52 @@ from pathlib import Path
 from .errors import CsuloraError, OutputExistsError
 
 TEMP_PREFIX = ".csulora-tmp-"
+# mkstemp creates files 0600; what csulora writes is for other users too (a server, a colleague), so
+# finished files get the permissions the umask gives. Read once, at import, in the main thread.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+@contextmanager
+def atomic_file(path: Path, *, fsync: bool = False) -> Iterator[Path]:
+    """A temporary path beside `path` to write; renamed over `path` when the block ends without an error.
+
+    A reader (or a concurrent writer) sees the old file, the new file or none, never a partial one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        yield temporary
+        os.chmod(temporary, 0o666 & ~_UMASK)
+        if fsync:
+            with open(temporary, "rb") as written:
+                os.fsync(written.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def write_atomically(path: Path, data: str | bytes, *, fsync: bool = False) -> None:
+    with atomic_file(path, fsync=fsync) as temporary:
+        temporary.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+def write_best_effort(path: Path, data: str | bytes) -> bool:
+    """For records that only save work next time (memos, Hub metadata): a read-only cache must not fail the run."""
+    try:
+        write_atomically(path, data)
+    except OSError:
+        return False
+    return True
 
 
 def check_destination(destination: Path, overwrite: bool) -> None:
-    """Fail before any work when the destination exists (without --overwrite) or cannot be written."""
+    """Fail before any work when the destination exists (without `overwrite`) or cannot be written."""
     if destination.exists() and not overwrite:
-        raise OutputExistsError("output already exists", where=str(destination), hint="pass --overwrite to replace it")
+        raise OutputExistsError("output already exists", where=str(destination), hint="pass {overwrite} to replace it")
     if destination.exists() and not destination.is_dir():
         raise CsuloraError("output exists and is not a folder", where=str(destination))
     parent = destination.parent

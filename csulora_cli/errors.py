@@ -1,27 +1,51 @@
 """The one family of user-facing errors.
 
-Every error a user can cause (bad file, bad flag, mismatched model) is a `CsuloraError`; the CLI's
-`main()` turns it into one stderr line and an exit code. Anything else is a bug and keeps its traceback.
+Every error a user can cause (bad file, bad value, mismatched model) is a `CsuloraError`; the CLI turns
+it into one stderr line and an exit code. Anything else is a bug and keeps its traceback.
+
+The library names the *parameters* at fault (`max_rank`, `fetch`), never command-line flags: a message
+writes a parameter as `{name}` and `one_line(spell)` spells it, as itself for Python callers and as its
+flag (`--rank`) in the CLI, which is the only place that knows the flags.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+
+# `{max_rank}` in a message: a parameter name, spelled by whoever shows the message.
+_PARAMETER = re.compile(r"\{([a-z][a-z0-9_]*)\}")
+
+
+def _as_named(name: str) -> str | None:
+    return name
+
 
 class CsuloraError(Exception):
-    """A problem with the user's input; `where` names the file, tensor or flag at fault."""
+    """A problem with the user's input; `where` names the file or tensor at fault, `parameter` the value."""
 
     exit_code = 1
 
-    def __init__(self, message: str, *, where: str | None = None, hint: str | None = None):
+    def __init__(
+        self, message: str, *, where: str | None = None, parameter: str | None = None, hint: str | None = None
+    ):
         super().__init__(message)
         self.message = message
         self.where = where
+        self.parameter = parameter
         self.hint = hint
 
-    def one_line(self) -> str:
-        text = f"{self.where}: {self.message}" if self.where else self.message
+    def one_line(self, spell: Callable[[str], str | None] = _as_named) -> str:
+        """The error as one line; `spell` turns a parameter name into what the reader typed (None: leave it)."""
+
+        def spelled(match: re.Match) -> str:
+            return spell(match[1]) or match[0]
+
+        where = (spell(self.parameter) or self.parameter) if self.parameter and not self.where else self.where
+        message = _PARAMETER.sub(spelled, self.message)
+        text = f"{where}: {message}" if where else message
         if self.hint:
-            text += f" ({self.hint})"
+            text += f" ({_PARAMETER.sub(spelled, self.hint)})"
         return " ".join(text.split())
 
     def __str__(self) -> str:
@@ -29,7 +53,7 @@ class CsuloraError(Exception):
 
 
 class UsageError(CsuloraError):
-    """A flag or option value that cannot be used (exit 2, like a parse error)."""
+    """A parameter value that cannot be used (exit 2, like a parse error); `parameter` names it."""
 
     exit_code = 2
 

@@ -36,8 +36,8 @@ from safetensors.torch import load_file, save_file
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from csulora_cli.sources import LocalSource  # noqa: E402
-from csulora_cli.subspace import EstimationParams, estimate_basis, frobenius_energy  # noqa: E402
+from csulora_cli.checkpoints.local import LocalSource  # noqa: E402
+from csulora_cli.subspace.estimate import EstimationParams, estimate_basis, frobenius_energy  # noqa: E402
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 

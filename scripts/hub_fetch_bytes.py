@@ -1,7 +1,7 @@
 """Bytes moved from a Hub repo by `csulora correct` of a q/v-only adapter, against a whole-snapshot download.
 
 Writes a synthetic Llama-shaped bf16 pair (the shapes and writer of `bench_scale.py`, sharded ~1 GB),
-serves it from the local Hub stand-in the tests use (`tests/fake_hub.py`: the real routes, counted on
+serves it from the local Hub stand-in the tests use (`csulora_cli/testing/hub_server.py`: the real routes, counted on
 the server), and runs the real CLI against it with HF_ENDPOINT under each `--fetch` mode, each with
 cold caches. Prints a table and writes `scripts/out/hub_fetch_bytes.json`.
 
@@ -21,10 +21,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
-sys.path.insert(0, str(REPO / "tests"))
 
 from bench_scale import SHAPES, prepare  # noqa: E402
-from fake_hub import FakeHub  # noqa: E402
+
+from csulora_cli.testing.hub_server import FakeHub  # noqa: E402
 
 CSULORA = str(Path(sys.executable).parent / "csulora")
 

@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from csulora_cli.demo import build_demo  # noqa: E402
+from csulora_cli.testing.builders import build_demo  # noqa: E402
 
 CSULORA = str(Path(sys.executable).parent / "csulora")
 

@@ -519,7 +519,15 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", help="only settings of these methods (e.g. csulora project)")
     parser.add_argument("--workdir", type=Path, help="keep the models and adapters here (default: a temp folder)")
     parser.add_argument("--subprocess", action="store_true", help="run the csulora console script per setting")
+    parser.add_argument(
+        "--list-settings", action="store_true", help="print the settings that would run, as JSON lines, and exit"
+    )
     args = parser.parse_args()
+    settings = [s for s in SETTINGS if (s.quick or not args.quick) and (not args.methods or s.method in args.methods)]
+    if args.list_settings:
+        for setting in settings:
+            print(json.dumps({"method": setting.method, "params": setting.params}))
+        return
 
     started = time.perf_counter()
     # The matrices are tiny: with more than one thread, synchronisation costs more than the arithmetic
@@ -537,7 +545,6 @@ def main() -> None:
     hf_logging.set_verbosity_error()
 
     sizes = toy.QUICK if args.quick else toy.FULL
-    settings = [s for s in SETTINGS if (s.quick or not args.quick) and (not args.methods or s.method in args.methods)]
     cli = as_subprocess if args.subprocess else in_process
     seeds = list(range(args.seeds))
     work = args.workdir or Path(tempfile.mkdtemp(prefix="toy_safety_"))

@@ -1,14 +1,24 @@
-"""Shared fixtures: every test gets its own basis cache and never reaches the network."""
+"""Shared fixtures: every test gets its own basis cache and never reaches the network.
+
+huggingface_hub reads HF_HUB_OFFLINE and HF_HOME once, when it is imported, so both are set here,
+before anything imports it: in-process CLI runs then stay offline and outside the user's HF cache.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
+import tempfile
 
-import pytest
-import torch
-from cli_helpers import RANK, assert_ok, run_cli
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="csulora-tests-hf-home-")
 
-from csulora_cli.demo import build_demo
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from csulora_cli.testing.builders import build_demo  # noqa: E402
+from tests.helpers import RANK, assert_ok, run_cli  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -34,7 +44,7 @@ def demo_models(tmp_path) -> tuple[Path, Path, Path]:
     return build_demo(tmp_path / "models")
 
 
-# Shared by the end-to-end CLI tests: one set of demo models and one subspace folder per test module.
+# Shared by the CLI tests: one set of demo models and one subspace folder per test module.
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cli")

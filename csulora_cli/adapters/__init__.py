@@ -1,0 +1,1 @@
+"""PEFT LoRA adapter folders: reading them (`peft.py`) and writing corrected copies (`writer.py`)."""

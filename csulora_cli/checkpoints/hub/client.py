@@ -1,0 +1,43 @@
+"""One run's view of the Hub: what a `HubSource` asks of it, in one object.
+
+Everything goes through `huggingface_hub` (its endpoint, token, offline switch, cache layout and HTTP
+client), so `HF_ENDPOINT`, `HF_TOKEN`, `HF_HOME` and `HF_HUB_OFFLINE` mean what they mean to every other
+tool. Nothing here knows about safetensors or subspaces.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ...events import Advance, Events
+from . import transfer
+from .options import HubOptions
+from .refs import HubRef
+from .snapshots import HubSnapshot, SnapshotResolver
+
+
+class HubClient:
+    """Resolved snapshots, downloads into the HF cache and byte ranges, with one run's options."""
+
+    def __init__(self, options: HubOptions, metadata_dir: Path, events: Events):
+        self.options = options
+        self.metadata_dir = metadata_dir  # csulora's own records: resolved refs, file lists, headers
+        self.events = events
+        self._resolver = SnapshotResolver(options.token, metadata_dir, events.warn)
+
+    def snapshot(self, ref: HubRef) -> HubSnapshot:
+        """Resolve `ref` to a commit and list its files: once per run, from the Hub or, offline, from caches."""
+        return self._resolver.resolve(ref)
+
+    def cached_file(self, snapshot: HubSnapshot, filename: str) -> Path | None:
+        return transfer.cached_file(snapshot, filename)
+
+    def download(self, snapshot: HubSnapshot, filename: str) -> Path:
+        return transfer.download(snapshot, filename, self.options.token, self.events)
+
+    def read_range(
+        self, snapshot: HubSnapshot, filename: str, start: int, end: int, advance: Advance | None = None
+    ) -> torch.Tensor:
+        return transfer.read_range(snapshot, filename, start, end, self.options.token, advance)

@@ -1,0 +1,207 @@
+"""A Hugging Face Hub repo as a `TensorSource`: only the tensors a job needs are fetched.
+
+The layout comes first (the index, or the single file's header), then each needed shard's header by
+byte range, so a missing tensor or a shape mismatch fails before any large download. Tensor data then
+comes from the standard HF cache when some tool already downloaded the shard, else from a whole-shard
+download into that cache, or from byte ranges of just the needed tensors (`--fetch auto` picks per
+shard by the share of its bytes the job needs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import torch
+
+from ...atomic import write_best_effort
+from ...errors import MissingTensorError
+from ...events import Advance
+from ..header import SafetensorsHeader, TensorEntry, header_length_of, parse_header, read_header
+from ..layout import INDEX_FILE, SINGLE_FILE, read_weight_map
+from ..local import read_json_object, read_rows_from_file
+from .client import HubClient
+from .refs import HubRef, endpoint_label
+from .snapshots import HubSnapshot
+
+# Under --fetch auto a shard is downloaded whole when the job needs at least this share of its bytes:
+# the whole file is then barely more traffic, and it lands checksummed in the cache other tools share.
+WHOLE_SHARD_SHARE = 0.5
+CONFIG_FILE = "config.json"
+
+
+class HubSource:
+    """One commit of a Hub model repo, read tensor by tensor."""
+
+    def __init__(self, ref: HubRef, client: HubClient):
+        self.client = client
+        self.snapshot: HubSnapshot = client.snapshot(ref)
+        self.name = self.snapshot.where()
+        self._headers: dict[str, SafetensorsHeader] = {}
+        self._local: dict[str, Path] = {}
+        self._whole_shard: dict[str, bool] = {}
+        self._advance_ranges: Advance | None = None
+        self._prefetched: dict[str, torch.Tensor] = {}
+        self._file_of = self._read_layout()
+
+    # Layout and headers (small reads only)
+    def _read_layout(self) -> dict[str, str]:
+        files = self.snapshot.files
+        if INDEX_FILE in files:
+            return self._layout_from_index(self.client.download(self.snapshot, INDEX_FILE))
+        if SINGLE_FILE in files:
+            return {key: SINGLE_FILE for key in self.header(SINGLE_FILE).entries}
+        raise MissingTensorError(
+            f"no {SINGLE_FILE} or {INDEX_FILE} at this commit (only safetensors checkpoints are read)",
+            where=self.name,
+        )
+
+    def _layout_from_index(self, index_path: Path) -> dict[str, str]:
+        where = self.snapshot.where(INDEX_FILE)
+        weight_map = read_weight_map(index_path, where)
+        for key, shard in weight_map.items():
+            if not isinstance(shard, str) or shard not in self.snapshot.files:
+                raise MissingTensorError(f"shard {shard!r} for tensor {key} is not in the repo", where=where)
+        return dict(weight_map)
+
+    def header(self, filename: str) -> SafetensorsHeader:
+        if filename not in self._headers:
+            self._headers[filename] = self._load_header(filename)
+        return self._headers[filename]
+
+    def _load_header(self, filename: str) -> SafetensorsHeader:
+        local = self.client.cached_file(self.snapshot, filename)
+        if local is not None:
+            self._local[filename] = local
+            return read_header(local)
+        size = self.snapshot.files[filename].size
+        where = self.snapshot.where(filename)
+        memo = self._header_memo(filename)
+        try:
+            header_bytes = memo.read_bytes()
+        except OSError:
+            prefix = self.client.read_range(self.snapshot, filename, 0, 8).numpy().tobytes()
+            length = header_length_of(prefix, size, where)
+            header_bytes = self.client.read_range(self.snapshot, filename, 8, 8 + length).numpy().tobytes()
+            write_best_effort(memo, header_bytes)
+        return parse_header(header_bytes, size, Path(where))
+
+    def _header_memo(self, filename: str) -> Path:
+        """Headers are kept by content hash, so a later run (or an offline one) needs no request for them."""
+        content = self.snapshot.files[filename].content_hash.replace(":", "-").replace("/", "_")
+        return self.client.metadata_dir / "headers" / f"{content}.header"
+
+    # TensorSource
+    def keys(self) -> list[str]:
+        return list(self._file_of)
+
+    def entry(self, key: str) -> TensorEntry:
+        filename = self._file_of.get(key)
+        if filename is None:
+            raise MissingTensorError(f"tensor {key} not found", where=self.name)
+        entry = self.header(filename).entries.get(key)
+        if entry is None:
+            raise MissingTensorError(
+                f"tensor {key} is in the index but not in its shard", where=self.snapshot.where(filename)
+            )
+        return entry
+
+    def plan_reads(self, keys: Iterable[str]) -> None:
+        """Decide per shard, before reading, between a whole download and byte ranges."""
+        needed: dict[str, int] = {}
+        for key in keys:
+            entry = self.entry(key)
+            filename = self._file_of[key]
+            needed[filename] = needed.get(filename, 0) + entry.end - entry.start
+        for filename, needed_bytes in needed.items():
+            self._whole_shard[filename] = self._prefers_whole(filename, needed_bytes)
+        by_range = sum(
+            size for name, size in needed.items() if not self._whole_shard[name] and not self._is_cached(name)
+        )
+        if by_range:
+            # One progress line for all of this repo's ranges; shards show their own download bars.
+            self._advance_ranges = self.client.events.start(
+                f"fetching tensors from {self.snapshot.ref.repo_id}", by_range, in_bytes=True
+            )
+
+    def _is_cached(self, filename: str) -> bool:
+        return filename in self._local or self.client.cached_file(self.snapshot, filename) is not None
+
+    def _prefers_whole(self, filename: str, needed_bytes: int) -> bool:
+        mode = self.client.options.fetch
+        if mode != "auto":
+            return mode == "shards"
+        size = self.snapshot.files[filename].size
+        return needed_bytes >= WHOLE_SHARD_SHARE * size
+
+    def read_many(self, keys: Iterable[str]) -> Iterator[tuple[str, torch.Tensor]]:
+        keys = list(keys)
+        for key in keys:
+            self.entry(key)  # fail before reading anything when a key is missing
+        for key in keys:
+            yield key, self.read(key)
+
+    def read(self, key: str) -> torch.Tensor:
+        entry = self.entry(key)
+        return self._fetch_rows(key, 0, entry.shape[0] if entry.shape else 1).reshape(entry.shape)
+
+    def read_rows(self, key: str, start: int, stop: int) -> torch.Tensor:
+        prefetched = self._prefetched.get(key)
+        if prefetched is None:
+            return self._fetch_rows(key, start, stop)
+        if stop == self.entry(key).shape[0]:
+            del self._prefetched[key]  # the last rows: the whole tensor is no longer needed
+        return prefetched[start:stop]
+
+    def _fetch_rows(self, key: str, start: int, stop: int) -> torch.Tensor:
+        """Rows from the shard on disk when there is one, else by byte range."""
+        entry = self.entry(key)
+        filename = self._file_of[key]
+        local = self._local_file(filename)
+        if local is not None:
+            return read_rows_from_file(local, entry, start, stop)
+        row_bytes = (entry.end - entry.start) // max(entry.shape[0] if entry.shape else 1, 1)
+        data = self.client.read_range(
+            self.snapshot,
+            filename,
+            entry.start + start * row_bytes,
+            entry.start + stop * row_bytes,
+            self._advance_ranges,
+        )
+        return data.view(entry.readable_dtype()).reshape(stop - start, *entry.shape[1:])
+
+    def prefetch(self, key: str) -> None:
+        """A shard chosen whole is downloaded now; a tensor fetched by range is held in memory until read."""
+        filename = self._file_of[key]
+        if self._local_file(filename) is None:
+            self._prefetched[key] = self.read(key)
+
+    def _local_file(self, filename: str) -> Path | None:
+        """The shard on disk (already cached, or downloaded now when whole shards were chosen); else None."""
+        if filename not in self._local:
+            cached = self.client.cached_file(self.snapshot, filename)
+            if cached is not None:
+                self._local[filename] = cached
+            elif self._whole_shard.get(filename, self.client.options.fetch == "shards"):
+                self._local[filename] = self.client.download(self.snapshot, filename)
+        return self._local.get(filename)
+
+    def content_id(self, key: str) -> str:
+        # The file's content hash from the commit's listing: a moved branch that changed the file changes
+        # it, and the same bytes under another commit (or in a local copy) share cached bases.
+        self.entry(key)
+        return f"{self.snapshot.files[self._file_of[key]].content_hash}:{key}"
+
+    def model_config(self) -> dict:
+        if CONFIG_FILE not in self.snapshot.files:
+            return {}
+        return read_json_object(self.client.download(self.snapshot, CONFIG_FILE))
+
+    def describe(self) -> dict:
+        return {
+            "kind": "hub",
+            "repo": self.snapshot.ref.repo_id,
+            "revision": self.snapshot.ref.revision,
+            "commit": self.snapshot.commit,
+            "endpoint": endpoint_label(),
+        }

@@ -1,0 +1,25 @@
+"""A tensor source from what the user typed: a local folder if one exists, else a Hub repo id."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import CsuloraError
+from .hub.client import HubClient
+from .hub.refs import parse_hub_ref
+from .hub.source import HubSource
+from .local import LocalSource
+from .protocol import TensorSource
+
+
+def open_source(spec: str, *, digest_memo_dir: Path | None = None, hub: HubClient | None = None) -> TensorSource:
+    """A model source from what the user typed: a local folder if one exists, else a Hub repo id."""
+    path = Path(spec).expanduser()
+    if path.exists():
+        return LocalSource(path, digest_memo_dir=digest_memo_dir)
+    ref = parse_hub_ref(spec)
+    if ref is None or hub is None:
+        raise CsuloraError(
+            "no such local folder, and not a Hugging Face repo id (org/name or org/name@revision)", where=spec
+        )
+    return HubSource(ref, hub)

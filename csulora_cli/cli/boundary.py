@@ -1,0 +1,81 @@
+"""The one place where errors become one stderr line and an exit code, for the console script and for
+in-process callers alike (typer's `CliRunner` goes through the same `main`).
+
+Exit codes: 0 ok, 1 error, 2 usage, 3 gate tripped, 130 interrupted. The library names parameters;
+here they are spelled as the flags the user typed (`max_rank` -> `--rank`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+from typer.core import TyperGroup
+
+from ..errors import CsuloraError, GateTripped
+from .config import config_defaults
+from .output import Output
+
+# typer ships its own copy of click; its usage-error base class is reached through a public export.
+_CLICK_ERROR = next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "ClickException")
+# Library parameters whose flag is not `--` + the name with dashes.
+_SPELLED_OTHERWISE = {"max_rank": "--rank", "lambda_": "--lambda", "adapters": "ADAPTER"}
+
+
+class CsuloraGroup(TyperGroup):
+    """The `csulora` command group, with csulora's error boundary around every invocation."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """Run a command; user errors become one line on stderr and an exit code (always `sys.exit`)."""
+        debug = os.environ.get("CSULORA_DEBUG") == "1"
+        args = list(sys.argv[1:] if args is None else args)
+        output = Output()
+        try:
+            code = super().main(
+                args=args,
+                prog_name=prog_name or "csulora",
+                complete_var=complete_var,
+                standalone_mode=False,
+                default_map=config_defaults(self, args),
+                **extra,
+            )
+        except GateTripped as gate:
+            output.error(f"csulora: {gate}")
+            sys.exit(GateTripped.exit_code)
+        except CsuloraError as error:
+            if debug:
+                raise
+            output.error(f"csulora: error: {error.one_line(self.flag_of)}")
+            sys.exit(error.exit_code)
+        except _CLICK_ERROR as error:
+            if debug:
+                raise
+            context = getattr(error, "ctx", None)
+            command = f" {context.info_name}" if context and context.info_name != "csulora" else ""
+            output.error(f"csulora{command}: error: {error.format_message()} (see --help)")
+            sys.exit(error.exit_code)
+        except (KeyboardInterrupt, typer.Abort):
+            output.error("csulora: interrupted")
+            sys.exit(130)
+        except Exception as error:  # a bug: one line, unless asked for the traceback
+            if debug:
+                raise
+            first_line = str(error).splitlines()[0] if str(error) else ""
+            output.error(
+                f"csulora: internal error: {type(error).__name__}: {first_line}"
+                " (rerun with CSULORA_DEBUG=1 for the traceback)"
+            )
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+    def flag_of(self, parameter: str) -> str | None:
+        """The flag (or argument) that sets a library parameter; None for a name no command takes."""
+        if parameter in _SPELLED_OTHERWISE:
+            return _SPELLED_OTHERWISE[parameter]
+        flag = "--" + parameter.replace("_", "-")
+        for command in self.commands.values():
+            for option in command.params:
+                if flag in getattr(option, "opts", ()):
+                    return flag
+        return None

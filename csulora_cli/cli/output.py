@@ -1,0 +1,213 @@
+"""All console output: results to stdout (rich tables or JSON), progress and warnings to stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from ..events import Advance
+from ..pipeline.types import EstimateResult, InspectResult
+from ..report.records import AdapterReport
+
+
+class _CountColumn(ProgressColumn):
+    """'3/7' for counted tasks, '1.2/4.0 GB' for downloads: one display for both kinds."""
+
+    def __init__(self):
+        super().__init__()
+        self._count = MofNCompleteColumn()
+        self._bytes = DownloadColumn()
+
+    def render(self, task):
+        return (self._bytes if task.fields.get("in_bytes") else self._count).render(task)
+
+
+class Output:
+    """Human, JSON or quiet output; implements the API's `Events` for progress and warnings."""
+
+    def __init__(self, json_mode: bool = False, quiet: bool = False):
+        self.json_mode = json_mode
+        self.quiet = quiet
+        # Piped output (CI logs, `| less`) gets a wide table rather than rich's 80-column default.
+        piped_width = None if sys.stdout.isatty() else 150
+        self.stdout = Console(file=sys.stdout, width=piped_width)
+        self.stderr = Console(file=sys.stderr, soft_wrap=True)
+        self._progress: Progress | None = None
+
+    @contextmanager
+    def progress(self) -> Iterator[None]:
+        """Progress bars live while the command runs, only on a terminal and never with --quiet."""
+        if self.quiet or not self.stderr.is_terminal:
+            yield
+            return
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            _CountColumn(),
+            TimeElapsedColumn(),
+            console=self.stderr,
+            transient=True,
+        )
+        with self._progress:
+            yield
+        self._progress = None
+
+    # Events
+    def warn(self, message: str) -> None:
+        if not self.quiet:
+            self.stderr.print(f"warning: {message}", highlight=False, markup=False)
+
+    def start(self, description: str, total: int | None, *, in_bytes: bool = False) -> Advance:
+        if self._progress is None:
+            return lambda steps=1: None
+        task = self._progress.add_task(description, total=total, in_bytes=in_bytes)
+        return lambda steps=1: self._progress.advance(task, steps)
+
+    # Results
+    def emit_json(self, payload: object) -> None:
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+
+    def estimate(self, result: EstimateResult) -> None:
+        if self.json_mode:
+            self.emit_json(
+                {
+                    "location": result.location,
+                    "modules": [
+                        {
+                            "module": m.target.base_key,
+                            "transposed": m.target.transposed,
+                            "stored_rank": m.stored_rank,
+                            "k": m.rank,
+                            "captured_energy": m.captured_energy,
+                            "displacement_energy": m.displacement_energy,
+                            "has_signal": m.has_signal,
+                            "from_cache": m.from_cache,
+                        }
+                        for m in result.modules
+                    ],
+                }
+            )
+            return
+        table = _table(f"subspace: {result.location}", ("module", "k", "stored", "captured", "||V||²", "from"))
+        for m in result.modules:
+            name = m.target.base_key + (" (T)" if m.target.transposed else "")
+            table.add_row(
+                name,
+                str(m.rank),
+                str(m.stored_rank),
+                f"{m.captured_energy:.3f}",
+                f"{m.displacement_energy:.3g}" if m.has_signal else "no signal",
+                "cache" if m.from_cache else "estimated",
+            )
+        self.stdout.print(table)
+
+    def reports(self, reports: list[AdapterReport], dry_run: bool) -> None:
+        if self.json_mode:
+            payload = [report.to_dict() for report in reports]
+            self.emit_json(payload[0] if len(payload) == 1 else payload)
+            return
+        for report in reports:
+            self.report_table(report, dry_run)
+
+    def report_table(self, report: AdapterReport, dry_run: bool = False) -> None:
+        where = "dry run, nothing written" if dry_run or report.output is None else f"-> {report.output}"
+        columns = ("module", "k", "aligned", "partial", "off", "off-energy", "removed", "cosine", "status")
+        table = _table(f"{report.adapter} [{report.method['name']}] {where}", columns, left=("module", "status"))
+        for module in report.modules:
+            row = module.to_dict()
+            directions = row["directions"]
+            table.add_row(
+                module.module,
+                str(row["subspace"]["k"]),
+                str(directions["aligned"]),
+                str(directions["partial"]),
+                str(directions["off"]),
+                f"{row['off_subspace_energy']:.3f}",
+                f"{row['attenuation_energy']:.3f}",
+                f"{row['cosine']:.3f}",
+                module.status if module.similarity is None else f"{module.status} (similarity {module.similarity:.3f})",
+            )
+        totals = report.totals.to_dict()
+        table.add_section()
+        table.add_row(
+            "total",
+            "",
+            str(totals["directions"]["aligned"]),
+            str(totals["directions"]["partial"]),
+            str(totals["directions"]["off"]),
+            f"{totals['off_subspace_energy']:.3f}",
+            f"{totals['attenuation_energy']:.3f}",
+            f"{totals['cosine']:.3f}",
+            "",
+        )
+        self.stdout.print(table)
+
+    def inspect(self, result: InspectResult) -> None:
+        if result.report is not None:
+            self.reports([result.report], dry_run=True)
+            return
+        if self.json_mode:
+            self.emit_json(
+                {
+                    "modules": [
+                        {
+                            "module": s.module,
+                            "kind": s.kind,
+                            "shape": list(s.shape),
+                            "rank": s.rank,
+                            "alpha": s.alpha,
+                            "scale": s.scale,
+                            "update_energy": s.update_energy,
+                            "top_singular_value": s.top_singular_value,
+                        }
+                        for s in result.summaries
+                    ]
+                }
+            )
+            return
+        table = _table(
+            "adapter modules",
+            ("module", "kind", "shape", "r", "alpha", "scale", "||dW||_F", "sigma_1"),
+            left=("module", "kind"),
+        )
+        for s in result.summaries:
+            table.add_row(
+                s.module,
+                s.kind,
+                f"{s.shape[0]}x{s.shape[1]}",
+                str(s.rank),
+                f"{s.alpha:g}",
+                f"{s.scale:.4g}",
+                f"{s.update_energy**0.5:.4g}",
+                f"{s.top_singular_value:.4g}",
+            )
+        self.stdout.print(table)
+
+    def error(self, line: str) -> None:
+        self.stderr.print(line, highlight=False, markup=False)
+
+
+def _table(title: str, columns: tuple[str, ...], left: tuple[str, ...] = ("module",)) -> Table:
+    """A results table: numbers right-aligned, long module names folded rather than cut."""
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(
+            column,
+            justify="left" if column in left else "right",
+            overflow="fold" if column == "module" else "ellipsis",
+        )
+    return table

@@ -1,0 +1,99 @@
+"""What a correction did to one module, measured from factors (docs/method.md section 6).
+
+Energies of dW, the corrected update and their difference, the aligned share and the direction
+classes; every figure is a Frobenius product of (m, r)-sized factors, never an (m, n) matrix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..subspace.estimate import SelectedSubspace
+from .decompose import LowRankUpdate, aligned_fractions, cosine_of, frobenius_dot, two_sided_aligned_fractions
+
+
+@dataclass(frozen=True)
+class DirectionCounts:
+    aligned: int
+    partial: int
+    off: int
+
+
+def classify_directions(aligned: torch.Tensor, mask: torch.Tensor, eps: float) -> DirectionCounts:
+    """docs/method.md section 3: fully aligned if o_i <= eps, off-subspace if a_i <= eps, else partial."""
+    aligned = aligned[mask]
+    off = 1.0 - aligned
+    fully = off <= eps
+    outside = (aligned <= eps) & ~fully
+    return DirectionCounts(
+        aligned=int(fully.sum()),
+        partial=int((~fully & ~outside).sum()),
+        off=int(outside.sum()),
+    )
+
+
+@dataclass(frozen=True)
+class CorrectionFigures:
+    """docs/method.md section 6, for one module; energies are absolute, fractions relative to ||dW||^2."""
+
+    update_energy: float
+    corrected_energy: float
+    removed_energy: float
+    aligned_energy: float
+    cosine: float
+    directions: DirectionCounts
+
+    @property
+    def attenuation_fraction(self) -> float:
+        return _fraction(self.removed_energy, self.update_energy)
+
+    @property
+    def aligned_fraction(self) -> float:
+        return _fraction(self.aligned_energy, self.update_energy)
+
+    @property
+    def off_subspace_fraction(self) -> float:
+        return 0.0 if self.update_energy == 0.0 else max(0.0, 1.0 - self.aligned_fraction)
+
+
+def _fraction(part: float, whole: float) -> float:
+    return 0.0 if whole == 0.0 else part / whole
+
+
+def measure_correction(
+    update: LowRankUpdate, corrected_b: torch.Tensor, subspace: SelectedSubspace, eps: float, two_sided: bool = False
+) -> CorrectionFigures:
+    """Energies of dW, X* = s B' A and their difference from (m, r) factors only.
+
+    For any X: (m, r), ||X A||_F = ||X R^T||_F because Q has orthonormal columns, so every figure is a
+    Frobenius product of (m, p') matrices. `two_sided` measures the aligned energy and the direction
+    classes against {P_out X P_in}: ||P_out dW P_in|| = ||(U_k^T s B)(A W_k)||, a (k, k) product.
+    """
+    original = update.scale * (update.lora_b @ update.row_factor.T)
+    corrected = update.scale * (corrected_b @ update.row_factor.T)
+    update_energy = frobenius_dot(original, original)
+    corrected_energy = frobenius_dot(corrected, corrected)
+    removed_energy = frobenius_dot(original - corrected, original - corrected)
+    if subspace.rank and two_sided:
+        inside = update.scale * (subspace.basis.T @ update.lora_b) @ (update.lora_a @ subspace.right)
+        aligned_energy = frobenius_dot(inside, inside)
+    elif subspace.rank:
+        aligned_energy = frobenius_dot(subspace.basis.T @ original, subspace.basis.T @ original)
+    else:
+        aligned_energy = 0.0
+    cosine = cosine_of(frobenius_dot(original, corrected), update_energy, corrected_energy)
+    if two_sided:
+        fractions = two_sided_aligned_fractions(update, subspace)
+    else:
+        fractions = aligned_fractions(update, subspace.basis)
+    counts = classify_directions(fractions, update.nonzero_directions(), eps)
+    return CorrectionFigures(
+        update_energy=update_energy,
+        corrected_energy=corrected_energy,
+        removed_energy=removed_energy,
+        aligned_energy=min(aligned_energy, update_energy),
+        cosine=cosine,
+        directions=counts,
+    )

@@ -1,0 +1,36 @@
+"""The knobs of a correction: plain data, checked when made."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import UsageError
+
+SAFELORA_SELECTIONS = ("number", "threshold")
+
+
+@dataclass(frozen=True)
+class CorrectionParams:
+    """The knobs of a correction (docs/method.md section 4); each method reads the ones it uses."""
+
+    lambda_: float = 3.0
+    eps: float = 0.05
+    # Safe LoRA's module selection (docs/method.md section 5), with the reference implementation's defaults.
+    safelora_select: str = "number"
+    safelora_threshold: float = 0.5
+    safelora_layers: int = 10
+    # The subspace of matrices P_out X P_in instead of P X (docs/method.md section 5).
+    two_sided: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.lambda_ >= 0.0:  # also refuses NaN
+            raise UsageError(f"must be >= 0, got {self.lambda_}", parameter="lambda_")
+        if not 0.0 <= self.eps <= 1.0:
+            raise UsageError(f"must be in [0, 1], got {self.eps}", parameter="eps")
+        if self.safelora_select not in SAFELORA_SELECTIONS:
+            choices = " or ".join(SAFELORA_SELECTIONS)
+            raise UsageError(f"choose {choices}, got {self.safelora_select!r}", parameter="safelora_select")
+        if not -1.0 <= self.safelora_threshold <= 1.0:  # a cosine similarity; also refuses NaN
+            raise UsageError(f"must be in [-1, 1], got {self.safelora_threshold}", parameter="safelora_threshold")
+        if self.safelora_layers < 0:
+            raise UsageError(f"must be at least 0, got {self.safelora_layers}", parameter="safelora_layers")

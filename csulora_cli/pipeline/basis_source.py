@@ -1,0 +1,96 @@
+"""Wiring a run's bases: the cache folder's layout, the device, and which provider serves the bases.
+
+The one place that knows `$CSULORA_CACHE` holds three kinds of record (bases, file digests, Hub
+metadata) and that a `SubspaceSpec` names either a subspace folder or a base/aligned pair.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..adapters.peft import LoraAdapter
+from ..checkpoints.hub.client import HubClient
+from ..checkpoints.hub.options import HubOptions
+from ..checkpoints.open_source import open_source
+from ..errors import UsageError
+from ..events import Events
+from ..subspace.estimate import EstimationParams
+from ..subspace.folder import SubspaceFolder
+from ..subspace.providers import BasisProvider, EstimatingProvider, FolderProvider
+from ..subspace.store import BasisCache
+from .types import SubspaceSpec
+
+
+def default_cache_dir() -> Path:
+    configured = os.environ.get("CSULORA_CACHE")
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "csulora"
+
+
+@dataclass(frozen=True)
+class CacheLayout:
+    """What lives under the cache folder: bases (`BasisCache`), file digests, and Hub metadata."""
+
+    root: Path
+
+    @property
+    def file_digests(self) -> Path:
+        return self.root / "file-digests"
+
+    @property
+    def hub_metadata(self) -> Path:
+        """Resolved refs, commit file lists and shard headers of Hub repos (tensor data stays in the HF cache)."""
+        return self.root / "hub"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("CUDA was asked for but torch sees no CUDA device", parameter="device")
+    return torch.device(name)
+
+
+def estimating_provider(
+    base: str,
+    aligned: str,
+    params: EstimationParams,
+    cache_dir: Path | None,
+    device: torch.device,
+    hub_options: HubOptions,
+    events: Events,
+) -> EstimatingProvider:
+    layout = CacheLayout(cache_dir or default_cache_dir())
+    hub = HubClient(hub_options, layout.hub_metadata, events)
+    return EstimatingProvider(
+        open_source(base, digest_memo_dir=layout.file_digests, hub=hub),
+        open_source(aligned, digest_memo_dir=layout.file_digests, hub=hub),
+        BasisCache(layout.root, events.warn),
+        params,
+        device,
+    )
+
+
+def open_provider(spec: SubspaceSpec, adapters: list[LoraAdapter], events: Events) -> BasisProvider:
+    """Bases from the spec's subspace folder, or estimated from its pair (the aligned model defaulting to the
+    adapters' common `base_model_name_or_path`)."""
+    device = resolve_device(spec.device)
+    if spec.subspace is not None:
+        return FolderProvider(SubspaceFolder(spec.subspace), device)
+    if spec.base is None:
+        raise UsageError("a subspace is needed: pass {subspace} DIR or {base} BASE", parameter="base")
+    aligned = spec.aligned or _aligned_from_adapters(adapters)
+    return estimating_provider(spec.base, aligned, spec.estimation, spec.cache_dir, device, spec.hub, events)
+
+
+def _aligned_from_adapters(adapters: list[LoraAdapter]) -> str:
+    names = {adapter.config.get("base_model_name_or_path") for adapter in adapters}
+    if len(names) != 1 or None in names or not all(isinstance(n, str) and n for n in names):
+        raise UsageError(
+            "the adapters do not name one common base_model_name_or_path; pass the aligned model",
+            parameter="aligned",
+        )
+    return names.pop()

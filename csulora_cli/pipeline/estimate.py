@@ -1,0 +1,68 @@
+"""`estimate-subspace`: the bases of the targeted modules, into the cache or a portable subspace folder."""
+
+from __future__ import annotations
+
+from ..adapters.peft import read_adapter
+from ..errors import CsuloraError
+from ..events import Events, SilentEvents
+from ..subspace.estimate import SubspaceBasis
+from ..subspace.folder import add_to_subspace_folder, prepare_subspace_folder
+from ..subspace.targets import Target, layer_of, model_type, parse_layers, targets_by_name, targets_for_adapter
+from .basis_source import estimating_provider, resolve_device
+from .types import EstimateRequest, EstimateResult, ModuleSubspace
+
+
+def estimate_subspace(request: EstimateRequest, events: Events = SilentEvents()) -> EstimateResult:
+    layers = parse_layers(request.layers) if request.layers is not None else None
+    provider = estimating_provider(
+        request.base,
+        request.aligned,
+        request.estimation,
+        request.cache_dir,
+        resolve_device(request.device),
+        request.hub,
+        events,
+    )
+    if request.adapter is not None:
+        adapter = read_adapter(request.adapter)
+        targets = list(dict.fromkeys(targets_for_adapter(adapter, provider).values()))
+    else:
+        targets = targets_by_name(provider.base, provider.aligned, request.modules, model_type(provider.base))
+    if layers is not None:
+        targets = [target for target in targets if layer_of(target.base_key) in layers]
+    if not targets:
+        if layers is not None or request.modules:
+            raise CsuloraError("no 2-D weights match", parameter="layers" if layers is not None else "modules")
+        raise CsuloraError("no 2-D weights match", where=request.base)
+    provider.check(targets)
+    if request.out is not None:
+        sources = {"base": provider.base.describe(), "aligned": provider.aligned.describe()}
+        prepare_subspace_folder(request.out, sources, request.estimation, request.overwrite)
+    advance = events.start("estimating subspaces", len(targets))
+    modules = []
+    # By default, every 2-D weight *that differs* (README, estimate-subspace); whether it differs is
+    # known once it is read.
+    skip_unchanged = request.adapter is None and request.modules is None
+    for target, basis, from_cache in provider.bases(targets):
+        advance()
+        if skip_unchanged and not basis.has_signal:
+            continue
+        modules.append(_module_subspace(target, basis, request.energy, from_cache))
+        if request.out is not None:
+            # Written as each module finishes, so a job split across machines fills the folder as it goes.
+            add_to_subspace_folder(request.out, provider.request(target), basis)
+    location = str(request.out) if request.out is not None else str(provider.cache.directory)
+    return EstimateResult(location=location, modules=modules)
+
+
+def _module_subspace(target: Target, basis: SubspaceBasis, energy: float, from_cache: bool) -> ModuleSubspace:
+    selected = basis.select(energy)
+    return ModuleSubspace(
+        target=target,
+        stored_rank=basis.basis.shape[1],
+        rank=selected.rank,
+        captured_energy=selected.captured_energy,
+        displacement_energy=basis.total_energy,
+        has_signal=basis.has_signal,
+        from_cache=from_cache,
+    )

@@ -1,0 +1,152 @@
+"""The correction report (docs/method.md section 6): typed per-module records, totals and their JSON form.
+
+Figures arrive already computed (`correction.measures.CorrectionFigures`); this module only arranges them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .. import __version__
+from ..correction.measures import CorrectionFigures
+
+REPORT_SCHEMA_VERSION = 1
+REPORT_FILE = "csulora_report.json"
+
+
+@dataclass(frozen=True)
+class ModuleReport:
+    module: str
+    base_key: str
+    kind: str
+    shape: tuple[int, int]  # (m, n), output-space form
+    rank: int
+    alpha: float
+    scale: float
+    status: str  # "corrected", "unchanged" (method none / nothing to remove) or "no_signal"
+    subspace_rank: int
+    captured_energy: float
+    displacement_energy: float
+    figures: CorrectionFigures
+    note: str = ""
+    # Methods that select modules (safelora): whether this one was rewritten, and the score that decided.
+    selected: bool | None = None
+    similarity: float | None = None
+
+    def to_dict(self) -> dict:
+        figures = self.figures
+        record = {
+            "module": self.module,
+            "base_key": self.base_key,
+            "kind": self.kind,
+            "shape": list(self.shape),
+            "rank": self.rank,
+            "alpha": self.alpha,
+            "scale": self.scale,
+            "status": self.status,
+            "note": self.note,
+            "subspace": {
+                "k": self.subspace_rank,
+                "captured_energy": self.captured_energy,
+                "displacement_energy": self.displacement_energy,
+            },
+            "update_energy": figures.update_energy,
+            "corrected_energy": figures.corrected_energy,
+            "removed_energy": figures.removed_energy,
+            "attenuation_energy": figures.attenuation_fraction,
+            "aligned_energy": figures.aligned_fraction,
+            "off_subspace_energy": figures.off_subspace_fraction,
+            "cosine": figures.cosine,
+            "directions": {
+                "aligned": figures.directions.aligned,
+                "partial": figures.directions.partial,
+                "off": figures.directions.off,
+            },
+        }
+        if self.selected is not None:
+            record["selected"] = self.selected
+            record["similarity"] = self.similarity
+        return record
+
+
+@dataclass(frozen=True)
+class Totals:
+    update_energy: float
+    corrected_energy: float
+    removed_energy: float
+    aligned_energy: float
+    cosine: float
+    directions: dict[str, int]
+
+    @property
+    def attenuation_fraction(self) -> float:
+        return 0.0 if self.update_energy == 0 else self.removed_energy / self.update_energy
+
+    @property
+    def off_subspace_fraction(self) -> float:
+        return 0.0 if self.update_energy == 0 else max(0.0, 1.0 - self.aligned_energy / self.update_energy)
+
+    def to_dict(self) -> dict:
+        return {
+            "update_energy": self.update_energy,
+            "corrected_energy": self.corrected_energy,
+            "removed_energy": self.removed_energy,
+            "attenuation_energy": self.attenuation_fraction,
+            "aligned_energy": 0.0 if self.update_energy == 0 else self.aligned_energy / self.update_energy,
+            "off_subspace_energy": self.off_subspace_fraction,
+            "cosine": self.cosine,
+            "directions": self.directions,
+        }
+
+
+def totals_of(modules: list[ModuleReport]) -> Totals:
+    """Totals over the whole adapter, as if its updates were one concatenated vector."""
+    update = sum(m.figures.update_energy for m in modules)
+    corrected = sum(m.figures.corrected_energy for m in modules)
+    inner = sum(
+        m.figures.cosine * math.sqrt(m.figures.update_energy) * math.sqrt(m.figures.corrected_energy) for m in modules
+    )
+    norms = math.sqrt(update) * math.sqrt(corrected)
+    cosine = inner / norms if norms > 0 else (1.0 if update == corrected else 0.0)
+    return Totals(
+        update_energy=update,
+        corrected_energy=corrected,
+        removed_energy=sum(m.figures.removed_energy for m in modules),
+        aligned_energy=sum(m.figures.aligned_energy for m in modules),
+        cosine=max(-1.0, min(1.0, cosine)),
+        directions={
+            "aligned": sum(m.figures.directions.aligned for m in modules),
+            "partial": sum(m.figures.directions.partial for m in modules),
+            "off": sum(m.figures.directions.off for m in modules),
+        },
+    )
+
+
+@dataclass(frozen=True)
+class AdapterReport:
+    adapter: str
+    output: str | None
+    method: dict  # {"name", "params", "reference"}
+    subspace: dict  # sources and estimation parameters
+    modules: list[ModuleReport] = field(default_factory=list)
+    # Tensors that are not LoRA factors (modules_to_save, PEFT's saved embedding layers): full weights
+    # that replace the model's own on load, copied unchanged and never corrected.
+    passthrough: list[str] = field(default_factory=list)
+
+    @property
+    def totals(self) -> Totals:
+        return totals_of(self.modules)
+
+    def to_dict(self) -> dict:
+        return {
+            "schema_version": REPORT_SCHEMA_VERSION,
+            "tool": {"name": "csulora", "version": __version__},
+            "adapter": self.adapter,
+            "output": self.output,
+            "method": self.method,
+            "subspace": self.subspace,
+            "totals": self.totals.to_dict(),
+            "modules": [module.to_dict() for module in self.modules],
+            "passthrough_tensors": self.passthrough,
+        }

@@ -1,0 +1,130 @@
+"""Portable subspace folders (`estimate-subspace --out`): a manifest and one basis file per module.
+
+Several jobs (a Slurm array, a CI matrix) may fill one folder with different modules; the module index
+is read from the basis files' own headers, so the jobs need no shared index file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+from .. import __version__
+from ..atomic import write_atomically
+from ..checkpoints.header import read_header
+from ..errors import CsuloraError, FormatError, MissingTensorError, OutputExistsError
+from .estimate import EstimationParams, SubspaceBasis
+from .store import BasisRequest, fingerprint, read_basis_file, write_basis_file
+
+SUBSPACE_MANIFEST = "subspace.json"
+SUBSPACE_SCHEMA_VERSION = 2
+
+
+def _file_name(base_key: str, transposed: bool) -> str:
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", base_key)
+    return f"{safe}{'.T' if transposed else ''}.safetensors"
+
+
+def prepare_subspace_folder(folder: Path, sources: dict, params: EstimationParams, overwrite: bool) -> None:
+    """Create (or join) a portable subspace folder before any basis is written into it.
+
+    Several jobs (a Slurm array, a CI matrix) may fill one folder with different modules: a folder that
+    already holds a subspace of the same sources and parameters is joined, never replaced. Anything
+    else there is kept unless `overwrite` is given.
+    """
+    manifest = {
+        "schema_version": SUBSPACE_SCHEMA_VERSION,
+        "tool": {"name": "csulora", "version": __version__},
+        "sources": sources,
+        "estimation": params.as_dict(),
+    }
+    manifest_path = folder / SUBSPACE_MANIFEST
+    if folder.exists():
+        if not folder.is_dir():
+            raise CsuloraError("output exists and is not a folder", where=str(folder))
+        existing = _read_manifest(manifest_path) if manifest_path.is_file() else None
+        # An older schema lacks what this version writes (right vectors): never mixed into one folder.
+        compatible = existing is not None and all(
+            existing.get(key) == manifest[key] for key in ("schema_version", "sources", "estimation")
+        )
+        if not compatible and any(folder.iterdir()):
+            if not overwrite:
+                what = "a subspace of other sources or parameters" if existing else "other files"
+                raise OutputExistsError(
+                    f"output holds {what}", where=str(folder), hint="pass {overwrite} to replace it"
+                )
+            shutil.rmtree(folder)
+    (folder / "bases").mkdir(parents=True, exist_ok=True)
+    write_atomically(manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def add_to_subspace_folder(folder: Path, request: BasisRequest, basis: SubspaceBasis) -> None:
+    record = {"fingerprint": fingerprint(request), "module": request.base_key, "transposed": request.transposed}
+    write_basis_file(folder / "bases" / _file_name(request.base_key, request.transposed), basis, record)
+
+
+def _read_manifest(path: Path) -> dict:
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise FormatError(f"not a subspace manifest ({error})", where=str(path)) from None
+    if not isinstance(manifest, dict):
+        raise FormatError("not a subspace manifest (not a JSON object)", where=str(path))
+    return manifest
+
+
+class SubspaceFolder:
+    """A portable subspace folder read back: bases looked up by base key and orientation.
+
+    The module index is read from the basis files' own headers, so a folder filled by several jobs
+    needs no shared index file.
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        manifest_path = folder / SUBSPACE_MANIFEST
+        if not folder.is_dir():
+            raise CsuloraError("subspace folder does not exist", where=str(folder))
+        if not manifest_path.is_file():
+            raise MissingTensorError(f"not a subspace folder: no {SUBSPACE_MANIFEST}", where=str(folder))
+        self.manifest = _read_manifest(manifest_path)
+        self.sources = self.manifest.get("sources", {})
+        self.estimation = self.manifest.get("estimation", {})
+        self.modules = {}
+        for path in sorted((folder / "bases").glob("*.safetensors")):
+            header = read_header(path)
+            try:
+                record = json.loads(header.metadata["csulora"])
+                key, transposed = record["module"], bool(record["transposed"])
+                out_features = header.entries["basis"].shape[0]
+            except (KeyError, ValueError, TypeError, IndexError):
+                raise FormatError("not a csulora basis file", where=str(path)) from None
+            self.modules[_index_key(key, transposed)] = {
+                "key": key,
+                "transposed": transposed,
+                "path": path,
+                "out_features": out_features,
+            }
+
+    def keys(self) -> set[str]:
+        return {entry["key"] for entry in self.modules.values()}
+
+    def entry(self, base_key: str, transposed: bool) -> dict:
+        entry = self.modules.get(_index_key(base_key, transposed))
+        if entry is None:
+            orientation = "transposed " if transposed else ""
+            raise MissingTensorError(
+                f"no {orientation}basis for {base_key} in this subspace folder",
+                where=str(self.folder),
+                hint="estimate it with estimate-subspace {adapter} ADAPTER {out} DIR",
+            )
+        return entry
+
+    def load(self, base_key: str, transposed: bool) -> SubspaceBasis:
+        return read_basis_file(self.entry(base_key, transposed)["path"])[0]
+
+
+def _index_key(base_key: str, transposed: bool) -> str:
+    return f"{base_key}{'|T' if transposed else ''}"

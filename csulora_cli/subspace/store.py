@@ -1,0 +1,145 @@
+"""Basis files and the shared basis cache (docs/method.md section 7).
+
+One safetensors file per module holding the max-rank basis, its singular values, V's right singular
+vectors and a metadata record (fingerprint, energies, checksum). Files are written to a temporary name
+and renamed, so several processes can fill one cache; a file that fails its checksum or fingerprint is
+reported and recomputed. Portable subspace folders use the same files (`folder.py`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .. import __version__
+from ..atomic import atomic_file
+from ..checkpoints.header import raw_bytes
+from ..errors import CsuloraError, FormatError
+from .estimate import EstimationParams, SubspaceBasis
+
+# 2: basis files also hold V's right singular vectors. The format is part of every fingerprint, so
+# entries of an older format are never found (and are recomputed), never misread.
+CACHE_FORMAT = 2
+
+Warn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BasisRequest:
+    """Everything a basis depends on: which weight, in which orientation, from which bytes, how."""
+
+    base_key: str
+    transposed: bool  # Conv1D / Embedding weights are transposed to output-space form
+    base_content: str
+    aligned_content: str
+    params: EstimationParams
+
+    @property
+    def label(self) -> str:
+        return self.base_key + (" (transposed)" if self.transposed else "")
+
+
+def fingerprint(request: BasisRequest) -> str:
+    """The cache key: a hash of content ids, module, orientation and estimation parameters."""
+    record = {
+        "format": CACHE_FORMAT,
+        "base": request.base_content,
+        "aligned": request.aligned_content,
+        "key": request.base_key,
+        "transposed": request.transposed,
+        "params": request.params.as_dict(),
+    }
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+
+
+def _checksum(*tensors: torch.Tensor) -> str:
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        digest.update(raw_bytes(tensor))
+    return digest.hexdigest()
+
+
+def write_basis_file(path: Path, basis: SubspaceBasis, record: dict) -> None:
+    """Write atomically: a reader sees the old file, the new file, or none, never a partial one."""
+    tensors = {"basis": basis.basis, "singular_values": basis.singular_values}
+    if basis.right is not None:
+        tensors["right"] = basis.right
+    tensors = {name: tensor.detach().to("cpu", torch.float32).contiguous() for name, tensor in tensors.items()}
+    record = dict(
+        record,
+        total_energy=basis.total_energy,
+        reference_energy=basis.reference_energy,
+        checksum=_checksum(*tensors.values()),
+        tool_version=__version__,
+    )
+    with atomic_file(path, fsync=True) as temporary:
+        save_file(tensors, str(temporary), metadata={"csulora": json.dumps(record, sort_keys=True)})
+
+
+def read_basis_file(path: Path) -> tuple[SubspaceBasis, dict]:
+    """Read and verify one basis file; raises FormatError when it is damaged."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            record = json.loads((handle.metadata() or {})["csulora"])
+            basis, values = handle.get_tensor("basis"), handle.get_tensor("singular_values")
+            # A subspace folder of schema 1 has no right vectors; the methods that need them say so.
+            right = handle.get_tensor("right") if "right" in handle.keys() else None
+    except (OSError, SafetensorError, KeyError, ValueError, TypeError) as error:
+        raise FormatError(f"damaged subspace file ({type(error).__name__})", where=str(path)) from None
+    stored = (basis, values) if right is None else (basis, values, right)
+    if record.get("checksum") != _checksum(*stored):
+        raise FormatError("damaged subspace file (checksum mismatch)", where=str(path))
+    if basis.dim() != 2 or values.shape != (basis.shape[1],):
+        raise FormatError("damaged subspace file (inconsistent shapes)", where=str(path))
+    if right is not None and (right.dim() != 2 or right.shape[1] != basis.shape[1]):
+        raise FormatError("damaged subspace file (inconsistent shapes)", where=str(path))
+    energies = float(record["total_energy"]), float(record["reference_energy"])
+    return SubspaceBasis(basis, values, *energies, right=right), record
+
+
+class BasisCache:
+    """The shared on-disk cache: `<dir>/bases/<fingerprint[:2]>/<fingerprint>.safetensors`."""
+
+    def __init__(self, directory: Path, warn: Warn):
+        self.directory = directory
+        self.warn = warn
+
+    def path_for(self, request: BasisRequest) -> Path:
+        key = fingerprint(request)
+        return self.directory / "bases" / key[:2] / f"{key}.safetensors"
+
+    def load(self, request: BasisRequest) -> SubspaceBasis | None:
+        path = self.path_for(request)
+        if not path.is_file():
+            return None
+        try:
+            basis, record = read_basis_file(path)
+        except FormatError as error:
+            self.warn(f"{error.one_line()}; recomputing")
+            return None
+        if record.get("fingerprint") != fingerprint(request):
+            self.warn(f"{path}: cache entry belongs to other inputs; recomputing")
+            return None
+        return basis
+
+    def save(self, request: BasisRequest, basis: SubspaceBasis) -> None:
+        record = {
+            "fingerprint": fingerprint(request),
+            "module": request.base_key,
+            "transposed": request.transposed,
+        }
+        try:
+            write_basis_file(self.path_for(request), basis, record)
+        except OSError as error:
+            raise CsuloraError(
+                f"cannot write the cache ({error.strerror})",
+                where=str(self.directory),
+                hint="pass {cache_dir} to use another folder",
+            ) from None

@@ -1,0 +1,57 @@
+"""Every command has working `--help`, and the README names every command and every long option."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import typer
+
+from csulora_cli.cli import app
+from tests.helpers import assert_ok, run_cli
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+REQUIRED_COMMANDS = ("estimate-subspace", "correct", "inspect", "demo")
+
+
+def commands() -> dict:
+    return typer.main.get_command(app).commands
+
+
+def long_options(command) -> list[str]:
+    options = []
+    for parameter in command.params:
+        if getattr(parameter, "param_type_name", None) != "option":
+            continue
+        for flag in [*parameter.opts, *getattr(parameter, "secondary_opts", [])]:
+            if flag.startswith("--") and flag != "--help":
+                options.append(flag)
+    return options
+
+
+def test_the_contract_commands_exist():
+    assert set(REQUIRED_COMMANDS) <= set(commands())
+
+
+def test_root_help():
+    result = assert_ok(run_cli("--help", env={"COLUMNS": "200"}))
+    for name in commands():
+        assert name in result.stdout
+
+
+@pytest.mark.parametrize("name", sorted(set(REQUIRED_COMMANDS) | set(commands())))
+def test_command_help(name):
+    result = assert_ok(run_cli(name, "--help", env={"COLUMNS": "200"}))
+    assert "Usage" in result.stdout
+    for option in long_options(commands()[name]):
+        assert re.search(rf"{re.escape(option)}\b", result.stdout), f"{option} missing from `csulora {name} --help`"
+
+
+@pytest.mark.parametrize("name", sorted(set(REQUIRED_COMMANDS) | set(commands())))
+def test_readme_documents_the_command_and_its_options(name):
+    assert README.is_file(), "README.md is missing"
+    text = README.read_text()
+    assert re.search(rf"csulora {re.escape(name)}\b", text), f"README never shows `csulora {name}`"
+    missing = [option for option in long_options(commands()[name]) if not re.search(rf"{re.escape(option)}\b", text)]
+    assert not missing, f"README does not mention {missing} of `csulora {name}`"
