@@ -19,7 +19,8 @@ from ..errors import CsuloraError, UsageError
 from ..events import Events, SilentEvents
 from ..report.card import render_card
 from ..report.records import REPORT_FILE, AdapterReport, ModuleReport
-from ..subspace.targets import Target, targets_for_adapter
+from ..subspace.keys import Target
+from ..subspace.targets import targets_for_adapter
 from .basis_source import open_provider
 from .module import Outcome, correct_module
 from .types import CorrectRequest

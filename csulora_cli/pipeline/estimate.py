@@ -7,7 +7,8 @@ from ..errors import CsuloraError
 from ..events import Events, SilentEvents
 from ..subspace.estimate import SubspaceBasis
 from ..subspace.folder import add_to_subspace_folder, prepare_subspace_folder
-from ..subspace.targets import Target, layer_of, model_type, parse_layers, targets_by_name, targets_for_adapter
+from ..subspace.keys import Target, layer_of, parse_layers
+from ..subspace.targets import model_type, targets_by_name, targets_for_adapter
 from .basis_source import estimating_provider, resolve_device
 from .types import EstimateRequest, EstimateResult, ModuleSubspace
 

@@ -14,7 +14,8 @@ from ..correction.params import CorrectionParams
 from ..errors import CsuloraError
 from ..report.records import ModuleReport
 from ..subspace.estimate import SelectedSubspace, SubspaceBasis
-from ..subspace.targets import Target, resolved_kind
+from ..subspace.keys import Target
+from ..subspace.targets import resolved_kind
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from ..correction.params import CorrectionParams
 from ..errors import UsageError
 from ..report.records import AdapterReport
 from ..subspace.estimate import DEFAULT_ENERGY, EstimationParams, check_energy
-from ..subspace.targets import Target, parse_layers
+from ..subspace.keys import Target, parse_layers
 
 DEVICES = ("auto", "cpu", "cuda")
 

@@ -18,8 +18,8 @@ from ..errors import MissingTensorError, ShapeMismatchError
 from .displacement import form_displacement
 from .estimate import EstimationParams, SubspaceBasis, estimate_basis
 from .folder import SubspaceFolder
+from .keys import Target
 from .store import BasisCache, BasisRequest
-from .targets import Target
 
 # Modules read ahead of the one being decomposed. Reading a module takes a tenth of decomposing it
 # (3.3 s to read every targeted tensor of the 1B pair, 38 s to estimate them), so one is enough to keep
