@@ -20,6 +20,7 @@ from ..decompose import (
 )
 from ..params import CorrectionParams
 from . import two_sided
+from .base import CorrectionMethod, penalty_parameters
 
 
 def attenuation_factors(aligned: torch.Tensor, lambda_: float, eps: float) -> torch.Tensor:
@@ -32,17 +33,13 @@ def attenuation_factors(aligned: torch.Tensor, lambda_: float, eps: float) -> to
     return 1.0 / (1.0 + lambda_ * weight)
 
 
-class ClosestSafeUpdate:
+class ClosestSafeUpdate(CorrectionMethod):
     name = "csulora"
     summary = "keep the in-subspace part of each direction, attenuate the rest by its off-subspace energy"
     reference_url = "https://arxiv.org/abs/2605.30640"
-    selects_modules = False
-    supports_two_sided = True
-    rewrites_b = True
-    needs_right_vectors = False
 
     def parameters(self, params: CorrectionParams) -> dict:
-        return {"lambda": params.lambda_, "eps": params.eps} | ({"two_sided": True} if params.two_sided else {})
+        return penalty_parameters(params)
 
     def corrected_b(self, update: LowRankUpdate, subspace: SelectedSubspace, params: CorrectionParams) -> torch.Tensor:
         if params.two_sided:

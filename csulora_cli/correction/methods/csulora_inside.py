@@ -19,20 +19,16 @@ from ..decompose import (
 )
 from ..params import CorrectionParams
 from . import two_sided
+from .base import CorrectionMethod, penalty_parameters
 from .csulora import attenuation_factors
 
 
-class InsideAttenuation:
+class InsideAttenuation(CorrectionMethod):
     name = "csulora-inside"
     summary = "keep the off-subspace part of each direction, attenuate the in-subspace part by its aligned energy"
-    reference_url = ""
-    selects_modules = False
-    supports_two_sided = True
-    rewrites_b = True
-    needs_right_vectors = False
 
     def parameters(self, params: CorrectionParams) -> dict:
-        return {"lambda": params.lambda_, "eps": params.eps} | ({"two_sided": True} if params.two_sided else {})
+        return penalty_parameters(params)
 
     def corrected_b(self, update: LowRankUpdate, subspace: SelectedSubspace, params: CorrectionParams) -> torch.Tensor:
         if params.two_sided:

@@ -20,6 +20,7 @@ from ...subspace.estimate import SelectedSubspace
 from ..decompose import LowRankUpdate
 from ..least_squares import gram_pinv
 from ..params import CorrectionParams
+from .base import CorrectionMethod
 
 # gamma_j below this is a direction A cannot reach (then c_j = 0 too): nothing to attenuate.
 UNREACHABLE = 1e-12
@@ -43,13 +44,10 @@ def penalty_coefficients(coefficients: torch.Tensor, reach: torch.Tensor, lambda
     return torch.where(penalised, removed, torch.zeros_like(removed))
 
 
-class SignAwarePenalty:
+class SignAwarePenalty(CorrectionMethod):
     name = "csulora-signed"
     summary = "attenuate the update's negative coefficients along V's own directions u_j w_j^T"
-    reference_url = ""
-    selects_modules = False
     supports_two_sided = False
-    rewrites_b = True
     needs_right_vectors = True
 
     def parameters(self, params: CorrectionParams) -> dict:

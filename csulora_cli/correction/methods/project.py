@@ -8,19 +8,13 @@ from ...subspace.estimate import SelectedSubspace
 from ..decompose import LowRankUpdate, apply_projector
 from ..params import CorrectionParams
 from . import two_sided
+from .base import CorrectionMethod
 
 
-class HardProjection:
+class HardProjection(CorrectionMethod):
     name = "project"
     summary = "keep only the part of the update inside the safety subspace"
     reference_url = "https://arxiv.org/abs/2605.30640"
-    selects_modules = False
-    supports_two_sided = True
-    rewrites_b = True
-    needs_right_vectors = False
-
-    def parameters(self, params: CorrectionParams) -> dict:
-        return {"two_sided": True} if params.two_sided else {}
 
     def corrected_b(self, update: LowRankUpdate, subspace: SelectedSubspace, params: CorrectionParams) -> torch.Tensor:
         if params.two_sided:

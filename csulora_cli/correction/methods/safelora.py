@@ -14,6 +14,7 @@ import torch
 from ...subspace.estimate import SelectedSubspace
 from ..decompose import LowRankUpdate, update_cosine
 from ..params import CorrectionParams
+from .base import CorrectionMethod
 
 # A basis holding this much of ||V||^2 counts as all of it: the float32 singular values of a complete
 # basis account for ||V||^2 (summed exactly in float64) to within about 1e-6.
@@ -48,14 +49,12 @@ def select_modules(similarities: list[float], params: CorrectionParams) -> list[
     return [value <= threshold for value in similarities]
 
 
-class SafeLora:
+class SafeLora(CorrectionMethod):
     name = "safelora"
     summary = "Safe LoRA: B' = C B with C = V V^T / ||V||_F, on the modules least similar after projection"
     reference_url = "https://arxiv.org/abs/2405.16833"
     selects_modules = True
     supports_two_sided = False  # C is defined on the output side only
-    rewrites_b = True
-    needs_right_vectors = False
 
     def parameters(self, params: CorrectionParams) -> dict:
         if params.safelora_select == "threshold":
