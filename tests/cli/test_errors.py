@@ -1,5 +1,6 @@
-"""User errors through the installed console script: exit status, and exactly one stderr line that names
-the file, tensor or flag, never a traceback (CLI.md, Conventions). 1 error, 2 usage error."""
+"""User errors through the CLI (in process, through the console script's own error boundary): exit status,
+and exactly one stderr line that names the file, tensor or flag, never a traceback (README, Conventions).
+1 error, 2 usage error."""
 
 from __future__ import annotations
 
@@ -270,3 +271,41 @@ def test_click_usage_errors(models, arguments):
     arguments = tuple(str(adapter) if argument == "ADAPTER" else argument for argument in arguments)
     line = assert_one_line_error(run_cli("estimate-subspace", base, aligned, *arguments), 2)
     assert "internal error" not in line
+
+
+# Every value is checked when it is given, even where the run would never read it.
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ("correct", "ADAPTER", "--subspace", "SUBSPACE", "--out", "OUT", "--fetch", "everything"),
+        ("inspect", "ADAPTER", "--method", "bogus"),
+        ("inspect", "ADAPTER", "--device", "tpu"),
+        ("inspect", "ADAPTER", "--safelora-select", "all"),
+        ("inspect", "ADAPTER", "--method", "safelora", "--two-sided"),
+    ],
+    ids=["fetch-with-subspace", "method-without-subspace", "device", "select", "two-sided-without-subspace"],
+)
+def test_values_the_run_would_not_read_are_still_checked(models, subspace, tmp_path, arguments):
+    _, _, adapter = models
+    names = {"ADAPTER": adapter, "SUBSPACE": subspace, "OUT": tmp_path / "out"}
+    flag = next(argument for argument in arguments[::-1] if argument.startswith("--"))
+    result = run_cli(*(names.get(argument, argument) for argument in arguments))
+    assert_one_line_error(result, 2, flag)
+    assert not (tmp_path / "out").exists()
+
+
+def test_library_errors_name_the_parameter_and_the_cli_its_flag(models, subspace, tmp_path):
+    from csulora_cli.api import CorrectRequest, SubspaceSpec
+    from csulora_cli.checkpoints.hub.options import HubOptions
+    from csulora_cli.errors import UsageError
+
+    with pytest.raises(UsageError) as raised:
+        SubspaceSpec(subspace=subspace, hub=HubOptions(fetch="everything"))
+    assert raised.value.parameter == "fetch" and raised.value.one_line().startswith("fetch: unknown fetch mode")
+    with pytest.raises(UsageError) as raised:
+        CorrectRequest(adapters=(models[2],), out=None, subspace=SubspaceSpec(subspace=subspace))
+    assert raised.value.one_line() == "out: an output folder is needed (or dry_run)"
+    line = assert_one_line_error(run_cli("correct", models[2], "--subspace", subspace), 2)
+    assert line == "csulora: error: --out: an output folder is needed (or --dry-run)"
