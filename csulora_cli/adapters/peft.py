@@ -130,14 +130,14 @@ def read_config(path: Path) -> dict:
         )
     for name in ("r", "lora_alpha"):
         value = config.get(name, 8)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
             raise FormatError(f"{name} must be a positive number, got {value!r}", where=f"{path} [{name}]")
     for name in ("rank_pattern", "alpha_pattern"):
         patterns = config.get(name) or {}
         if not isinstance(patterns, dict):
             raise FormatError(f"{name} must be a JSON object", where=f"{path} [{name}]")
         for pattern, value in patterns.items():
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
                 raise FormatError(f"{pattern!r} must map to a positive number", where=f"{path} [{name}]")
             try:
                 re.compile(pattern)

@@ -7,7 +7,7 @@ import struct
 
 import torch
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from csulora_cli.checkpoints.header import read_header
@@ -77,6 +77,7 @@ def test_header_parser_on_random_json_headers(tmp_path, header, tail):
         max_size=6,
     )
 )
+@example(config={"r": float("inf")})  # once found by this test: int(inf) raised OverflowError
 def test_adapter_config_parser_on_random_configs(tmp_path, config):
     from csulora_cli.adapters.peft import read_config, resolve_scale
 
