@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 TORCH_PIP_ARGS ?=
 
-.PHONY: install demo test lint format check-runtime benchmark-scale benchmark-safety reliability-table clean
+.PHONY: install demo test lint format docs check-runtime benchmark-scale benchmark-safety reliability-table clean
 
 install: $(VENV)/.installed
 
@@ -30,6 +30,10 @@ lint: install
 format: install
 	$(BIN)/ruff format csulora_cli tests scripts
 	$(BIN)/ruff check --fix csulora_cli tests scripts
+
+# docs/cli.md, the command reference, from the typer app (tests/cli/test_docs.py fails when it is stale).
+docs: install
+	$(BIN)/python scripts/cli_reference.py
 
 # The runtime must not lean on the test extras: install without them and run the CLI.
 check-runtime:

@@ -184,7 +184,7 @@ def exact_subspace(base: Path, aligned: Path, key: str, transposed: bool = False
 
 
 def energy_rank(singular_values: torch.Tensor, total_energy: float, energy: float, max_rank: int) -> int:
-    """METHOD.md section 2: k = min(max_rank, smallest k whose cumulative energy reaches `energy`)."""
+    """docs/method.md section 2: k = min(max_rank, smallest k whose cumulative energy reaches `energy`)."""
     cumulative = torch.cumsum(singular_values.double().square(), dim=0) / total_energy
     reached = int(torch.nonzero(cumulative >= energy)[0, 0]) + 1
     return min(reached, max_rank)

@@ -1,7 +1,8 @@
-"""`csulora correct` end to end, through the installed console script (CLI.md, METHOD.md sections 1-6).
+"""`csulora correct` end to end, in process through typer's CliRunner (tests/helpers.py run_cli; docs/cli.md,
+docs/method.md sections 1-6).
 
 The corrected update `s * B' @ A` read back from the written file is compared with a dense float64
-reference of METHOD.md section 4 built here from the model and adapter files: V from the checkpoints,
+reference of docs/method.md section 4 built here from the model and adapter files: V from the checkpoints,
 its exact SVD, the rank rule of section 2, the SVD of the dense dW, and X* formed explicitly.
 """
 
@@ -67,7 +68,7 @@ def corrected(models, subspace, root):
 
 @pytest.fixture(scope="module")
 def exact_bases(models) -> dict[str, tuple[torch.Tensor, int]]:
-    """Per base key: the exact float64 basis of V and the k of the energy rule (METHOD.md section 2)."""
+    """Per base key: the exact float64 basis of V and the k of the energy rule (docs/method.md section 2)."""
     base, aligned, adapter = models
     bases = {}
     for module in adapter_modules(adapter):
@@ -98,7 +99,7 @@ def scale_of(adapter: Path) -> float:
 
 
 def reference(lora_b, lora_a, scale, basis, method: str, lambda_: float, eps: float):
-    """Dense METHOD.md section 4 (csulora) / section 5 (project) in float64: returns (dW, X*, a_i, sigma_i)."""
+    """Dense docs/method.md section 4 (csulora) / section 5 (project) in float64: returns (dW, X*, a_i, sigma_i)."""
     update = scale * lora_b.double() @ lora_a.double()
     projector = basis @ basis.T
     left, sigma, right_t = torch.linalg.svd(update, full_matrices=False)
@@ -131,7 +132,7 @@ def check_against_reference(adapter, out, report, exact_bases, method="csulora",
         update, expected, aligned, sigma = reference(lora_b, lora_a, scale, basis[:, :k], method, lambda_, eps)
         written = scale * new_b.double() @ new_a.double()
         assert relative_error(written, expected) < RELATIVE_TOLERANCE, module
-        # METHOD.md section 6, from the definitions on dense matrices.
+        # docs/method.md section 6, from the definitions on dense matrices.
         update_energy = float(update.square().sum())
         projected = basis[:, :k] @ (basis[:, :k].T @ update)
         assert entry["update_energy"] == pytest.approx(update_energy, rel=1e-5)

@@ -1,4 +1,5 @@
-"""Every command has working `--help`, and the README names every command and every long option."""
+"""Every command has working `--help`, the README names every command and every long option, and
+docs/cli.md is what the app renders now (scripts/cli_reference.py writes it)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import pytest
 import typer
 
 from csulora_cli.cli import app
+from csulora_cli.cli.reference import render_reference
 from tests.helpers import assert_ok, run_cli
 
 README = Path(__file__).resolve().parents[2] / "README.md"
+CLI_REFERENCE = README.parent / "docs" / "cli.md"
 REQUIRED_COMMANDS = ("estimate-subspace", "correct", "inspect", "demo")
 
 
@@ -55,3 +58,17 @@ def test_readme_documents_the_command_and_its_options(name):
     assert re.search(rf"csulora {re.escape(name)}\b", text), f"README never shows `csulora {name}`"
     missing = [option for option in long_options(commands()[name]) if not re.search(rf"{re.escape(option)}\b", text)]
     assert not missing, f"README does not mention {missing} of `csulora {name}`"
+
+
+def test_the_command_reference_is_current():
+    text = CLI_REFERENCE.read_text(encoding="utf-8") if CLI_REFERENCE.is_file() else None
+    assert text == render_reference(), "docs/cli.md is stale: run python scripts/cli_reference.py"
+
+
+def test_the_command_reference_has_every_command_and_option():
+    text = render_reference()
+    for name, command in commands().items():
+        assert f"## `csulora {name}`" in text
+        for option in long_options(command):
+            assert f"`{option}`" in text, f"{option} of `csulora {name}` missing from docs/cli.md"
+    assert "`--version`" in text

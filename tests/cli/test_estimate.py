@@ -1,4 +1,5 @@
-"""`csulora estimate-subspace` end to end, through the installed console script (CLI.md)."""
+"""`csulora estimate-subspace` end to end, in process through typer's CliRunner (tests/helpers.py run_cli,
+docs/cli.md)."""
 
 from __future__ import annotations
 

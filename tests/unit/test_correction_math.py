@@ -1,4 +1,4 @@
-"""Property tests for the closest safe update (METHOD.md sections 3, 4 and 6) against a dense reference.
+"""Property tests for the closest safe update (docs/method.md sections 3, 4 and 6) against a dense reference.
 The reference forms dW, P, the SVD and X* explicitly in float64; the library never does."""
 
 from __future__ import annotations

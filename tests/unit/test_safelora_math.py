@@ -1,4 +1,4 @@
-"""Safe LoRA (METHOD.md section 7) from factors against a dense float64 reference of the same rule.
+"""Safe LoRA (docs/method.md section 5, Safe LoRA) from factors against a dense float64 reference of the same rule.
 
 The reference forms C = V V^T / ||V||_F, C B A and B A explicitly and selects modules the way the
 reference implementation does (numpy sort, the N-th lowest similarity as a threshold, `<=`).

@@ -1,4 +1,4 @@
-"""Property tests for the safety subspace (METHOD.md section 2): basis estimation and rank selection.
+"""Property tests for the safety subspace (docs/method.md section 2): basis estimation and rank selection.
 Matrices with a known spectrum give an exact reference; everything runs in float64 unless named."""
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def test_same_seed_is_bit_identical_and_other_seed_gives_same_subspace(shape, se
 
 
 def reference_rank(values: list[float], total_energy: float, energy: float, max_rank: int | None) -> int:
-    """METHOD.md section 2 read literally, by brute force over k."""
+    """docs/method.md section 2 read literally, by brute force over k."""
     available = len(values)
     cumulative = 0.0
     smallest = available  # the stored basis never reaches `energy`: keep all of it
