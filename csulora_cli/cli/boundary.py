@@ -7,6 +7,7 @@ here they are spelled as the flags the user typed (`max_rank` -> `--rank`).
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -31,6 +32,10 @@ class CsuloraGroup(TyperGroup):
         debug = os.environ.get("CSULORA_DEBUG") == "1"
         args = list(sys.argv[1:] if args is None else args)
         output = Output()
+        # huggingface_hub logs each retry as a warning; an error is still one line here. HF_HUB_VERBOSITY
+        # asks for its messages back, as it does for every huggingface_hub tool.
+        if "HF_HUB_VERBOSITY" not in os.environ:
+            logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
         try:
             code = super().main(
                 args=args,

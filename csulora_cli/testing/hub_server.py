@@ -5,6 +5,8 @@ sha256 when `blobs=true`), `GET /api/models/{repo}/tree/{rev}`, and `HEAD`/`GET
 /{repo}/resolve/{rev}/{path}` with `X-Repo-Commit`, `ETag`, `Content-Length` and `Range`/206. Errors
 carry the `X-Error-Code` headers the real Hub sends (RepoNotFound, RevisionNotFound, EntryNotFound,
 GatedRepo). Every request is logged with the body bytes sent, so tests can count what was fetched.
+Ranged GETs can be made to fail: `fail_ranges` (statuses to answer, one request each) and `cut_ranges`
+(that many bodies stop halfway and the connection closes).
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ class FakeHub:
         self.log: list[LoggedRequest] = []
         self.stall_seconds = 0.0  # answer every request this late (timeouts)
         self.ignore_ranges = False
+        self.fail_ranges: list[int] = []  # the next ranged GETs answer these statuses, one each (e.g. 503)
+        self.cut_ranges = 0  # this many next ranged GETs send half their body, then drop the connection
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
@@ -118,6 +122,16 @@ class FakeHub:
         with self._lock:
             self.log.append(entry)
 
+    def next_range_fault(self) -> int | str | None:
+        """The injected failure for the ranged GET being answered: a status, "cut", or None."""
+        with self._lock:
+            if self.fail_ranges:
+                return self.fail_ranges.pop(0)
+            if self.cut_ranges:
+                self.cut_ranges -= 1
+                return "cut"
+            return None
+
 
 def _sibling(name: str, stored: StoredFile) -> dict:
     entry = {"rfilename": name, "size": stored.size, "blobId": stored.blob_id}
@@ -138,6 +152,11 @@ class _Body:
     start: int
     end: int
     literal: bytes = b""
+    cut: bool = False  # send only the first half, then drop the connection
+
+    @property
+    def sent(self) -> int:
+        return self.length // 2 if self.cut else self.length
 
     @classmethod
     def of_bytes(cls, data: bytes) -> _Body:
@@ -153,7 +172,7 @@ class _Body:
             return
         with open(self.stored.path, "rb") as handle:
             handle.seek(self.start)
-            remaining = self.length
+            remaining = self.sent
             while remaining:
                 chunk = handle.read(min(remaining, 1 << 22))
                 stream.write(chunk)
@@ -195,7 +214,7 @@ def _handler_for(hub: FakeHub):
                     headers["X-Repo-Commit"] = refusal.commit
             if isinstance(body, bytes):
                 body = _Body.of_bytes(body)
-            sent = 0 if head else body.length
+            sent = 0 if head else body.sent
             hub.record(
                 LoggedRequest(
                     self.command, path, status, self.headers.get("Range"), sent, self.headers.get("Authorization")
@@ -211,6 +230,8 @@ def _handler_for(hub: FakeHub):
                     body.write_to(self.wfile)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
+                if body.cut:
+                    self.close_connection = True
 
         # Routes
         def _route(self, path: str):
@@ -278,8 +299,11 @@ def _handler_for(hub: FakeHub):
             if requested and not hub.ignore_ranges and (match := re.fullmatch(r"bytes=(\d+)-(\d*)", requested)):
                 start = int(match[1])
                 end = min(int(match[2]) if match[2] else stored.size - 1, stored.size - 1)
+                fault = hub.next_range_fault()
+                if isinstance(fault, int):
+                    raise _Refusal(fault, None, "injected failure")
                 headers["Content-Range"] = f"bytes {start}-{end}/{stored.size}"
-                return 206, headers, _Body(stored, start, end + 1)
+                return 206, headers, _Body(stored, start, end + 1, cut=fault == "cut")
             return 200, headers, _Body(stored, 0, stored.size)
 
     return Handler

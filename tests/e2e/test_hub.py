@@ -231,6 +231,38 @@ def test_a_moved_branch_never_reuses_a_stale_basis_and_a_pinned_commit_stays(hub
         assert torch.equal(value, b_tensors(tmp_path / "pinned")[key])
 
 
+def test_range_reads_retry_a_transient_status_and_resume_a_cut_body(hub, checkpoints, tmp_path):
+    hub.fail_ranges = [503]  # the first ranged GET; huggingface_hub's backoff sends it again
+    hub.cut_ranges = 1  # the next one stops halfway: csulora asks for the rest only
+    assert_ok(correct(checkpoints["adapter-qv"], tmp_path / "out", hub, "--fetch", "ranges"))
+    ranged = [r for r in hub.data_requests() if r.range is not None]
+    assert [r.status for r in ranged[:3]] == [503, 206, 206]
+    assert ranged[0].range == ranged[1].range
+    cut, rest = (_range_of(r) for r in ranged[1:3])
+    assert rest == (cut[0] + ranged[1].body_bytes, cut[1])
+    # Exactly the needed bytes arrived once each, and the result is what a clean run writes.
+    needed = sum(sum(needed_bytes(checkpoints[name], ("q_proj", "v_proj"))) for name in ("base", "aligned"))
+    error_bodies = sum(r.body_bytes for r in ranged if r.status == 503)
+    assert hub.bytes_served(".safetensors") == needed + error_bodies
+    hub.clear_log()
+    env = {"CSULORA_CACHE": tmp_path / "clean-cache"}
+    assert_ok(correct(checkpoints["adapter-qv"], tmp_path / "clean", hub, "--fetch", "ranges", env=env))
+    for key, value in b_tensors(tmp_path / "clean").items():
+        assert torch.equal(value, b_tensors(tmp_path / "out")[key]), key
+
+
+def _range_of(request) -> tuple[int, int]:
+    start, end = request.range.removeprefix("bytes=").split("-")
+    return int(start), int(end)
+
+
+def test_a_server_ignoring_byte_ranges_is_refused(hub, checkpoints, tmp_path):
+    hub.ignore_ranges = True
+    result = correct(checkpoints["adapter-qv"], tmp_path / "out", hub, "--fetch", "ranges")
+    assert_one_line_error(result, 1, "ignored the byte range", "--fetch shards")
+    assert not (tmp_path / "out").exists()
+
+
 def test_shards_mode_downloads_whole_shards_into_the_hf_cache(hub, checkpoints, tmp_path):
     hf_home = tmp_path / "hf"
     assert_ok(correct(checkpoints["adapter-qv"], tmp_path / "out", hub, "--fetch", "shards", env={"HF_HOME": hf_home}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -16,20 +17,21 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
-from huggingface_hub.utils import httpx
+from huggingface_hub.utils import http_backoff, httpx
 
 from ...errors import CsuloraError
 from .refs import endpoint_label
 
 OFFLINE_MISS = "not in the local Hugging Face cache and HF_HUB_OFFLINE is set"
-# The HTTP statuses worth another try (huggingface_hub's `http_backoff` retries the same ones).
-TRANSIENT_STATUSES = (429, 500, 502, 503, 504)
+# The HTTP statuses worth another try: those huggingface_hub's `http_backoff` retries (408, 429, 5xx).
+TRANSIENT_STATUSES = inspect.signature(http_backoff).parameters["retry_on_status_codes"].default
 
 
 class HubError(CsuloraError):
     """The Hub (or the local Hugging Face cache standing in for it) cannot give what the run needs."""
 
-    transient = False  # set on failures worth retrying: timeouts, dropped connections, 5xx
+    # Set on failures that may pass (timeouts, dropped connections, TRANSIENT_STATUSES): an earlier run's records serve.
+    transient = False
 
 
 @contextmanager

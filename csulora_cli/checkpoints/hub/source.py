@@ -77,6 +77,10 @@ class HubSource:
         size = self.snapshot.files[filename].size
         where = self.snapshot.where(filename)
         memo = self._header_memo(filename)
+        # Not huggingface_hub's parse_safetensors_file_metadata: its offsets are relative to the data section
+        # and it drops the header length (needed for absolute offsets) and the raw bytes (memoised here); it
+        # checks no offset against the file size and reads by plain GET (no retries, no 206 check). Two
+        # read_range calls give the length and the bytes, with huggingface_hub's retries and csulora's checks.
         try:
             header_bytes = memo.read_bytes()
         except OSError:

@@ -6,25 +6,18 @@ a byte range is streamed into one buffer, since huggingface_hub has no ranged do
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
 import torch
 from huggingface_hub import constants, hf_hub_download, hf_hub_url, try_to_load_from_cache
-from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, http_stream_backoff, httpx
 from huggingface_hub.utils import tqdm as hf_tqdm
 
 from ... import __version__
 from ...events import Advance, Events
 from .errors import HubError, hub_errors
 from .snapshots import HubSnapshot
-
-# Transient failures while streaming a byte range are retried this many times, resuming where they stopped.
-RANGE_RETRIES = 3
-CHUNK_BYTES = 1 << 20
 
 
 def cached_file(snapshot: HubSnapshot, filename: str) -> Path | None:
@@ -53,49 +46,55 @@ def download(snapshot: HubSnapshot, filename: str, token: str | None, events: Ev
 def read_range(
     snapshot: HubSnapshot, filename: str, start: int, end: int, token: str | None, advance: Advance | None = None
 ) -> torch.Tensor:
-    """Bytes [start, end) of a file as a uint8 tensor, streamed into one buffer (resumed on transient errors).
+    """Bytes [start, end) of a file as a uint8 tensor, streamed into one buffer.
 
+    huggingface_hub's `http_stream_backoff` retries (as `http_backoff` does) until a response starts.
     `advance(bytes)` reports progress to a task the caller started for a batch of ranges.
     """
-    where = snapshot.where(filename)  # offline, the session refuses the request: hub_errors says why
+    where = snapshot.where(filename)
     buffer = torch.empty(end - start, dtype=torch.uint8)
-    view = buffer.numpy()
     url = hf_hub_url(snapshot.ref.repo_id, filename, revision=snapshot.commit)
-    filled, attempts = 0, 0
-    while filled < end - start:
-        headers = build_hf_headers(token=token, library_name="csulora", library_version=__version__)
-        headers["Range"] = f"bytes={start + filled}-{end - 1}"
-        headers["Accept-Encoding"] = "identity"  # a compressed body would not be the stored bytes
-        try:
-            with hub_errors(where), _stream(url, headers) as response:
-                for chunk in response.iter_bytes(CHUNK_BYTES):
-                    take = min(len(chunk), end - start - filled)
-                    view[filled : filled + take] = memoryview(chunk)[:take]
-                    filled += take
-                    if advance is not None:
-                        advance(take)
-        except HubError as error:
-            attempts += 1
-            if not error.transient or attempts > RANGE_RETRIES:
-                raise
-            time.sleep(min(2**attempts, 8))
+    filled = 0
+    # Offline, the session refuses the request before sending it: hub_errors says why.
+    with hub_errors(where):
+        while filled < end - start:
+            received, dropped = _stream_into(buffer[filled:], url, start + filled, end, token, advance)
+            filled += received
+            # A body cut short resumes from the bytes received: http_stream_backoff retries only before a body.
+            if not received:
+                raise dropped or HubError("the server's answer ended before the byte range did", where=where)
     return buffer
 
 
-@contextmanager
-def _stream(url: str, headers: dict[str, str]) -> Iterator:
-    with get_session().stream("GET", url, headers=headers, timeout=constants.HF_HUB_DOWNLOAD_TIMEOUT) as response:
-        if response.status_code >= 400:
-            response.read()  # the Hub's error headers and body, for hf_raise_for_status's message
+def _stream_into(
+    into: torch.Tensor, url: str, start: int, end: int, token: str | None, advance: Advance | None
+) -> tuple[int, Exception | None]:
+    """Bytes [start, end) streamed into `into`: how many arrived, and the error that cut them short if any."""
+    view = into.numpy()
+    headers = build_hf_headers(token=token, library_name="csulora", library_version=__version__)
+    headers["Range"] = f"bytes={start}-{end - 1}"
+    headers["Accept-Encoding"] = "identity"  # a compressed body would not be the stored bytes
+    filled = 0
+    with http_stream_backoff("GET", url, headers=headers, timeout=constants.HF_HUB_DOWNLOAD_TIMEOUT) as response:
         hf_raise_for_status(response)
         if response.status_code != 206:
             # A server that ignores Range would send the whole file for every tensor.
             raise HubError(
                 f"the server ignored the byte range (HTTP {response.status_code})",
                 where=url.split("?")[0],
-                hint="use --fetch shards",
+                hint="use {fetch} shards",
             )
-        yield response
+        try:
+            for chunk in response.iter_bytes():
+                take = min(len(chunk), len(view) - filled)
+                view[filled : filled + take] = memoryview(chunk)[:take]
+                filled += take
+                if advance is not None:
+                    advance(take)
+        except httpx.TransportError as error:
+            # Returned, not raised: raised here, http_stream_backoff would send the request again, then fail.
+            return filled, error
+    return filled, None
 
 
 class _DownloadBar(hf_tqdm):
