@@ -14,11 +14,20 @@ angles between the randomized basis (default settings) and an exact SVD for one 
 Prints a table and writes scripts/out/bench_scale.json.
 
     python scripts/bench_scale.py --shape 1b --shape 3b --adapters 32
+
+With `--device cuda` every csulora run goes through a small wrapper (`--child-run`) that runs the CLI in
+its own process and reports that process's peak GPU memory (`torch.cuda.max_memory_allocated`), and the
+script also times `estimate-subspace` alone (`--estimate`, on by default with cuda): the time inside the
+CLI with the CUDA context already made, against the time to read both checkpoints once. `--generate-device
+cuda` draws the synthetic weights on the GPU (other numbers than the CPU's, and minutes faster at 8B):
+
+    python scripts/bench_scale.py --shape 8b --device cuda --generate-device cuda --adapters 2
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -27,7 +36,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -81,9 +91,15 @@ SHAPES = {
 }
 
 
-def write_pair(shape: Shape, folder: Path, shard_bytes: int = 1 << 30, displacement_rank: int = 64) -> None:
-    """bf16 shards plus index for base/ and aligned/; aligned = base + low-rank + noise per 2-D weight."""
-    generator = torch.Generator().manual_seed(0)
+def write_pair(
+    shape: Shape, folder: Path, shard_bytes: int = 1 << 30, displacement_rank: int = 64, device: str = "cpu"
+) -> None:
+    """bf16 shards plus index for base/ and aligned/; aligned = base + low-rank + noise per 2-D weight.
+
+    The weights are drawn on `device` (a CUDA generator draws other numbers than the CPU's) and written
+    from the CPU.
+    """
+    generator = torch.Generator(device=device).manual_seed(0)
     writers = {name: _ShardWriter(folder / name, shard_bytes) for name in ("base", "aligned")}
     for key, dims in shape.weights().items():
         if len(dims) == 1:
@@ -91,17 +107,18 @@ def write_pair(shape: Shape, folder: Path, shard_bytes: int = 1 << 30, displacem
             writers["base"].add(key, ones)
             writers["aligned"].add(key, ones)
             continue
-        weight = torch.randn(dims, generator=generator) * 0.02
-        writers["base"].add(key, weight.to(torch.bfloat16))
+        weight = torch.randn(dims, generator=generator, device=device) * 0.02
+        writers["base"].add(key, weight.to(torch.bfloat16).cpu())
         if key.endswith("embed_tokens.weight"):
-            writers["aligned"].add(key, weight.to(torch.bfloat16))
+            writers["aligned"].add(key, weight.to(torch.bfloat16).cpu())
             continue
         rank = min(displacement_rank, *dims)
-        left = torch.randn(dims[0], rank, generator=generator)
-        right = torch.randn(rank, dims[1], generator=generator)
-        decay = torch.logspace(0, -2, rank)  # a spread spectrum, as real alignment displacements have
-        weight += 2e-3 * (left * decay) @ right / rank**0.5 + 2e-5 * torch.randn(dims, generator=generator)
-        writers["aligned"].add(key, weight.to(torch.bfloat16))
+        left = torch.randn(dims[0], rank, generator=generator, device=device)
+        right = torch.randn(rank, dims[1], generator=generator, device=device)
+        decay = torch.logspace(0, -2, rank, device=device)  # a spread spectrum, as real alignment displacements have
+        noise = torch.randn(dims, generator=generator, device=device)
+        weight += 2e-3 * (left * decay) @ right / rank**0.5 + 2e-5 * noise
+        writers["aligned"].add(key, weight.to(torch.bfloat16).cpu())
     for writer in writers.values():
         writer.close()
 
@@ -177,16 +194,28 @@ def write_adapters(shape: Shape, folder: Path, count: int, rank: int = 16) -> li
     return paths
 
 
-def prepare(shape_key: str, root: Path, adapters: int) -> tuple[Path, list[Path]]:
+def shape_for(shape_key: str, layers: int | None) -> tuple[str, Shape]:
+    """The shape, or the same shape with only its first `layers` blocks (smoke runs), and its data folder name."""
     shape = SHAPES[shape_key]
+    if layers is None or layers == shape.layers:
+        return shape_key, shape
+    return f"{shape_key}-{layers}layers", dataclasses.replace(shape, name=f"{shape.name}/{layers}L", layers=layers)
+
+
+def prepare(
+    shape_key: str, root: Path, adapters: int, shape: Shape | None = None, generate_device: str = "cpu"
+) -> tuple[Path, list[Path]]:
+    shape = shape or SHAPES[shape_key]
     folder = root / shape_key
     marker = folder / ".complete"
-    if not marker.exists():
+    # Which generator drew the weights: data drawn on another device is other data.
+    expected = "ok" if generate_device == "cpu" else f"ok generated on {generate_device}"
+    if not marker.exists() or marker.read_text() != expected:
         shutil.rmtree(folder, ignore_errors=True)
         started = time.perf_counter()
-        write_pair(shape, folder)
+        write_pair(shape, folder, device=generate_device)
         print(f"[{shape_key}] wrote base/aligned in {time.perf_counter() - started:.1f} s", file=sys.stderr)
-        marker.write_text("ok")
+        marker.write_text(expected)
     existing = sorted((folder / "adapters").glob("adapter-*"))
     if len(existing) < adapters:
         write_adapters(shape, folder / "adapters", adapters)
@@ -198,18 +227,31 @@ class Measured:
     wall_s: float
     peak_rss_mb: float
     returncode: int
+    # What a `--child-run` wrapper reported (peak GPU memory, time inside the CLI); empty for plain runs.
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"wall_s": self.wall_s, "peak_rss_mb": self.peak_rss_mb, "returncode": self.returncode} | self.extra
 
 
-def measure(command: list[str], env: dict | None = None) -> Measured:
+TIME = Path("/usr/bin/time")
+
+
+def measure(command: list[str], env: dict | None = None, child_report: Path | None = None) -> Measured:
     """Run a whole process; wall time and its own peak RSS as /usr/bin/time reports them.
 
     Not wait4 on a child of this script: Linux carries a process's RSS high-water mark across fork and
     exec, so a child of a benchmark that has itself read a checkpoint would report the parent's peak.
+    `child_report`: the JSON file a `--child-run` wrapper writes; its figures are added, and its own
+    VmHWM (the high-water mark of the process image after exec) stands in where /usr/bin/time is missing.
     """
+    if child_report is not None:
+        child_report.unlink(missing_ok=True)
     with tempfile.NamedTemporaryFile("r", suffix=".time") as report:
+        timed = [str(TIME), "-f", "%e %M", "-o", report.name, *command] if TIME.exists() else command
         started = time.perf_counter()
         process = subprocess.run(
-            ["/usr/bin/time", "-f", "%e %M", "-o", report.name, *command],
+            timed,
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -219,11 +261,64 @@ def measure(command: list[str], env: dict | None = None) -> Measured:
         fields = report.read().split()
     if process.returncode != 0:
         print(f"command failed ({process.returncode}): {' '.join(command)}\n{process.stderr[-2000:]}", file=sys.stderr)
-    return Measured(wall, int(fields[-1]) / 1024, process.returncode)
+    extra = {}
+    if child_report is not None and child_report.is_file():
+        extra = json.loads(child_report.read_text())
+    peak_rss_mb = int(fields[-1]) / 1024 if fields else float(extra.get("vm_hwm_mb", -1.0))
+    return Measured(wall, peak_rss_mb, process.returncode, extra)
 
 
 def csulora(*args: str) -> list[str]:
     return [str(Path(sys.executable).parent / "csulora"), *args, "--quiet"]
+
+
+def wrapped_csulora(report: Path, device: str, *args: str) -> list[str]:
+    """`csulora ARGS` run by this script's `--child-run` wrapper, which writes `report` (see child_run)."""
+    return [sys.executable, str(Path(__file__).resolve()), "--child-run", str(report), device, *args, "--quiet"]
+
+
+def child_run(report: Path, device: str, argv: list[str]) -> None:
+    """Run the csulora CLI on `argv` in this process, then write what the CLI does not report to `report`.
+
+    in_process_s: time inside the CLI (imports done and, for cuda, the CUDA context made before it starts);
+    peak_gpu_allocated_mb / peak_gpu_reserved_mb: torch's peak over the run (reset just before it);
+    cuda_init_s: making the CUDA context; vm_hwm_mb: this process's peak RSS from /proc/self/status.
+    """
+    from csulora_cli.cli import main as cli_main
+
+    figures: dict = {}
+    cuda = device.startswith("cuda")
+    if cuda:
+        started = time.perf_counter()
+        torch.zeros(1, device=device)
+        torch.cuda.synchronize()
+        figures["cuda_init_s"] = time.perf_counter() - started
+        torch.cuda.reset_peak_memory_stats()
+    code: int | str | None = 0
+    started = time.perf_counter()
+    try:
+        cli_main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    if cuda:
+        torch.cuda.synchronize()
+    figures["in_process_s"] = time.perf_counter() - started
+    if cuda:
+        figures["peak_gpu_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        figures["peak_gpu_reserved_mb"] = torch.cuda.max_memory_reserved() / 2**20
+    figures["vm_hwm_mb"] = vm_hwm_mb()
+    report.write_text(json.dumps(figures))
+    sys.exit(code)
+
+
+def vm_hwm_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return -1.0
 
 
 def reference_run(base: Path, aligned: Path, adapter: Path, out: Path) -> None:
@@ -286,24 +381,77 @@ def basis_accuracy(base: Path, aligned: Path, layer: int, device: str) -> list[d
     return rows
 
 
-def bench(shape_key: str, root: Path, adapters: int, device: str, reference: bool) -> dict:
-    folder, adapter_paths = prepare(shape_key, root, adapters)
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no CUDA device")
+    return name
+
+
+@dataclass(frozen=True)
+class Options:
+    """What varies a run beyond the shape: see main's arguments."""
+
+    adapters: int
+    device: str = "cpu"
+    reference: bool = False
+    layers: int | None = None
+    generate_device: str = "cpu"
+    estimate: bool = False
+    accuracy: bool = True
+    verbose: bool = False
+
+
+def bench(shape_key: str, root: Path, options: Options, progress: Callable[[dict], None] = lambda _: None) -> dict:
+    """One shape's figures; `progress` gets the figures so far after each step (to save partial results)."""
+    folder_key, shape = shape_for(shape_key, options.layers)
+    folder, adapter_paths = prepare(folder_key, root, options.adapters, shape, options.generate_device)
     base, aligned = folder / "base", folder / "aligned"
     runs = folder / "runs"
     shutil.rmtree(runs, ignore_errors=True)
     runs.mkdir()
     cache = runs / "cache"
     env = dict(os.environ, CSULORA_CACHE=str(cache))
+    device = options.device
     common = ["--base", str(base), "--aligned", str(aligned), "--device", device]
-    result: dict = {"shape": SHAPES[shape_key].name, "adapters": len(adapter_paths), "device": device}
-    result["cold"] = measure(csulora("correct", str(adapter_paths[0]), "--out", str(runs / "cold"), *common), env)
-    result["warm"] = measure(csulora("correct", str(adapter_paths[0]), "--out", str(runs / "warm"), *common), env)
-    result["batch_warm"] = measure(
-        csulora("correct", *map(str, adapter_paths), "--out", str(runs / "batch"), *common), env
-    )
-    keys = [k for k in SHAPES[shape_key].weights() if k.split(".")[-2] in TARGETS]
+    result: dict = {"shape": shape.name, "adapters": len(adapter_paths), "device": device}
+    if options.generate_device != "cpu":
+        result["generated_on"] = options.generate_device
+
+    def run(name: str, *args: str, cache_env: dict = env) -> None:
+        """`csulora ARGS` as a whole process; through the wrapper on cuda, for the peak GPU memory."""
+        if device.startswith("cuda") or name == "estimate":
+            report = runs / f"{name}.child.json"
+            result[name] = measure(wrapped_csulora(report, device, *args), cache_env, report)
+        else:
+            result[name] = measure(csulora(*args), cache_env)
+        step_done(name)
+
+    def step_done(name: str) -> None:
+        value = result[name]
+        if options.verbose:
+            shown = f"{value.wall_s:.1f} s, peak RSS {value.peak_rss_mb:.0f} MB" if isinstance(value, Measured) else ""
+            if isinstance(value, Measured) and "peak_gpu_allocated_mb" in value.extra:
+                shown += f", peak GPU {value.extra['peak_gpu_allocated_mb']:.0f} MB"
+            if isinstance(value, float):
+                shown = f"{value:.1f} s"
+            print(f"[{folder_key}] {name}: {shown}", file=sys.stderr, flush=True)
+        progress(as_json(result))
+
+    run("cold", "correct", str(adapter_paths[0]), "--out", str(runs / "cold"), *common)
+    run("warm", "correct", str(adapter_paths[0]), "--out", str(runs / "warm"), *common)
+    run("batch_warm", "correct", *map(str, adapter_paths), "--out", str(runs / "batch"), *common)
+    keys = [k for k in shape.weights() if k.split(".")[-2] in TARGETS]
     result["read_both_once_s"] = read_once_seconds(base, aligned, keys)
-    if reference:
+    step_done("read_both_once_s")
+    if options.estimate:
+        # estimate-subspace alone, into a cache of its own: the bases the cold run estimated, no adapter
+        # written; `in_process_s` leaves out the interpreter, the imports and making the CUDA context.
+        estimate_env = dict(os.environ, CSULORA_CACHE=str(runs / "estimate-cache"))
+        estimate_args = [str(base), str(aligned), "--adapter", str(adapter_paths[0]), "--device", device]
+        run("estimate", "estimate-subspace", *estimate_args, cache_env=estimate_env)
+    if options.reference:
         result["reference"] = measure(
             [
                 sys.executable,
@@ -315,8 +463,20 @@ def bench(shape_key: str, root: Path, adapters: int, device: str, reference: boo
                 str(runs / "reference"),
             ]
         )
-    result["accuracy"] = basis_accuracy(base, aligned, layer=0, device="cpu")
-    return {k: (v.__dict__ if isinstance(v, Measured) else v) for k, v in result.items()}
+        step_done("reference")
+    if options.accuracy:
+        # On the CPU as before; with cuda the exact SVDs run on the GPU too (an 8B module takes minutes on CPUs).
+        result["accuracy"] = basis_accuracy(
+            base, aligned, layer=0, device="cuda" if device.startswith("cuda") else "cpu"
+        )
+        if options.verbose:
+            worst = max(row["max_principal_angle_deg"] for row in result["accuracy"])
+            print(f"[{folder_key}] accuracy: largest principal angle {worst:.3f} deg", file=sys.stderr, flush=True)
+    return as_json(result)
+
+
+def as_json(result: dict) -> dict:
+    return {k: (v.as_dict() if isinstance(v, Measured) else v) for k, v in result.items()}
 
 
 def print_table(results: list[dict]) -> None:
@@ -327,6 +487,22 @@ def print_table(results: list[dict]) -> None:
                 label = name if name != "batch_warm" else f"batch of {r['adapters']} (warm)"
                 print(f"{r['shape']:14} {label:28} {r[name]['wall_s']:9.1f} {r[name]['peak_rss_mb']:12.0f}")
         print(f"{r['shape']:14} {'read both checkpoints once':28} {r['read_both_once_s']:9.1f}")
+        if "estimate" in r:
+            estimate = r["estimate"]
+            label = "estimate-subspace (process)"
+            print(f"{r['shape']:14} {label:28} {estimate['wall_s']:9.1f} {estimate['peak_rss_mb']:12.0f}")
+            inside = estimate.get("in_process_s")
+            if inside is not None:
+                print(
+                    f"  estimation {inside:.1f} s inside the CLI (imports and any CUDA context made before) = "
+                    f"{inside / r['read_both_once_s']:.2f}x reading both checkpoints once (goal <= 1.5x)"
+                )
+        for name in ("cold", "warm", "batch_warm", "estimate"):
+            if name in r and "peak_gpu_allocated_mb" in r[name]:
+                print(
+                    f"  peak GPU memory, {name}: {r[name]['peak_gpu_allocated_mb']:.0f} MB allocated, "
+                    f"{r[name]['peak_gpu_reserved_mb']:.0f} MB reserved"
+                )
         if "reference" in r:
             ref = r["reference"]["wall_s"]
             print(
@@ -334,41 +510,84 @@ def print_table(results: list[dict]) -> None:
                 f"batch of {r['adapters']} vs {r['adapters']} reference runs (one run x {r['adapters']}): "
                 f"{ref * r['adapters'] / r['batch_warm']['wall_s']:.0f}x faster"
             )
-        worst = max(row["max_principal_angle_deg"] for row in r["accuracy"])
-        print(f"  randomized vs exact basis (layer 0, k at energy 0.99): largest principal angle {worst:.3f} deg")
+        if "accuracy" in r:
+            worst = max(row["max_principal_angle_deg"] for row in r["accuracy"])
+            print(f"  randomized vs exact basis (layer 0, k at energy 0.99): largest principal angle {worst:.3f} deg")
+
+
+def machine() -> dict:
+    described = {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+    if torch.cuda.is_available():
+        properties = torch.cuda.get_device_properties(0)
+        described["cuda"] = {
+            "device": properties.name,
+            "memory_mb": properties.total_memory / 2**20,
+            "torch_cuda": torch.version.cuda,
+        }
+    return described
 
 
 def main() -> None:
+    if len(sys.argv) > 3 and sys.argv[1] == "--child-run":
+        child_run(Path(sys.argv[2]), sys.argv[3], sys.argv[4:])
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", action="append", choices=sorted(SHAPES), help="repeatable; default 1b and 3b")
     parser.add_argument("--adapters", type=int, default=32)
     parser.add_argument("--workdir", type=Path, default=REPO / "scripts" / "out" / "bench_data")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"), help="csulora's --device")
     parser.add_argument("--no-reference", action="store_true", help="skip the reference approach")
     parser.add_argument("--reference-shapes", default="1b", help="shapes whose reference run fits in memory")
     parser.add_argument("--reference-run", nargs=4, type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--layers", type=int, help="only the first N blocks of each shape (smoke runs)")
+    parser.add_argument(
+        "--generate-device", default="cpu", choices=("cpu", "cuda"), help="draw the synthetic weights here"
+    )
+    parser.add_argument(
+        "--estimate",
+        action=argparse.BooleanOptionalAction,
+        help="also time estimate-subspace alone, in process (default: on with a cuda device)",
+    )
+    parser.add_argument("--no-accuracy", action="store_true", help="skip the randomized-vs-exact basis check")
+    parser.add_argument("--verbose", action="store_true", help="print each step's figures to stderr as it ends")
+    parser.add_argument("--json-out", type=Path, default=REPO / "scripts" / "out" / "bench_scale.json")
     args = parser.parse_args()
     if args.reference_run:
         reference_run(*args.reference_run)
         return
+    if args.layers is not None and args.layers < 1:
+        parser.error("--layers must be at least 1")
+    device = resolve_device(args.device)
+    generate_device = resolve_device(args.generate_device)
     shapes = args.shape or ["1b", "3b"]
-    results = []
-    for shape in shapes:
-        reference = not args.no_reference and shape in args.reference_shapes.split(",")
-        results.append(bench(shape, args.workdir, args.adapters, args.device, reference))
-    print_table(results)
-    out = REPO / "scripts" / "out" / "bench_scale.json"
+    out = args.json_out
     out.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-        },
-        "results": results,
-    }
-    out.write_text(json.dumps(payload, indent=2))
+    results: list[dict] = []
+    described = machine()
+
+    def save(partial: list[dict]) -> None:
+        payload = {"machine": described, "results": partial}
+        out.write_text(json.dumps(payload, indent=2))
+
+    for shape in shapes:
+        options = Options(
+            adapters=args.adapters,
+            device=device,
+            reference=not args.no_reference and shape in args.reference_shapes.split(","),
+            layers=args.layers,
+            generate_device=generate_device,
+            estimate=device.startswith("cuda") if args.estimate is None else args.estimate,
+            accuracy=not args.no_accuracy,
+            verbose=args.verbose,
+        )
+        results.append(bench(shape, args.workdir, options, lambda partial: save([*results, partial])))
+    print_table(results)
+    save(results)
     print(f"\nwrote {out}")
 
 
