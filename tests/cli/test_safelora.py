@@ -1,7 +1,7 @@
 """`correct --method safelora` end to end: the written adapter against a dense Safe LoRA built here.
 
 The reference reads V from the model files, forms C = V V^T / ||V||_F, the similarities cos(C B A, B A)
-and the selection of METHOD.md section 7 densely in float64; the tool works from factors and a basis.
+and the selection of docs/method.md section 5 (Safe LoRA) densely in float64; the tool works from factors and a basis.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Tiny Llama-like and GPT-2 models are built with `transformers` and saved as seve
 `model.safetensors.index.json`; their "aligned" twins add a known low-rank displacement to every 2-D weight.
 Adapters are made with `peft` (`get_peft_model` + `save_pretrained`), corrected by the `csulora` console
 script, reloaded with `PeftModel.from_pretrained` on a fresh aligned model and merged. The merged update
-of every targeted module must equal the dense float64 reference of METHOD.md section 4, computed here
+of every targeted module must equal the dense float64 reference of docs/method.md section 4, computed here
 from nothing but the checkpoint files and what PEFT itself loads (factors, scaling, orientation).
 """
 
@@ -34,7 +34,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),
 ]
 
-# The CLI defaults this file checks against (METHOD.md sections 2-4).
+# The CLI defaults this file checks against (docs/method.md sections 2-4).
 LAMBDA = 3.0
 EPS = 0.05
 ENERGY = 0.99
@@ -205,7 +205,7 @@ def _lora_layers(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
 
 
 def _factors(layer: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, A) of the `default` adapter in output-space form: B (m, r), A (r, n) (METHOD.md section 1)."""
+    """(B, A) of the `default` adapter in output-space form: B (m, r), A (r, n) (docs/method.md section 1)."""
     if "default" in layer.lora_embedding_A:
         return layer.lora_embedding_B["default"], layer.lora_embedding_A["default"]
     return layer.lora_B["default"].weight, layer.lora_A["default"].weight
@@ -328,7 +328,7 @@ class Reference:
 
 
 def _reference(pair: ModelPair, name: str, module: LoadedModule, max_rank: int) -> Reference:
-    """METHOD.md sections 2-4 densely in float64: V, exact SVD, k, dW, its SVD, a_i, w_i, f_i, X*."""
+    """docs/method.md sections 2-4 densely in float64: V, exact SVD, k, dW, its SVD, a_i, w_i, f_i, X*."""
     key = pair.checkpoint_key(name)
     base, aligned = pair.checkpoint(pair.base), pair.checkpoint(pair.aligned)
     assert key in base and key in aligned, f"checkpoint key {key} for PEFT module {name}"
@@ -412,7 +412,7 @@ def _check_corrected(pair: ModelPair, original: Path, corrected: Path, max_rank:
 def _check_report(
     pair: ModelPair, corrected: Path, loaded: dict[str, LoadedModule], references: dict[str, Reference]
 ) -> None:
-    """The report's r, alpha, s, k and energies match PEFT and the dense reference (METHOD.md section 6).
+    """The report's r, alpha, s, k and energies match PEFT and the dense reference (docs/method.md section 6).
 
     B' = T B does not depend on s (the u_i of s B A do not), so a wrongly resolved scale (rsLoRA,
     alpha_pattern) leaves the corrected adapter right and shows only here, in ||dW||^2 and ||X*||^2.
