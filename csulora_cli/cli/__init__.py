@@ -1,5 +1,6 @@
 """The `csulora` command line: `app.py` (commands), `options.py` (shared flags), `boundary.py` (errors
-and exit codes), `config.py` (`--config FILE.yaml`), `output.py` (tables, JSON, progress), `demo.py`, `reference.py` (docs/cli.md)."""
+and exit codes), `config.py` (`--config FILE.yaml`), `output.py` (tables, JSON, progress), `demo.py`,
+and `reference.py` (renders docs/cli.md)."""
 
 from __future__ import annotations
 
