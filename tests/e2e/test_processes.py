@@ -17,7 +17,7 @@ import pytest
 from csulora_cli.atomic import TEMP_PREFIX
 from csulora_cli.checkpoints.header import read_header
 from csulora_cli.subspace.store import read_basis_file
-from tests.helpers import CSULORA, assert_ok, run_console_script
+from tests.helpers import CSULORA, run_console_script
 
 # Kills land at these fractions of an uninterrupted run's duration (measured first), so they fall while
 # the process works however fast the machine is.
@@ -182,17 +182,14 @@ def test_no_stale_temporaries_from_a_dead_process_survive(tmp_path):
 def test_debug_shows_the_traceback(tmp_path):
     missing = tmp_path / "no-such-adapter"
     loud = run_console_script("inspect", missing, env={"CSULORA_DEBUG": "1"})
-    assert loud.rc != 0
+    assert loud.rc == 1, loud.describe()
     assert "Traceback" in loud.stderr
     assert str(missing) in loud.stderr
 
 
 def test_console_script_exit_codes(demo_models, tmp_path):
-    """0 ok, 1 error, 2 usage, 3 gate tripped: the same codes the in-process tests see, from a real process."""
+    """2 usage, 3 gate tripped (1 above, 0 everywhere): the codes the in-process tests see, from a real process."""
     base, aligned, adapter = demo_models
-    assert_ok(run_console_script("--version"))
-    missing = run_console_script("inspect", tmp_path / "no-such-adapter")
-    assert missing.rc == 1 and missing.stderr.startswith("csulora: error:"), missing.describe()
     usage = run_console_script("correct", adapter, "--subspace", tmp_path, "--rank", "0", "--out", tmp_path / "o")
     assert usage.rc == 2 and "--rank" in usage.stderr, usage.describe()
     gate = run_console_script(
