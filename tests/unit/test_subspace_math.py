@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from csulora_cli.subspace.estimate import (
@@ -76,6 +76,7 @@ randomized_shapes = st.tuples(st.integers(60, 160), st.integers(60, 160), st.int
 
 @FAST
 @given(shape=randomized_shapes, seed=st.integers(0, 2**31 - 1), power_iterations=st.sampled_from([1, 2]))
+@example(shape=(68, 60, 1), seed=13, power_iterations=1)
 def test_randomized_estimate_is_within_angle_bound_of_exact_subspace(shape, seed, power_iterations):
     m, n, k = shape
     spectrum = gapped_spectrum(min(m, n), k)
@@ -87,8 +88,13 @@ def test_randomized_estimate_is_within_angle_bound_of_exact_subspace(shape, seed
     assert estimate.basis.shape == (m, k)
     assert torch.allclose(estimate.basis.T @ estimate.basis, torch.eye(k, dtype=torch.float64), atol=1e-12)
     bound = MAX_PRINCIPAL_ANGLE_BY_POWER_ITERATIONS[power_iterations]
-    assert largest_principal_angle(estimate.basis, exact_left[:, :k]) < bound
-    assert torch.allclose(estimate.singular_values, spectrum[:k], rtol=1e-8, atol=0.0)
+    angle = largest_principal_angle(estimate.basis, exact_left[:, :k])
+    assert angle < bound
+    # Ritz values from a basis at angle theta to the exact one are low by at most sigma sin^2(theta)
+    # (measured: at most half of it): a fixed rtol of 1e-8 contradicted the angle this test allows,
+    # and failed on (68, 60, 1), seed 13, q = 1 (angle 2.7e-4, error 3.6e-8). 1e-12: float64 round-off.
+    relative_error = (estimate.singular_values - spectrum[:k]).abs() / spectrum[:k]
+    assert float(relative_error.max()) <= math.sin(angle) ** 2 + 1e-12
     assert bool((estimate.singular_values[:-1] >= estimate.singular_values[1:]).all())
 
 
