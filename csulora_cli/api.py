@@ -20,13 +20,16 @@ from .pipeline.types import (
     CorrectRequest,
     EstimateRequest,
     EstimateResult,
+    GateCheck,
     InspectRequest,
     InspectResult,
     ModuleSubspace,
     ModuleSummary,
     SubspaceSpec,
+    VerifyResult,
 )
-from .subspace.estimate import EstimationParams
+from .pipeline.verify import verify_outputs
+from .subspace.params import EstimationParams
 
 __all__ = [
     "CorrectRequest",
@@ -35,6 +38,7 @@ __all__ = [
     "EstimateResult",
     "EstimationParams",
     "Events",
+    "GateCheck",
     "HubOptions",
     "InspectRequest",
     "InspectResult",
@@ -42,8 +46,10 @@ __all__ = [
     "ModuleSummary",
     "SilentEvents",
     "SubspaceSpec",
+    "VerifyResult",
     "correct",
     "estimate_subspace",
     "inspect",
     "resolve_device",
+    "verify_outputs",
 ]

@@ -441,7 +441,7 @@ def bench(shape_key: str, root: Path, options: Options, progress: Callable[[dict
 
     run("cold", "correct", str(adapter_paths[0]), "--out", str(runs / "cold"), *common)
     run("warm", "correct", str(adapter_paths[0]), "--out", str(runs / "warm"), *common)
-    run("batch_warm", "correct", *map(str, adapter_paths), "--out", str(runs / "batch"), *common)
+    run("batch_warm", "correct", *map(str, adapter_paths), "--out-dir", str(runs / "batch"), *common)
     keys = [k for k in shape.weights() if k.split(".")[-2] in TARGETS]
     result["read_both_once_s"] = read_once_seconds(base, aligned, keys)
     step_done("read_both_once_s")

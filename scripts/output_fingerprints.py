@@ -53,16 +53,16 @@ def produce(root: Path) -> None:
         run("estimate-subspace", base, aligned, "--adapter", adapter, "--rank", RANK, "--out", subspace, "--json")
     )
     for method in ("csulora", "project", "safelora", "csulora-inside", "csulora-signed", "none"):
-        run("correct", adapter, "--subspace", subspace, "--rank", RANK, "--method", method, "--out", root / method)
+        run("correct", adapter, "--subspace", subspace, "--method", method, "--out", root / method)
     for method in ("csulora", "project", "csulora-inside", "none"):
         out = root / f"{method}-two-sided"
-        run("correct", adapter, "--subspace", subspace, "--rank", RANK, "--method", method, "--two-sided", "--out", out)
+        run("correct", adapter, "--subspace", subspace, "--method", method, "--two-sided", "--out", out)
     run("correct", adapter, "--subspace", subspace, "--lambda", "0.3", "--energy", "0.5", "--out", root / "swept")
     run("correct", adapter, "--base", base, "--aligned", aligned, "--rank", RANK, "--out", root / "from-pair")
     batch_inputs = root / "batch-inputs"
     for name in ("first", "second"):
         shutil.copytree(adapter, batch_inputs / name)
-    run("correct", batch_inputs / "first", batch_inputs / "second", "--subspace", subspace, "--out", root / "batch")
+    run("correct", batch_inputs / "first", batch_inputs / "second", "--subspace", subspace, "--out-dir", root / "batch")
     (root / "inspect.json").write_text(run("inspect", adapter, "--subspace", subspace, "--json"))
     (root / "inspect-plain.json").write_text(run("inspect", adapter, "--json"))
 

@@ -294,7 +294,7 @@ def diagnostics(cli: Callable[[list[str]], CliRun], adapter: Path, common: list[
         run = cli(["inspect", str(adapter), *common, "--energy", str(energy), "--json"])
         if run.code != 0:
             raise SystemExit(f"csulora inspect {adapter} failed: {run.message}")
-        report = json.loads(run.stdout)
+        (report,) = json.loads(run.stdout)["adapters"]
         modules = [
             {
                 "module": m["module"],

@@ -20,10 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
 from safetensors import safe_open
 from typer.testing import CliRunner
 
 from csulora_cli.cli import app
+from csulora_cli.report.schema_files import SCHEMA_NAMES, load_schema
 
 # Basis rank the end-to-end tests estimate with: small models, quick runs.
 RANK = 8
@@ -54,10 +57,30 @@ class CliResult:
         return [line for line in self.stderr.splitlines() if line.strip()]
 
     def json(self):
+        """The JSON document on stdout, checked against its command's shipped JSON Schema."""
         try:
-            return json.loads(self.stdout)
+            document = json.loads(self.stdout)
         except json.JSONDecodeError as error:
             raise AssertionError(f"stdout is not JSON ({error}):\n{self.stdout}\nstderr:\n{self.stderr}") from None
+        if isinstance(document, dict) and document.get("command") in SCHEMA_NAMES:
+            validate_against_schema(document, document["command"])
+        return document
+
+    def report(self) -> dict:
+        """The one adapter's report in `correct --json` / `inspect --json`."""
+        (report,) = self.reports()
+        return report
+
+    def reports(self) -> list[dict]:
+        document = self.json()
+        assert document["command"] in ("correct", "inspect"), document["command"]
+        return document["adapters"]
+
+    def subspace(self) -> dict:
+        """The `subspace` record of `estimate-subspace --json`."""
+        document = self.json()
+        assert document["command"] == "estimate-subspace", document["command"]
+        return document["subspace"]
 
     def describe(self) -> str:
         return f"csulora {' '.join(self.args)}\nrc={self.rc}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
@@ -103,6 +126,22 @@ def run_console_script(
         stdin=subprocess.DEVNULL,
     )
     return CliResult(strings, completed.returncode, completed.stdout, completed.stderr)
+
+
+def validate_against_schema(document, name: str) -> None:
+    """Raise when `document` does not match the package's `<name>.schema.json` (the schemas refer to each
+    other by file name, so all of them are registered under their names)."""
+    registry = Registry().with_resources(
+        (f"{schema}.schema.json", Resource.from_contents(load_schema(schema))) for schema in SCHEMA_NAMES
+    )
+    Draft202012Validator(load_schema(name), registry=registry).validate(document)
+
+
+def read_report(folder: Path) -> dict:
+    """An output folder's csulora_report.json, checked against report.schema.json."""
+    report = json.loads((folder / "csulora_report.json").read_text())
+    validate_against_schema(report, "report")
+    return report
 
 
 def assert_ok(result: CliResult) -> CliResult:

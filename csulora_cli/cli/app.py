@@ -1,7 +1,8 @@
 """The `csulora` commands: parse flags, build a request, call one API function, print the result.
 
 No math and no file formats here; the options shared by several commands are in `options.py`, and the
-error boundary (one stderr line and an exit code) in `boundary.py`.
+error boundary (one stderr line and an exit code) in `boundary.py`. The API (and with it torch) is
+imported inside each command, so that `--help` and `--version` answer at once.
 """
 
 from __future__ import annotations
@@ -11,15 +12,14 @@ from typing import Annotated
 
 import typer
 
-from .. import __version__, api
+from .. import __version__
 from ..correction.params import CorrectionParams
-from ..errors import GateTripped
-from ..subspace.estimate import DEFAULT_ENERGY
+from ..subspace.params import DEFAULT_ENERGY
 from . import options
 from .boundary import CsuloraGroup
-from .demo import run_demo
 from .options import (
     DEFAULTS,
+    FLAG,
     AlignedOpt,
     BaseOpt,
     CacheDirOpt,
@@ -52,6 +52,9 @@ app = typer.Typer(
     help="Rewrite LoRA adapters into the closest update inside an aligned model's safety subspace.",
     no_args_is_help=True,
     add_completion=False,
+    # Help text is plain: `org/name[@revision]` must show as typed, not be read as rich markup.
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
     pretty_exceptions_show_locals=False,
 )
@@ -59,14 +62,26 @@ app = typer.Typer(
 
 @app.command("estimate-subspace")
 def estimate_subspace_command(
-    base: Annotated[str, typer.Argument(help="Pre-alignment base model (folder, or Hub repo org/name[@revision]).")],
-    aligned: Annotated[str, typer.Argument(help="Safety-aligned model (folder, or Hub repo org/name[@revision]).")],
-    modules: Annotated[str | None, typer.Option("--modules", help="Regex over base weight keys.")] = None,
+    ctx: typer.Context,
+    base: Annotated[
+        str,
+        typer.Argument(metavar="BASE", help="Pre-alignment base model (folder, or Hub repo org/name[@revision])."),
+    ],
+    aligned: Annotated[
+        str,
+        typer.Argument(metavar="ALIGNED", help="Safety-aligned model (folder, or Hub repo org/name[@revision])."),
+    ],
+    modules: Annotated[
+        str | None, typer.Option("--modules", metavar="REGEX", help="Regex over base weight keys.")
+    ] = None,
     adapter: Annotated[
-        Path | None, typer.Option("--adapter", help="Estimate the modules this adapter targets.")
+        Path | None, typer.Option("--adapter", metavar="DIR", help="Estimate the modules this adapter targets.")
     ] = None,
     layers: Annotated[
-        str | None, typer.Option("--layers", help="Only these transformer blocks, e.g. 0-15 or 0-3,8-11 (split jobs).")
+        str | None,
+        typer.Option(
+            "--layers", metavar="RANGES", help="Only these transformer blocks, e.g. 0-15 or 0-3,8-11 (split jobs)."
+        ),
     ] = None,
     rank: RankOpt = DEFAULTS.max_rank,
     energy: EnergyOpt = DEFAULT_ENERGY,
@@ -77,13 +92,17 @@ def estimate_subspace_command(
     cache_dir: CacheDirOpt = None,
     fetch: FetchOpt = "auto",
     token: TokenOpt = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Write a portable subspace folder here.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", metavar="DIR", help="Write a portable subspace folder here.")
+    ] = None,
     overwrite: OverwriteOpt = False,
     config: ConfigOpt = None,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Estimate and cache the safety subspace of each module (or write a portable subspace folder)."""
+    from .. import api
+
     output = Output(json_output, quiet)
     request = api.EstimateRequest(
         base=base,
@@ -106,9 +125,18 @@ def estimate_subspace_command(
 
 @app.command("correct")
 def correct_command(
-    adapters: Annotated[list[Path], typer.Argument(help="One or more PEFT LoRA adapter folders.")],
+    ctx: typer.Context,
+    adapters: Annotated[list[Path], typer.Argument(metavar="ADAPTER", help="PEFT LoRA adapter folders.")],
     out: Annotated[
-        Path | None, typer.Option("--out", help="Output folder (one subfolder per adapter if several).")
+        Path | None, typer.Option("--out", metavar="DIR", help="The corrected adapter's folder (one adapter).")
+    ] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out-dir",
+            metavar="DIR",
+            help="Any number of adapters: each to DIR/<its path below the adapters' common parent>.",
+        ),
     ] = None,
     subspace: SubspaceOpt = None,
     base: BaseOpt = None,
@@ -130,23 +158,35 @@ def correct_command(
     fetch: FetchOpt = "auto",
     token: TokenOpt = None,
     config: ConfigOpt = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Compute and print the report; write nothing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", metavar=FLAG, help="Compute and print the report; write nothing.")
+    ] = False,
+    recorrect: Annotated[
+        bool,
+        typer.Option("--recorrect", metavar=FLAG, help="Correct an adapter that csulora already corrected."),
+    ] = False,
     overwrite: OverwriteOpt = False,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Write corrected adapters and their reports."""
+    from .. import api
+
+    options.refuse_estimation_flags_with_subspace(ctx, subspace)
     output = Output(json_output, quiet)
     request = api.CorrectRequest(
         adapters=tuple(adapters),
         out=options.as_path(out),
+        out_dir=options.as_path(out_dir),
         subspace=options.subspace_spec(
-            subspace, base, aligned, rank, exact, seed, power_iterations, energy, cache_dir, device, fetch, token
+            ctx, subspace, base, aligned, rank, exact, seed, power_iterations, energy, cache_dir, device, fetch, token
         ),
         method=method,
         correction=options.correction(lambda_, eps, safelora_select, safelora_threshold, safelora_layers, two_sided),
         dry_run=dry_run,
         overwrite=overwrite,
+        recorrect=recorrect,
+        command_line=options.command_line(ctx),
     )
     with output.progress():
         reports = api.correct(request, output)
@@ -155,13 +195,14 @@ def correct_command(
 
 @app.command("inspect")
 def inspect_command(
-    adapter: Annotated[Path, typer.Argument(help="A PEFT LoRA adapter folder.")],
+    ctx: typer.Context,
+    adapter: Annotated[Path, typer.Argument(metavar="ADAPTER", help="A PEFT LoRA adapter folder.")],
     subspace: SubspaceOpt = None,
     base: BaseOpt = None,
     aligned: AlignedOpt = None,
     fail_above: Annotated[
         float | None,
-        typer.Option("--fail-above", help="Exit 3 when the total off-subspace energy fraction exceeds this."),
+        typer.Option("--fail-above", metavar="F", help="Exit 3 when the total off-subspace energy fraction exceeds F."),
     ] = None,
     method: MethodOpt = "csulora",
     lambda_: LambdaOpt = CorrectionParams.lambda_,
@@ -184,38 +225,60 @@ def inspect_command(
     quiet: QuietOpt = False,
 ) -> None:
     """Show an adapter's modules, or with a subspace, what `correct` would remove."""
+    from .. import api
+    from ..errors import GateTripped
+
+    options.refuse_estimation_flags_with_subspace(ctx, subspace)
     output = Output(json_output, quiet)
     request = api.InspectRequest(
         adapter=adapter,
         subspace=options.subspace_spec(
-            subspace, base, aligned, rank, exact, seed, power_iterations, energy, cache_dir, device, fetch, token
+            ctx, subspace, base, aligned, rank, exact, seed, power_iterations, energy, cache_dir, device, fetch, token
         ),
         method=method,
         correction=options.correction(lambda_, eps, safelora_select, safelora_threshold, safelora_layers, two_sided),
         fail_above=fail_above,
+        command_line=options.command_line(ctx),
     )
     with output.progress():
         result = api.inspect(request, output)
     output.inspect(result)
-    threshold = fail_above
-    if threshold is not None and result.report is not None:
-        off = result.report.totals.off_subspace_fraction
-        if off > threshold:
-            raise GateTripped(f"off-subspace energy {off:.4f} exceeds --fail-above {threshold}")
+    if result.gate is not None and result.gate.tripped:
+        raise GateTripped(result.gate.message)
+
+
+@app.command("verify")
+def verify_command(
+    folders: Annotated[
+        list[Path], typer.Argument(metavar="OUT", help="Corrected adapter folders written by csulora correct.")
+    ],
+    json_output: JsonOpt = False,
+) -> None:
+    """Check that output folders hold exactly the files their csulora_report.json records (exit 1 if not)."""
+    from .. import api
+    from ..errors import CsuloraError
+
+    output = Output(json_output)
+    results = api.verify_outputs(tuple(folders))
+    output.verify(results)
+    first_problem = next((result.problem for result in results if result.problem is not None), None)
+    if first_problem is not None:
+        raise CsuloraError(first_problem)
 
 
 @app.command("demo")
 def demo_command(
-    keep: Annotated[Path | None, typer.Option("--keep", help="Build the demo here and keep it.")] = None,
+    keep: Annotated[Path | None, typer.Option("--keep", metavar="DIR", help="Build the demo here and keep it.")] = None,
 ) -> None:
     """Build a tiny model pair and adapter, then run estimate -> inspect -> correct on them."""
+    from .demo import run_demo
 
     run_demo(Output(), keep)
 
 
 @app.callback(invoke_without_command=True)
 def _root(
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    version: Annotated[bool, typer.Option("--version", metavar=FLAG, help="Print the version and exit.")] = False,
 ) -> None:
     if version:
         typer.echo(f"csulora {__version__}")

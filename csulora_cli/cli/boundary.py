@@ -43,10 +43,11 @@ class CsuloraGroup(TyperGroup):
                 complete_var=complete_var,
                 standalone_mode=False,
                 default_map=config_defaults(self, args),
+                obj={"argv": args},
                 **extra,
             )
         except GateTripped as gate:
-            output.error(f"csulora: {gate}")
+            output.error(f"csulora: error: {gate}")
             sys.exit(GateTripped.exit_code)
         except CsuloraError as error:
             if debug:
@@ -56,9 +57,15 @@ class CsuloraGroup(TyperGroup):
         except _CLICK_ERROR as error:
             if debug:
                 raise
+            message = error.format_message()
+            if type(error).__name__ == "NoArgsIsHelpError":
+                # Bare `csulora` (or a group without its command): the help is the answer, not an error.
+                output.error(message)
+                sys.exit(error.exit_code)
             context = getattr(error, "ctx", None)
-            command = f" {context.info_name}" if context and context.info_name != "csulora" else ""
-            output.error(f"csulora{command}: error: {error.format_message()} (see --help)")
+            command = context.info_name if context and context.info_name != "csulora" else ""
+            see = f"csulora {command} --help" if command else "csulora --help"
+            output.error(f"csulora: error: {message} (see {see})")
             sys.exit(error.exit_code)
         except (KeyboardInterrupt, typer.Abort):
             output.error("csulora: interrupted")

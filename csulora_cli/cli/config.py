@@ -2,10 +2,12 @@
 
 The file is read before the command line is parsed and handed to the parser as its map of defaults,
 so every value goes through the option's own type and anything typed on the command line wins.
+Paths in the file are relative to the file's folder.
 """
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 import yaml
@@ -27,8 +29,20 @@ def read_config_file(path: Path) -> dict:
     return values
 
 
+# Values that name files or folders: relative ones are read against the config file's folder, so a
+# preset means the same from any working directory.
+PATH_PARAMETERS = {"adapter", "cache_dir", "keep", "out", "out_dir", "subspace"}
+# A model is a folder or a Hub repo id: relative values are read against the config's folder when that
+# names an existing folder, and left as typed (a repo id) otherwise.
+MODEL_PARAMETERS = {"base", "aligned"}
+
+
 def config_defaults(group, args: list[str]) -> dict | None:
-    """The parser's default map {command: {parameter: value}} from the `--config` in `args`, if any."""
+    """The parser's default map {command: {parameter: value}} from the `--config` in `args`, if any.
+
+    One preset serves every command: a key that only another command takes is skipped; a key that no
+    command takes is an error, with the nearest known key as a suggestion.
+    """
     command_name = next((arg for arg in args if not arg.startswith("-")), None)
     commands = getattr(group, "commands", {})
     if command_name not in commands:
@@ -37,19 +51,44 @@ def config_defaults(group, args: list[str]) -> dict | None:
     if path is None:
         return None
     # Keys are option names without `--` (`cache-dir` or `cache_dir`); the parser wants parameter names.
+    by_flag = _options_by_flag(commands[command_name])
+    known_anywhere = {flag for command in commands.values() for flag in _options_by_flag(command)}
+    defaults = {}
+    for key, value in read_config_file(path).items():
+        flag = str(key).replace("_", "-")
+        if flag == "config" or flag not in known_anywhere:
+            raise UsageError(f"unknown option {key!r}{_suggestion(flag, known_anywhere)}", where=str(path))
+        name = by_flag.get(flag)
+        if name is not None:
+            defaults[name] = _relative_to(path.parent, name, value)
+    return {command_name: defaults}
+
+
+def _options_by_flag(command) -> dict[str, str]:
     by_flag = {}
-    for parameter in commands[command_name].params:
+    for parameter in command.params:
         if getattr(parameter, "param_type_name", None) == "option":
             for flag in parameter.opts:
                 if flag.startswith("--"):
                     by_flag[flag[2:]] = parameter.name
-    defaults = {}
-    for key, value in read_config_file(path).items():
-        name = by_flag.get(str(key).replace("_", "-"))
-        if name is None or name == "config":
-            raise UsageError(f"unknown option {key!r} for {command_name}", where=str(path))
-        defaults[name] = value
-    return {command_name: defaults}
+    return by_flag
+
+
+def _suggestion(flag: str, known: set[str]) -> str:
+    close = difflib.get_close_matches(flag, sorted(known - {"config"}), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _relative_to(folder: Path, name: str, value):
+    if not isinstance(value, str) or not value:
+        return value
+    if name in PATH_PARAMETERS:
+        given = Path(value).expanduser()
+        return str(given if given.is_absolute() else folder / given)
+    if name in MODEL_PARAMETERS and not Path(value).expanduser().is_absolute():
+        candidate = folder / value
+        return str(candidate) if candidate.exists() else value
+    return value
 
 
 def _config_path(args: list[str]) -> Path | None:

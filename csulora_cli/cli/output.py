@@ -6,6 +6,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import (
@@ -20,8 +21,11 @@ from rich.progress import (
 from rich.table import Table
 
 from ..events import Advance
-from ..pipeline.types import EstimateResult, InspectResult
-from ..report.records import AdapterReport
+from ..report.envelope import envelope
+
+if TYPE_CHECKING:  # the result types import torch; printing needs only their values
+    from ..pipeline.types import EstimateResult, InspectResult, VerifyResult
+    from ..report.records import AdapterReport
 
 
 class _CountColumn(ProgressColumn):
@@ -69,7 +73,7 @@ class Output:
     # Events
     def warn(self, message: str) -> None:
         if not self.quiet:
-            self.stderr.print(f"warning: {message}", highlight=False, markup=False)
+            self.stderr.print(f"csulora: warning: {message}", highlight=False, markup=False)
 
     def start(self, description: str, total: int | None, *, in_bytes: bool = False) -> Advance:
         if self._progress is None:
@@ -77,55 +81,49 @@ class Output:
         task = self._progress.add_task(description, total=total, in_bytes=in_bytes)
         return lambda steps=1: self._progress.advance(task, steps)
 
-    # Results
+    # Results: with --json one document per command (`envelope`), whatever the number of adapters; the
+    # tables' columns carry the names of the JSON fields whose values they show.
     def emit_json(self, payload: object) -> None:
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
 
     def estimate(self, result: EstimateResult) -> None:
         if self.json_mode:
-            self.emit_json(
-                {
-                    "location": result.location,
-                    "modules": [
-                        {
-                            "module": m.target.base_key,
-                            "transposed": m.target.transposed,
-                            "stored_rank": m.stored_rank,
-                            "k": m.rank,
-                            "captured_energy": m.captured_energy,
-                            "displacement_energy": m.displacement_energy,
-                            "has_signal": m.has_signal,
-                            "from_cache": m.from_cache,
-                        }
-                        for m in result.modules
-                    ],
-                }
-            )
+            self.emit_json(envelope("estimate-subspace", subspace=result.to_dict()))
             return
-        table = _table(f"subspace: {result.location}", ("module", "k", "stored", "captured", "||V||²", "from"))
+        columns = ("module", "k", "stored_rank", "captured_energy", "displacement_energy", "from_cache")
+        table = _table(f"subspace: {result.location}", columns)
         for m in result.modules:
-            name = m.target.base_key + (" (T)" if m.target.transposed else "")
+            name = m.module + (" (T)" if m.target.transposed else "")
             table.add_row(
                 name,
                 str(m.rank),
                 str(m.stored_rank),
                 f"{m.captured_energy:.3f}",
                 f"{m.displacement_energy:.3g}" if m.has_signal else "no signal",
-                "cache" if m.from_cache else "estimated",
+                "yes" if m.from_cache else "no",
             )
         self.stdout.print(table)
 
     def reports(self, reports: list[AdapterReport], dry_run: bool) -> None:
         if self.json_mode:
-            payload = [report.to_dict() for report in reports]
-            self.emit_json(payload[0] if len(payload) == 1 else payload)
+            self.emit_json(envelope("correct", dry_run=dry_run, adapters=[report.to_dict() for report in reports]))
             return
         for report in reports:
             self.report_table(report, dry_run)
 
     def report_table(self, report: AdapterReport, dry_run: bool = False) -> None:
         where = "dry run, nothing written" if dry_run or report.output is None else f"-> {report.output}"
-        columns = ("module", "k", "aligned", "partial", "off", "off-energy", "removed", "cosine", "status")
+        columns = (
+            "module",
+            "k",
+            "aligned",
+            "partial",
+            "off",
+            "off_subspace_energy",
+            "attenuation_energy",
+            "cosine",
+            "status",
+        )
         table = _table(f"{report.adapter} [{report.method['name']}] {where}", columns, left=("module", "status"))
         for module in report.modules:
             row = module.to_dict()
@@ -157,31 +155,21 @@ class Output:
         self.stdout.print(table)
 
     def inspect(self, result: InspectResult) -> None:
-        if result.report is not None:
-            self.reports([result.report], dry_run=True)
-            return
         if self.json_mode:
-            self.emit_json(
-                {
-                    "modules": [
-                        {
-                            "module": s.module,
-                            "kind": s.kind,
-                            "shape": list(s.shape),
-                            "rank": s.rank,
-                            "alpha": s.alpha,
-                            "scale": s.scale,
-                            "update_energy": s.update_energy,
-                            "top_singular_value": s.top_singular_value,
-                        }
-                        for s in result.summaries
-                    ]
-                }
-            )
+            gate = None if result.gate is None else result.gate.to_dict()
+            self.emit_json(envelope("inspect", adapters=[result.adapter_record()], gate=gate))
             return
+        if result.report is not None:
+            self.report_table(result.report, dry_run=True)
+        else:
+            self.summary_table(result)
+        if result.gate is not None and not result.gate.tripped:
+            self.stdout.print(f"gate passed: {result.gate.message}", highlight=False, markup=False)
+
+    def summary_table(self, result: InspectResult) -> None:
         table = _table(
-            "adapter modules",
-            ("module", "kind", "shape", "r", "alpha", "scale", "||dW||_F", "sigma_1"),
+            f"{result.adapter}: adapter modules",
+            ("module", "kind", "shape", "rank", "alpha", "scale", "update_energy", "top_singular_value"),
             left=("module", "kind"),
         )
         for s in result.summaries:
@@ -192,10 +180,22 @@ class Output:
                 str(s.rank),
                 f"{s.alpha:g}",
                 f"{s.scale:.4g}",
-                f"{s.update_energy**0.5:.4g}",
+                f"{s.update_energy:.4g}",
                 f"{s.top_singular_value:.4g}",
             )
         self.stdout.print(table)
+
+    def verify(self, results: list[VerifyResult]) -> None:
+        if self.json_mode:
+            self.emit_json(envelope("verify", outputs=[result.to_dict() for result in results]))
+            return
+        for result in results:
+            if result.problem is None:
+                self.stdout.print(
+                    f"verified: {result.folder} ({len(result.files)} files match {result.report_file})",
+                    highlight=False,
+                    markup=False,
+                )
 
     def error(self, line: str) -> None:
         self.stderr.print(line, highlight=False, markup=False)

@@ -8,6 +8,10 @@ from ..errors import UsageError
 
 SAFELORA_SELECTIONS = ("number", "threshold")
 
+# The names of the registered methods (`methods/__init__.py`), in the order the help lists them; written
+# out here so that the command line can offer them without importing torch (a test keeps both in step).
+METHOD_NAMES = ("csulora", "project", "safelora", "csulora-inside", "csulora-signed", "none")
+
 
 @dataclass(frozen=True)
 class CorrectionParams:

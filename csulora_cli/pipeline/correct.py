@@ -7,7 +7,10 @@ and shapes here); outputs are filled in temporary folders and renamed into place
 from __future__ import annotations
 
 import json
-from contextlib import ExitStack
+import os
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import replace
 from pathlib import Path
 
 from ..adapters.peft import LoraAdapter, LoraModule, read_adapter
@@ -18,38 +21,57 @@ from ..correction.params import CorrectionParams
 from ..errors import CsuloraError, UsageError
 from ..events import Events, SilentEvents
 from ..report.card import render_card
-from ..report.records import REPORT_FILE, AdapterReport, ModuleReport
+from ..report.records import REPORT_FILE, AdapterReport, ModuleReport, Provenance
 from ..subspace.keys import Target
 from ..subspace.targets import targets_for_adapter
 from .basis_source import open_provider
 from .module import Outcome, correct_module
+from .provenance import adapter_file_digests, basis_records, output_file_digests, utc_now
 from .types import CorrectRequest
 
 
-def _destinations(adapters: list[LoraAdapter], out: Path) -> list[Path]:
-    if len(adapters) == 1:
-        return [out]
-    names = [adapter.folder.resolve().name for adapter in adapters]
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise UsageError(
-            f"several adapters share the folder name {duplicates[0]!r}; outputs would collide",
-            parameter="adapters",
-        )
-    return [out / name for name in names]
+def _destinations(adapters: list[LoraAdapter], request: CorrectRequest) -> list[Path | None]:
+    """Each adapter's output folder: `out` for the one adapter, else `out_dir / <path below the common parent>`."""
+    if request.dry_run:
+        return [None] * len(adapters)
+    if request.out is not None:
+        return [request.out]
+    relative = relative_output_paths([adapter.folder for adapter in adapters])
+    return [request.out_dir / path for path in relative]
 
 
-def _check_destinations(out: Path, destinations: list[Path], overwrite: bool) -> None:
-    """Refuse before any work: an existing output without --overwrite, or a folder we cannot write."""
-    if len(destinations) == 1:
-        check_destination(destinations[0], overwrite)
-    elif not out.exists():
-        check_destination(out, overwrite=False)
-    elif not out.is_dir():
-        raise CsuloraError("output exists and is not a folder", where=str(out))
-    else:
-        for destination in destinations:
-            check_destination(destination, overwrite)
+def relative_output_paths(folders: list[Path]) -> list[Path]:
+    """Where each adapter goes below `--out-dir`: its path relative to the common parent of all of them
+    (`runs/a/adapter`, `runs/b/adapter` -> `a/adapter`, `b/adapter`; one adapter -> its folder name).
+
+    Two inputs that would land in one folder, or one inside the other, are refused naming both.
+    """
+    resolved = [folder.resolve() for folder in folders]
+    common = Path(os.path.commonpath([folder.parent for folder in resolved]))
+    relative = [folder.relative_to(common) for folder in resolved]
+    for i, first in enumerate(relative):
+        for j in range(i + 1, len(relative)):
+            second = relative[j]
+            if first == second or first in second.parents or second in first.parents:
+                how = "are the same folder" if first == second else "would nest one output inside the other"
+                raise UsageError(
+                    f"adapters {folders[i]} and {folders[j]} {how} under {{out_dir}} ({first} and {second})",
+                    parameter="adapters",
+                )
+    return relative
+
+
+def _refuse_corrected(adapters: list[LoraAdapter], recorrect: bool) -> None:
+    """An adapter that carries a csulora report was corrected already: correcting it again is asked for."""
+    if recorrect:
+        return
+    for adapter in adapters:
+        if (adapter.folder / REPORT_FILE).is_file():
+            raise UsageError(
+                f"already corrected by csulora (it holds {REPORT_FILE}); pass {{recorrect}} to correct it again",
+                parameter="adapters",
+                where=str(adapter.folder),
+            )
 
 
 def correct(request: CorrectRequest, events: Events = SilentEvents()) -> list[AdapterReport]:
@@ -58,8 +80,10 @@ def correct(request: CorrectRequest, events: Events = SilentEvents()) -> list[Ad
     Everything is checked before any work (flags, adapters, destinations, keys and shapes); outputs are
     filled in temporary folders as modules are corrected and renamed into place only at the end.
     """
+    created = utc_now()
     method = get_method(request.method)
     adapters = [read_adapter(path) for path in request.adapters]
+    _refuse_corrected(adapters, request.recorrect)
     for adapter in adapters:
         if adapter.passthrough_keys:
             events.warn(
@@ -67,10 +91,12 @@ def correct(request: CorrectRequest, events: Events = SilentEvents()) -> list[Ad
                 f"factors (modules_to_save or saved embedding layers, e.g. {adapter.passthrough_keys[0]}); they "
                 "replace the model's own weights on load and are copied unchanged, not corrected"
             )
-    destinations = _destinations(adapters, request.out) if request.out is not None else [None] * len(adapters)
+    destinations = _destinations(adapters, request)
     if not request.dry_run:
-        _check_destinations(request.out, destinations, request.overwrite)
+        _check_destinations(request, destinations)
+    adapter_files = [adapter_file_digests(adapter.folder) for adapter in adapters]
     provider = open_provider(request.subspace, adapters, events)
+    _check_rank_cap(request.subspace.rank_cap, provider.describe())
     targets = [targets_for_adapter(adapter, provider) for adapter in adapters]
     with ExitStack() as outputs:
         folders = _open_output_folders(outputs, request, destinations)
@@ -79,32 +105,119 @@ def correct(request: CorrectRequest, events: Events = SilentEvents()) -> list[Ad
             for adapter, folder in zip(adapters, folders, strict=True)
         ]
         module_reports = _correct_modules(adapters, targets, writers, provider, method, request, events)
-        reports = [
-            _adapter_report(adapter, destination, modules, provider, method, request)
-            for adapter, destination, modules in zip(adapters, destinations, module_reports, strict=True)
-        ]
-        for adapter, writer, report in zip(adapters, writers, reports, strict=True):
-            if writer is not None:
-                (writer.folder / "README.md").write_text(render_card(adapter, report))
-                (writer.folder / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        _refuse_no_displacement(module_reports, provider)
+        used = list(dict.fromkeys(target for by_module in targets for target in by_module.values()))
+        bases, checkpoints = basis_records(provider, used)
+        subspace = dict(provider.describe(), energy=request.subspace.energy, bases=bases, checkpoints=checkpoints)
+        if request.subspace.rank_cap is not None:
+            subspace["rank_cap"] = request.subspace.rank_cap
+        reports = []
+        for index, adapter in enumerate(adapters):
+            provenance = Provenance(
+                created=created,
+                command_line=None if request.command_line is None else list(request.command_line),
+                adapter_files=adapter_files[index],
+            )
+            report = _adapter_report(
+                adapter, destinations[index], module_reports[index], subspace, provenance, method, request
+            )
+            if writers[index] is not None:
+                report = _finish_output(writers[index].folder, adapter, report)
+            reports.append(report)
     return reports
+
+
+def _finish_output(folder: Path, adapter: LoraAdapter, report: AdapterReport) -> AdapterReport:
+    """Write the model card, then the report holding the digests of every other file written."""
+    (folder / "README.md").write_text(render_card(adapter, report))
+    provenance = replace(report.provenance, outputs=output_file_digests(folder))
+    report = replace(report, provenance=provenance)
+    (folder / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    return report
+
+
+def _check_rank_cap(rank_cap: int | None, subspace: dict) -> None:
+    """A cap above what a subspace folder stores would be silently meaningless: refuse it."""
+    stored = (subspace.get("estimation") or {}).get("max_rank")
+    if rank_cap is not None and isinstance(stored, int) and rank_cap > stored:
+        raise UsageError(
+            f"{rank_cap} is more columns than the subspace folder stores per module ({stored}, its max_rank)",
+            parameter="max_rank",
+        )
+
+
+def _refuse_no_displacement(module_reports: list[list[ModuleReport]], provider) -> None:
+    """Bases without a displacement anywhere mean the two models are the same: nothing can be corrected."""
+    if any(report.status != "no_signal" for reports in module_reports for report in reports):
+        return
+    sources = provider.describe()
+    raise CsuloraError(
+        f"no displacement: {_source_label(sources.get('base'))} and {_source_label(sources.get('aligned'))} hold "
+        "the same weights in every module the adapters target, so there is no safety subspace to correct against"
+    )
+
+
+def _source_label(source) -> str:
+    if not isinstance(source, dict):
+        return "the base model"
+    return str(source.get("repo") or source.get("path") or source)
+
+
+def _check_destinations(request: CorrectRequest, destinations: list[Path]) -> None:
+    """Refuse before any work: an existing output without --overwrite, or a folder we cannot write."""
+    if request.out is not None:
+        check_destination(destinations[0], request.overwrite)
+        return
+    out_dir = request.out_dir
+    if not out_dir.exists():
+        check_destination(out_dir, overwrite=False)
+        return
+    if not out_dir.is_dir():
+        raise CsuloraError("output exists and is not a folder", where=str(out_dir))
+    for destination in destinations:
+        if destination.exists() or destination.parent.is_dir():
+            check_destination(destination, request.overwrite)
 
 
 def _open_output_folders(outputs: ExitStack, request: CorrectRequest, destinations: list) -> list[Path | None]:
     """Temporary folders to fill, renamed into place when `outputs` closes without an error.
 
-    A new batch folder appears whole, in one rename; adding to an existing batch folder renames each
-    adapter's folder on its own (each whole).
+    A new `--out-dir` appears whole, in one rename; adding to an existing one renames each adapter's
+    folder on its own (each whole), creating the folders above it as needed (removed again on failure
+    when they stay empty).
     """
     if request.dry_run:
         return [None] * len(destinations)
-    if len(destinations) > 1 and not request.out.exists():
-        batch = outputs.enter_context(atomic_folder(request.out, overwrite=False))
-        folders = [batch / destination.name for destination in destinations]
+    if request.out is not None:
+        return [outputs.enter_context(atomic_folder(destinations[0], request.overwrite))]
+    out_dir = request.out_dir
+    if not out_dir.exists():
+        batch = outputs.enter_context(atomic_folder(out_dir, overwrite=False))
+        folders = [batch / destination.relative_to(out_dir) for destination in destinations]
         for folder in folders:
-            folder.mkdir()
+            folder.mkdir(parents=True)
         return folders
-    return [outputs.enter_context(atomic_folder(destination, request.overwrite)) for destination in destinations]
+    folders = []
+    for destination in destinations:
+        outputs.enter_context(_parents_created_for(destination.parent, out_dir))
+        folders.append(outputs.enter_context(atomic_folder(destination, request.overwrite)))
+    return folders
+
+
+@contextmanager
+def _parents_created_for(folder: Path, root: Path) -> Iterator[None]:
+    """Create `folder` (below `root`) if needed; on failure remove what was created and is still empty."""
+    created = [parent for parent in [folder, *folder.parents] if parent != root and root in parent.parents]
+    created = [parent for parent in reversed(created) if not parent.exists()]
+    for parent in created:
+        parent.mkdir()
+    try:
+        yield
+    except BaseException:
+        for parent in reversed(created):
+            with suppress(OSError):
+                parent.rmdir()
+        raise
 
 
 def _correct_modules(adapters, targets, writers, provider, method, request: CorrectRequest, events: Events):
@@ -120,9 +233,10 @@ def _correct_modules(adapters, targets, writers, provider, method, request: Corr
             users.setdefault(targets[index][module.name], []).append((index, module))
     reports: list[dict[str, ModuleReport]] = [{} for _ in adapters]
     pending: list[dict[str, tuple[LoraModule, Outcome]]] = [{} for _ in adapters]
+    max_rank = spec.columns_kept
     advance = events.start("correcting modules", len(users))
     for target, basis, _ in provider.bases(list(users)):
-        subspace = basis.select(spec.energy, spec.estimation.max_rank)
+        subspace = basis.select(spec.energy, max_rank)
         for index, module in users[target]:
             lora_a, lora_b = adapters[index].factors(module)
             outcome = correct_module(module, lora_a, lora_b, target, subspace, basis, method, request.correction)
@@ -171,8 +285,9 @@ def _warn_inexact(reports: list[dict[str, ModuleReport]], events: Events) -> Non
         )
 
 
-def _adapter_report(adapter, destination, modules, provider, method, request: CorrectRequest) -> AdapterReport:
-    spec = request.subspace
+def _adapter_report(
+    adapter, destination, modules, subspace: dict, provenance: Provenance, method, request: CorrectRequest
+) -> AdapterReport:
     method_record = {
         "name": method.name,
         "params": method.parameters(request.correction),
@@ -182,9 +297,10 @@ def _adapter_report(adapter, destination, modules, provider, method, request: Co
         method_record["selected_modules"] = sum(bool(module.selected) for module in modules)
     return AdapterReport(
         adapter=str(adapter.folder.resolve()),
-        output=None if destination is None or request.dry_run else str(destination.resolve()),
+        output=None if destination is None else str(destination.resolve()),
         method=method_record,
-        subspace=dict(provider.describe(), energy=spec.energy, max_rank=spec.estimation.max_rank),
+        subspace=subspace,
         modules=modules,
         passthrough=adapter.passthrough_keys,
+        provenance=provenance,
     )

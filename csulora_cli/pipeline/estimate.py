@@ -6,7 +6,7 @@ from ..adapters.peft import read_adapter
 from ..errors import CsuloraError
 from ..events import Events, SilentEvents
 from ..subspace.estimate import SubspaceBasis
-from ..subspace.folder import add_to_subspace_folder, prepare_subspace_folder
+from ..subspace.folder import add_to_subspace_folder, check_subspace_folder, prepare_subspace_folder
 from ..subspace.keys import Target, layer_of, parse_layers
 from ..subspace.targets import model_type, targets_by_name, targets_for_adapter
 from .basis_source import estimating_provider, resolve_device
@@ -36,24 +36,50 @@ def estimate_subspace(request: EstimateRequest, events: Events = SilentEvents())
             raise CsuloraError("no 2-D weights match", parameter="layers" if layers is not None else "modules")
         raise CsuloraError("no 2-D weights match", where=request.base)
     provider.check(targets)
+    sources = {"base": provider.base.describe(), "aligned": provider.aligned.describe()}
     if request.out is not None:
-        sources = {"base": provider.base.describe(), "aligned": provider.aligned.describe()}
-        prepare_subspace_folder(request.out, sources, request.estimation, request.overwrite)
+        check_subspace_folder(request.out, sources, request.estimation, request.overwrite)
     advance = events.start("estimating subspaces", len(targets))
     modules = []
     # By default, every 2-D weight *that differs* (README, estimate-subspace); whether it differs is
     # known once it is read.
     skip_unchanged = request.adapter is None and request.modules is None
+    # The folder is prepared at the first basis that holds a displacement: a pair that differs nowhere
+    # leaves nothing behind (below). Bases without one wait until then.
+    waiting: list[tuple[Target, SubspaceBasis]] = []
+    folder_ready = False
+    any_signal = False
     for target, basis, from_cache in provider.bases(targets):
         advance()
+        any_signal = any_signal or basis.has_signal
         if skip_unchanged and not basis.has_signal:
             continue
         modules.append(_module_subspace(target, basis, request.energy, from_cache))
-        if request.out is not None:
+        if request.out is None:
+            continue
+        waiting.append((target, basis))
+        if any_signal:
+            if not folder_ready:
+                prepare_subspace_folder(request.out, sources, request.estimation, request.overwrite)
+                folder_ready = True
             # Written as each module finishes, so a job split across machines fills the folder as it goes.
-            add_to_subspace_folder(request.out, provider.request(target), basis)
+            for ready_target, ready_basis in waiting:
+                add_to_subspace_folder(request.out, provider.request(ready_target), ready_basis)
+            waiting.clear()
+    if not any_signal:
+        raise CsuloraError(
+            f"no displacement: {request.base} and {request.aligned} hold the same weights in every targeted "
+            f"module ({len(targets)}), so there is no safety subspace to estimate; check that the second model "
+            "is the aligned one"
+        )
     location = str(request.out) if request.out is not None else str(provider.cache.directory)
-    return EstimateResult(location=location, modules=modules)
+    return EstimateResult(
+        location=location,
+        modules=modules,
+        sources=sources,
+        estimation=request.estimation.as_dict(),
+        energy=request.energy,
+    )
 
 
 def _module_subspace(target: Target, basis: SubspaceBasis, energy: float, from_cache: bool) -> ModuleSubspace:

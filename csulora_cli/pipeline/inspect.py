@@ -8,25 +8,33 @@ from ..adapters.peft import LoraAdapter, LoraModule, read_adapter
 from ..correction.decompose import decompose_update
 from ..events import Events, SilentEvents
 from .correct import correct
-from .types import CorrectRequest, InspectRequest, InspectResult, ModuleSummary
+from .types import CorrectRequest, GateCheck, InspectRequest, InspectResult, ModuleSummary
 
 
 def inspect(request: InspectRequest, events: Events = SilentEvents()) -> InspectResult:
     adapter = read_adapter(request.adapter)
+    where = str(adapter.folder.resolve())
     if not request.subspace.given:
-        return InspectResult(summaries=[_summary(adapter, module) for module in adapter.modules])
+        return InspectResult(adapter=where, summaries=[_summary(adapter, module) for module in adapter.modules])
     reports = correct(
         CorrectRequest(
             adapters=(request.adapter,),
-            out=None,
             subspace=request.subspace,
             method=request.method,
             correction=request.correction,
             dry_run=True,
+            # Inspecting a corrected adapter is how one checks it: never refused.
+            recorrect=True,
+            command_line=request.command_line,
         ),
         events,
     )
-    return InspectResult(report=reports[0])
+    report = reports[0]
+    gate = None
+    if request.fail_above is not None:
+        value = report.totals.off_subspace_fraction
+        gate = GateCheck("off_subspace_energy", "above", request.fail_above, value)
+    return InspectResult(adapter=where, report=report, gate=gate)
 
 
 def _summary(adapter: LoraAdapter, module: LoraModule) -> ModuleSummary:

@@ -16,15 +16,9 @@ from ..correction.methods import METHODS, get_method
 from ..correction.params import CorrectionParams
 from ..errors import UsageError
 from ..report.records import AdapterReport
-from ..subspace.estimate import DEFAULT_ENERGY, EstimationParams, check_energy
 from ..subspace.keys import Target, parse_layers
-
-DEVICES = ("auto", "cpu", "cuda")
-
-
-def _check_device(device: str) -> None:
-    if device not in DEVICES:
-        raise UsageError(f"unknown device {device!r}; choose cpu, cuda or auto", parameter="device")
+from ..subspace.params import DEFAULT_ENERGY, EstimationParams, check_energy
+from .devices import check_device
 
 
 def _check_method(method: str, correction: CorrectionParams) -> None:
@@ -48,13 +42,26 @@ class SubspaceSpec:
     cache_dir: Path | None = None
     device: str = "auto"
     hub: HubOptions = HubOptions()
+    # With a subspace folder: keep at most this many of each basis's stored columns (None: all of them,
+    # up to `energy`). A pair's bases are cut at `estimation.max_rank` instead.
+    rank_cap: int | None = None
 
     def __post_init__(self) -> None:
         self.estimation.check()
         check_energy(self.energy)
-        _check_device(self.device)
+        check_device(self.device)
         if self.subspace is not None and (self.base is not None or self.aligned is not None):
             raise UsageError("give either {subspace} or {base}/{aligned}, not both", parameter="subspace")
+        if self.rank_cap is not None:
+            if self.subspace is None:
+                raise UsageError("caps a subspace folder's bases; give it with {subspace}", parameter="max_rank")
+            if self.rank_cap < 1:
+                raise UsageError(f"must be at least 1, got {self.rank_cap}", parameter="max_rank")
+
+    @property
+    def columns_kept(self) -> int | None:
+        """The most basis columns a module keeps (before the energy rule); None for no limit."""
+        return self.rank_cap if self.subspace is not None else self.estimation.max_rank
 
     @property
     def given(self) -> bool:
@@ -79,7 +86,7 @@ class EstimateRequest:
     def __post_init__(self) -> None:
         self.estimation.check()
         check_energy(self.energy)
-        _check_device(self.device)
+        check_device(self.device)
         if self.modules and self.adapter is not None:
             raise UsageError("give {modules} or {adapter}, not both", parameter="modules")
         if self.modules:
@@ -101,28 +108,78 @@ class ModuleSubspace:
     has_signal: bool
     from_cache: bool
 
+    @property
+    def module(self) -> str:
+        """The module's name, as `correct` and `inspect` name it (its weight key without `.weight`)."""
+        return self.target.base_key.removesuffix(".weight")
+
+    def to_dict(self) -> dict:
+        return {
+            "module": self.module,
+            "base_key": self.target.base_key,
+            "transposed": self.target.transposed,
+            "subspace": {
+                "k": self.rank,
+                "stored_rank": self.stored_rank,
+                "captured_energy": self.captured_energy,
+                "displacement_energy": self.displacement_energy,
+            },
+            "has_signal": self.has_signal,
+            "from_cache": self.from_cache,
+        }
+
 
 @dataclass(frozen=True)
 class EstimateResult:
     location: str
     modules: list[ModuleSubspace]
+    sources: dict = field(default_factory=dict)  # {"base": ..., "aligned": ...}
+    estimation: dict = field(default_factory=dict)
+    energy: float = DEFAULT_ENERGY
+
+    def to_dict(self) -> dict:
+        return {
+            "location": self.location,
+            "sources": self.sources,
+            "estimation": self.estimation,
+            "energy": self.energy,
+            "modules": [module.to_dict() for module in self.modules],
+        }
 
 
 @dataclass(frozen=True)
 class CorrectRequest:
+    """Adapters to correct and where each goes: `out` is the one adapter's output folder; `out_dir` takes
+    any number, each written to `out_dir / <its path below the adapters' common parent>`."""
+
     adapters: tuple[Path, ...]
-    out: Path | None
     subspace: SubspaceSpec
+    out: Path | None = None
+    out_dir: Path | None = None
     method: str = "csulora"
     correction: CorrectionParams = CorrectionParams()
     dry_run: bool = False
     overwrite: bool = False
+    # An adapter that already carries a csulora report is refused unless asked for.
+    recorrect: bool = False
+    # Recorded in each report (provenance); the CLI passes its own command line, tokens removed.
+    command_line: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.adapters:
             raise UsageError("give at least one adapter folder", parameter="adapters")
-        if self.out is None and not self.dry_run:
-            raise UsageError("an output folder is needed (or {dry_run})", parameter="out")
+        if self.out is not None and self.out_dir is not None:
+            raise UsageError("give {out} (one adapter) or {out_dir} (any number), not both", parameter="out")
+        if self.out is not None and len(self.adapters) > 1:
+            raise UsageError(
+                f"takes exactly one adapter, got {len(self.adapters)}; use {{out_dir}} DIR for several",
+                parameter="out",
+            )
+        if self.out is None and self.out_dir is None and not self.dry_run:
+            raise UsageError(
+                "an output is needed: {out} for one adapter or {out_dir} for several (or {dry_run})",
+                parameter="out",
+            )
         _check_method(self.method, self.correction)
 
 
@@ -133,6 +190,7 @@ class InspectRequest:
     method: str = "csulora"
     correction: CorrectionParams = CorrectionParams()
     fail_above: float | None = None
+    command_line: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         _check_method(self.method, self.correction)
@@ -156,8 +214,74 @@ class ModuleSummary:
     update_energy: float
     top_singular_value: float
 
+    def to_dict(self) -> dict:
+        return {
+            "module": self.module,
+            "kind": self.kind,
+            "shape": list(self.shape),
+            "rank": self.rank,
+            "alpha": self.alpha,
+            "scale": self.scale,
+            "update_energy": self.update_energy,
+            "top_singular_value": self.top_singular_value,
+        }
+
+
+@dataclass(frozen=True)
+class GateCheck:
+    """A CI gate on one statistic of the adapter's totals: tripped when the value passes the threshold."""
+
+    statistic: str
+    direction: str  # "above": trips when value > threshold
+    threshold: float
+    value: float
+
+    @property
+    def tripped(self) -> bool:
+        return self.value > self.threshold if self.direction == "above" else self.value < self.threshold
+
+    @property
+    def message(self) -> str:
+        relation = (
+            ("exceeds" if self.tripped else "does not exceed")
+            if self.direction == "above"
+            else ("is below" if self.tripped else "is not below")
+        )
+        flag = "--fail-above" if self.direction == "above" else "--fail-below"
+        return f"{self.statistic} {self.value:.4f} {relation} {flag} {self.threshold}"
+
+    def to_dict(self) -> dict:
+        return {
+            "statistic": self.statistic,
+            "direction": self.direction,
+            "threshold": self.threshold,
+            "value": self.value,
+            "tripped": self.tripped,
+        }
+
 
 @dataclass(frozen=True)
 class InspectResult:
+    adapter: str = ""
     summaries: list[ModuleSummary] = field(default_factory=list)
     report: AdapterReport | None = None
+    gate: GateCheck | None = None
+
+    def adapter_record(self) -> dict:
+        """The adapter's entry in `inspect --json`: its report with a subspace, else its modules."""
+        if self.report is not None:
+            return self.report.to_dict()
+        return {"adapter": self.adapter, "modules": [summary.to_dict() for summary in self.summaries]}
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """One output folder checked against its report: `problem` names the first file that does not match."""
+
+    folder: str
+    report_file: str
+    files: dict[str, str]  # what the report records: relative path -> sha256
+    problem: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"folder": self.folder, "files": len(self.files), "ok": self.problem is None, "problem": self.problem}

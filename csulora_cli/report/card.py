@@ -1,38 +1,108 @@
-"""The README of a corrected adapter folder: what was done, with the original adapter's card below."""
+"""The README (model card) of a corrected adapter folder.
+
+Built with huggingface_hub's `ModelCard`, so the Hub and every tool that reads cards sees what it
+expects: the input card's YAML front matter stays at the top (gaining `tags: [csulora]`, and
+`base_model` / `library_name` where it lacked them); then a short section saying what csulora did;
+then the original card's body. The section sits between markers, so a card corrected again
+(`--recorrect`) carries one section, the newest.
+"""
 
 from __future__ import annotations
 
-import json
+import re
+from pathlib import Path
+
+from huggingface_hub import ModelCard, ModelCardData
 
 from .. import __version__
 from ..adapters.peft import LoraAdapter
+from ..checkpoints.hub.refs import parse_hub_ref
 from .records import REPORT_FILE, AdapterReport
+
+TAG = "csulora"
+SECTION_BEGIN = "<!-- csulora:begin -->"
+SECTION_END = "<!-- csulora:end -->"
+_SECTION = re.compile(re.escape(SECTION_BEGIN) + r".*?" + re.escape(SECTION_END) + r"\n*", re.DOTALL)
 
 
 def render_card(adapter: LoraAdapter, report: AdapterReport) -> str:
-    method = report.method
-    params = ", ".join(f"{key}={value}" for key, value in method["params"].items()) or "none"
-    lines = [
-        "# Corrected LoRA adapter",
-        "",
-        f"Made by csulora {__version__} from `{adapter.folder.resolve()}`.",
-        "",
-        f"- method: `{method['name']}` ({params})" + (f", {method['reference']}" if method["reference"] else ""),
-        f"- subspace: {json.dumps(report.subspace, sort_keys=True)}",
-        f"- off-subspace energy before: {report.totals.off_subspace_fraction:.4f}; "
-        f"energy removed: {report.totals.attenuation_fraction:.4f}; cosine to the original: {report.totals.cosine:.4f}",
-        "",
-        "Only `lora_B` / `lora_embedding_B` tensors were changed; `adapter_config.json` and every other tensor",
-        f"are the original's. Per-module figures: `{REPORT_FILE}`.",
-    ]
     original = adapter.folder / "README.md"
-    if original.is_file():
-        lines += [
-            "",
-            "---",
-            "",
-            "The original adapter's README follows.",
-            "",
-            original.read_text(errors="replace"),
-        ]
+    text = original.read_text(errors="replace") if original.is_file() else ""
+    data, body = _split_card(text)
+    tags = list(data.tags or [])
+    if TAG not in tags:
+        tags.append(TAG)
+    data.tags = tags
+    if not data.base_model:
+        data.base_model = _base_model(adapter, report)
+    if not data.library_name:
+        data.library_name = "peft"
+    body = _SECTION.sub("", body).lstrip("\n")
+    card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n{_section(report)}\n" + (f"\n{body}" if body else ""))
+    return str(card).rstrip("\n") + "\n"
+
+
+def _split_card(text: str) -> tuple[ModelCardData, str]:
+    if not text.startswith("---"):
+        return ModelCardData(), text
+    card = ModelCard(text, ignore_metadata_errors=True)
+    return card.data, card.text
+
+
+def _base_model(adapter: LoraAdapter, report: AdapterReport) -> str | None:
+    """A Hub repo id for `base_model` (the Hub links adapters to it): the adapter's own base model if it
+    names a repo, else the aligned model when it came from the Hub. Local paths are not repo ids."""
+    named = adapter.config.get("base_model_name_or_path")
+    if isinstance(named, str) and "@" not in named and parse_hub_ref(named) and not Path(named).exists():
+        return named
+    aligned = report.subspace.get("aligned")
+    if isinstance(aligned, dict) and aligned.get("kind") == "hub":
+        return aligned.get("repo")
+    return None
+
+
+def _section(report: AdapterReport) -> str:
+    method = report.method
+    params = ", ".join(f"{key}={value}" for key, value in method["params"].items()) or "no parameters"
+    reference = f" ({method['reference']})" if method["reference"] else ""
+    totals = report.totals
+    created = report.provenance.created if report.provenance else "unknown time"
+    lines = [
+        SECTION_BEGIN,
+        "## Safety correction (csulora)",
+        "",
+        f"This adapter was rewritten by csulora {__version__} on {created}: each `lora_B` was replaced by the "
+        "closest update inside the safety subspace of its aligned model. `adapter_config.json` and every other "
+        "tensor are the original's.",
+        "",
+        f"- **Input adapter:** `{report.adapter}`",
+        f"- **Method:** `{method['name']}` with {params}{reference}",
+        f"- **Subspace:** {_subspace_line(report.subspace)}",
+        f"- **Base model:** {_source_line(report.subspace.get('base'), report.subspace, 'base')}",
+        f"- **Aligned model:** {_source_line(report.subspace.get('aligned'), report.subspace, 'aligned')}",
+        f"- **Energy removed:** {totals.attenuation_fraction:.4f} of the update's energy (off the subspace "
+        f"before: {totals.off_subspace_fraction:.4f}; cosine to the original update: {totals.cosine:.4f})",
+        "",
+        f"Per-module figures and the sha256 of every input and output file are in `{REPORT_FILE}`; "
+        "`csulora verify` checks this folder against it.",
+        SECTION_END,
+    ]
     return "\n".join(lines) + "\n"
+
+
+def _subspace_line(subspace: dict) -> str:
+    estimation = subspace.get("estimation") or {}
+    how = f"max_rank {estimation.get('max_rank')}, energy {subspace.get('energy')}"
+    if subspace.get("folder"):
+        return f"folder `{subspace['folder']}` ({how})"
+    return f"estimated for this run ({how})"
+
+
+def _source_line(source, subspace: dict, side: str) -> str:
+    if not isinstance(source, dict):
+        return "not recorded"
+    if source.get("kind") == "hub":
+        return f"`{source.get('repo')}` at commit `{source.get('commit')}`"
+    shards = (subspace.get("checkpoints") or {}).get(side) or []
+    digests = ", ".join(f"`{shard}`" for shard in shards) or "not recorded"
+    return f"`{source.get('path')}` (checkpoint files {digests})"

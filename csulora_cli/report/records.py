@@ -8,10 +8,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .. import __version__
 from ..correction.measures import CorrectionFigures
+from .envelope import SCHEMA_VERSION, tool_record
 
-REPORT_SCHEMA_VERSION = 1
 REPORT_FILE = "csulora_report.json"
 
 
@@ -124,15 +123,38 @@ def totals_of(modules: list[ModuleReport]) -> Totals:
 
 
 @dataclass(frozen=True)
+class Provenance:
+    """What a deploy gate checks: which bytes went in, which came out, when and by which command.
+
+    Digests are sha256 of whole files, keyed by path relative to their folder. `outputs` lists every file
+    written except the report itself (`csulora verify` re-hashes them); None for a dry run.
+    """
+
+    created: str  # UTC, ISO 8601
+    command_line: list[str] | None
+    adapter_files: dict[str, str]
+    outputs: dict[str, str] | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "created": self.created,
+            "command_line": self.command_line,
+            "adapter_files": self.adapter_files,
+            "output_files": self.outputs,
+        }
+
+
+@dataclass(frozen=True)
 class AdapterReport:
     adapter: str
     output: str | None
     method: dict  # {"name", "params", "reference"}
-    subspace: dict  # sources and estimation parameters
+    subspace: dict  # sources, estimation parameters, and each basis used with its digest
     modules: list[ModuleReport] = field(default_factory=list)
     # Tensors that are not LoRA factors (modules_to_save, PEFT's saved embedding layers): full weights
     # that replace the model's own on load, copied unchanged and never corrected.
     passthrough: list[str] = field(default_factory=list)
+    provenance: Provenance | None = None
 
     @property
     def totals(self) -> Totals:
@@ -140,12 +162,13 @@ class AdapterReport:
 
     def to_dict(self) -> dict:
         return {
-            "schema_version": REPORT_SCHEMA_VERSION,
-            "tool": {"name": "csulora", "version": __version__},
+            "schema_version": SCHEMA_VERSION,
+            "tool": tool_record(),
             "adapter": self.adapter,
             "output": self.output,
             "method": self.method,
             "subspace": self.subspace,
+            "provenance": None if self.provenance is None else self.provenance.to_dict(),
             "totals": self.totals.to_dict(),
             "modules": [module.to_dict() for module in self.modules],
             "passthrough_tensors": self.passthrough,

@@ -11,48 +11,16 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import UsageError
 from . import linalg
+from .params import DEFAULT_ENERGY, EstimationParams, check_energy  # noqa: F401 (re-exported)
 
 # Below this fraction of ||W_b||_F^2 the displacement is treated as no signal (docs/method.md section 2):
 # re-saving a checkpoint in another dtype moves weights by ~1e-3 relative (1e-6 in energy), so a
 # displacement this small is round-off, not alignment.
 NO_SIGNAL_RELATIVE_ENERGY = 1e-12
 
-# The share of ||V||^2 a basis keeps unless asked otherwise (`energy` of every command and request).
-DEFAULT_ENERGY = 0.99
-
 # A randomized range finder only pays off when the sketch is much thinner than the matrix.
 EXACT_WHEN_SKETCH_FRACTION_ABOVE = 0.5
-
-
-@dataclass(frozen=True)
-class EstimationParams:
-    """How a basis is estimated; part of every cache key."""
-
-    max_rank: int = 256
-    exact: bool = False
-    oversample: int = 10
-    # One round of subspace iteration: on the synthetic Llama-3.2-1B pair it matched two rounds to
-    # 0.01 degree of principal angle at 20-35% less time (docs/performance.md).
-    power_iterations: int = 1
-    seed: int = 0
-
-    def check(self) -> None:
-        """Refuse what a user may not ask for (the math itself handles max_rank 0: an empty basis)."""
-        if self.max_rank < 1:
-            raise UsageError(f"must be at least 1, got {self.max_rank}", parameter="max_rank")
-        if self.power_iterations < 0:
-            raise UsageError(f"must be at least 0, got {self.power_iterations}", parameter="power_iterations")
-
-    def as_dict(self) -> dict:
-        return {
-            "max_rank": self.max_rank,
-            "exact": self.exact,
-            "oversample": self.oversample,
-            "power_iterations": self.power_iterations,
-            "seed": self.seed,
-        }
 
 
 @dataclass(frozen=True)
@@ -114,12 +82,6 @@ class SelectedSubspace:
     @property
     def rank(self) -> int:
         return self.basis.shape[1]
-
-
-def check_energy(energy: float) -> None:
-    """The share of ||V||^2 to keep; also refuses NaN."""
-    if not 0.0 < energy <= 1.0:
-        raise UsageError(f"must be in (0, 1], got {energy}", parameter="energy")
 
 
 def select_rank(singular_values: torch.Tensor, total_energy: float, energy: float, max_rank: int | None) -> int:

@@ -16,7 +16,7 @@ from ..atomic import write_atomically
 from ..checkpoints.header import read_header
 from ..errors import CsuloraError, FormatError, MissingTensorError, OutputExistsError
 from .estimate import EstimationParams, SubspaceBasis
-from .store import BasisRequest, fingerprint, read_basis_file, write_basis_file
+from .store import BasisRequest, basis_record, read_basis_file, write_basis_file
 
 SUBSPACE_MANIFEST = "subspace.json"
 SUBSPACE_SCHEMA_VERSION = 2
@@ -27,41 +27,52 @@ def _file_name(base_key: str, transposed: bool) -> str:
     return f"{safe}{'.T' if transposed else ''}.safetensors"
 
 
-def prepare_subspace_folder(folder: Path, sources: dict, params: EstimationParams, overwrite: bool) -> None:
-    """Create (or join) a portable subspace folder before any basis is written into it.
-
-    Several jobs (a Slurm array, a CI matrix) may fill one folder with different modules: a folder that
-    already holds a subspace of the same sources and parameters is joined, never replaced. Anything
-    else there is kept unless `overwrite` is given.
-    """
-    manifest = {
+def _manifest(sources: dict, params: EstimationParams) -> dict:
+    return {
         "schema_version": SUBSPACE_SCHEMA_VERSION,
         "tool": {"name": "csulora", "version": __version__},
         "sources": sources,
         "estimation": params.as_dict(),
     }
+
+
+def check_subspace_folder(folder: Path, sources: dict, params: EstimationParams, overwrite: bool) -> bool:
+    """Whether `folder` may receive this subspace; refuses, before any work, a folder holding something else.
+
+    Several jobs (a Slurm array, a CI matrix) may fill one folder with different modules: a folder that
+    already holds a subspace of the same sources and parameters is joined, never replaced. Anything
+    else there is kept unless `overwrite` is given. Returns True when it must be cleared first.
+    """
+    if not folder.exists():
+        return False
+    if not folder.is_dir():
+        raise CsuloraError("output exists and is not a folder", where=str(folder))
     manifest_path = folder / SUBSPACE_MANIFEST
-    if folder.exists():
-        if not folder.is_dir():
-            raise CsuloraError("output exists and is not a folder", where=str(folder))
-        existing = _read_manifest(manifest_path) if manifest_path.is_file() else None
-        # An older schema lacks what this version writes (right vectors): never mixed into one folder.
-        compatible = existing is not None and all(
-            existing.get(key) == manifest[key] for key in ("schema_version", "sources", "estimation")
-        )
-        if not compatible and any(folder.iterdir()):
-            if not overwrite:
-                what = "a subspace of other sources or parameters" if existing else "other files"
-                raise OutputExistsError(
-                    f"output holds {what}", where=str(folder), hint="pass {overwrite} to replace it"
-                )
-            shutil.rmtree(folder)
+    manifest = _manifest(sources, params)
+    existing = _read_manifest(manifest_path) if manifest_path.is_file() else None
+    # An older schema lacks what this version writes (right vectors): never mixed into one folder.
+    compatible = existing is not None and all(
+        existing.get(key) == manifest[key] for key in ("schema_version", "sources", "estimation")
+    )
+    if compatible or not any(folder.iterdir()):
+        return False
+    if not overwrite:
+        what = "a subspace of other sources or parameters" if existing else "other files"
+        raise OutputExistsError(f"output holds {what}", where=str(folder), hint="pass {overwrite} to replace it")
+    return True
+
+
+def prepare_subspace_folder(folder: Path, sources: dict, params: EstimationParams, overwrite: bool) -> None:
+    """Create (or join) a portable subspace folder before any basis is written into it."""
+    if check_subspace_folder(folder, sources, params, overwrite):
+        shutil.rmtree(folder)
     (folder / "bases").mkdir(parents=True, exist_ok=True)
-    write_atomically(manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    manifest = _manifest(sources, params)
+    write_atomically(folder / SUBSPACE_MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 def add_to_subspace_folder(folder: Path, request: BasisRequest, basis: SubspaceBasis) -> None:
-    record = {"fingerprint": fingerprint(request), "module": request.base_key, "transposed": request.transposed}
+    record = basis_record(request)
     write_basis_file(folder / "bases" / _file_name(request.base_key, request.transposed), basis, record)
 
 
@@ -106,6 +117,7 @@ class SubspaceFolder:
                 "transposed": transposed,
                 "path": path,
                 "out_features": out_features,
+                "record": record,
             }
 
     def keys(self) -> set[str]:

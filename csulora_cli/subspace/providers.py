@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import torch
@@ -27,6 +29,16 @@ from .store import BasisCache, BasisRequest
 PREFETCH_MODULES = 1
 
 
+@dataclass(frozen=True)
+class BasisOrigin:
+    """Where a module's basis came from, for the report's provenance: its file (None when it was never
+    written, e.g. an unwritable cache) and the content ids of the checkpoint bytes it was estimated from."""
+
+    file: Path | None
+    base_content: str | None
+    aligned_content: str | None
+
+
 class BasisProvider(Protocol):
     def keys(self) -> set[str]: ...
 
@@ -41,6 +53,8 @@ class BasisProvider(Protocol):
         ...
 
     def describe(self) -> dict: ...
+
+    def origin(self, target: Target) -> BasisOrigin: ...
 
 
 class EstimatingProvider:
@@ -160,6 +174,11 @@ class EstimatingProvider:
             "cache": str(self.cache.directory),
         }
 
+    def origin(self, target: Target) -> BasisOrigin:
+        request = self.request(target)
+        path = self.cache.path_for(request)
+        return BasisOrigin(path if path.is_file() else None, request.base_content, request.aligned_content)
+
 
 def _on_device(basis: SubspaceBasis, device: torch.device) -> SubspaceBasis:
     right = None if basis.right is None else basis.right.to(device)
@@ -201,3 +220,8 @@ class FolderProvider:
             "aligned": self.folder.sources.get("aligned"),
             "estimation": self.folder.estimation,
         }
+
+    def origin(self, target: Target) -> BasisOrigin:
+        entry = self.folder.entry(target.base_key, target.transposed)
+        record = entry["record"]
+        return BasisOrigin(entry["path"], record.get("base_content"), record.get("aligned_content"))

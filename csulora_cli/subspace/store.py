@@ -59,6 +59,18 @@ def fingerprint(request: BasisRequest) -> str:
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
 
+def basis_record(request: BasisRequest) -> dict:
+    """What a basis file says of itself: its cache key, its module, and the checkpoint bytes behind it
+    (the content ids the key hashes, kept readable so that a report can name the shards it came from)."""
+    return {
+        "fingerprint": fingerprint(request),
+        "module": request.base_key,
+        "transposed": request.transposed,
+        "base_content": request.base_content,
+        "aligned_content": request.aligned_content,
+    }
+
+
 def _checksum(*tensors: torch.Tensor) -> str:
     digest = hashlib.sha256()
     for tensor in tensors:
@@ -130,13 +142,8 @@ class BasisCache:
         return basis
 
     def save(self, request: BasisRequest, basis: SubspaceBasis) -> None:
-        record = {
-            "fingerprint": fingerprint(request),
-            "module": request.base_key,
-            "transposed": request.transposed,
-        }
         try:
-            write_basis_file(self.path_for(request), basis, record)
+            write_basis_file(self.path_for(request), basis, basis_record(request))
         except OSError as error:
             raise CsuloraError(
                 f"cannot write the cache ({error.strerror})",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -62,8 +63,8 @@ def corrected(models, subspace, root):
     """One adapter corrected with the defaults (csulora, lambda 3, eps 0.05): (stdout JSON, OUT)."""
     _, _, adapter = models
     out = root / "corrected"
-    result = assert_ok(run_cli("correct", adapter, "--subspace", subspace, "--out", out, "--rank", RANK, "--json"))
-    return result.json(), out
+    result = assert_ok(run_cli("correct", adapter, "--subspace", subspace, "--out", out, "--json"))
+    return result.report(), out
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +204,7 @@ def test_one_adapter_output_folder(models, corrected):
 def test_report_schema(models, corrected):
     _, _, adapter = models
     report, _ = corrected
-    assert report["schema_version"] == 1
+    assert report["schema_version"] == 2
     assert report["method"]["name"] == "csulora"
     assert report["method"]["params"] == {"lambda": 3.0, "eps": 0.05}
     assert report["subspace"]["energy"] == ENERGY
@@ -265,10 +266,12 @@ def test_config_file_values_used_and_flags_win(models, subspace, tmp_path):
             "correct", adapter, "--subspace", subspace, "--config", config, "--method", "csulora", "--dry-run", "--json"
         )
     )
-    report = result.json()
+    report = result.report()
     assert report["method"]["name"] == "csulora"  # the flag wins over the file
     assert report["method"]["params"] == {"lambda": 10.0, "eps": 0.3}  # from the file
-    assert report["subspace"]["max_rank"] == 8 and report["subspace"]["energy"] == 0.9
+    assert report["subspace"]["energy"] == 0.9
+    # A preset's rank is for estimating; the folder's bases were estimated already (one max_rank: its own).
+    assert report["subspace"]["estimation"]["max_rank"] == RANK and "rank_cap" not in report["subspace"]
     assert list(tmp_path.iterdir()) == [config]
 
 
@@ -300,8 +303,11 @@ def test_method_none_copies_the_weights(models, subspace, tmp_path):
 
 
 def test_several_adapters(models, subspace, corrected, exact_bases, tmp_path):
-    """Several adapters: OUT/<input folder name>/ each, the same bytes as one-at-a-time runs."""
-    _, aligned, adapter = models
+    """Several adapters with --out-dir: DIR/<path below their common parent>/ each, the same bytes as
+    one-at-a-time runs."""
+    _, aligned, original = models
+    adapter = tmp_path / "inputs" / "adapter"
+    shutil.copytree(original, adapter)
     second = tmp_path / "inputs" / "adapter_b"
     write_adapter(
         second,
@@ -311,10 +317,8 @@ def test_several_adapters(models, subspace, corrected, exact_bases, tmp_path):
     (second / "README.md").write_text("# adapter b\n\nTrained on the b data.\n")
     (second / "tokenizer_config.json").write_text('{"model_max_length": 128}\n')
     out = tmp_path / "batch"
-    result = assert_ok(
-        run_cli("correct", adapter, second, "--subspace", subspace, "--out", out, "--rank", RANK, "--json")
-    )
-    reports = result.json()
+    result = assert_ok(run_cli("correct", adapter, second, "--subspace", subspace, "--out-dir", out, "--json"))
+    reports = result.reports()
     assert isinstance(reports, list) and len(reports) == 2
     assert sorted(path.name for path in out.iterdir()) == ["adapter", "adapter_b"]
     assert {path.name for path in (out / "adapter").iterdir()} == OUTPUT_FILES
@@ -342,7 +346,7 @@ def test_dry_run_writes_nothing(models, subspace, corrected, tmp_path):
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
     assert snapshot(adapter) == before_adapter
-    report = result.json()
+    report = result.report()
     assert report["output"] is None
     written = corrected[0]
     assert [entry["module"] for entry in report["modules"]] == [entry["module"] for entry in written["modules"]]
@@ -375,7 +379,9 @@ def test_base_aligned_is_deterministic_and_matches_subspace(models, corrected, t
     out, cache = tmp_path / "out", tmp_path / "cache"
     common = ("correct", adapter, "--base", base, "--aligned", aligned, "--out", out, "--rank", RANK)
     common += ("--cache-dir", cache, "--device", "cpu")
-    assert_ok(run_cli(*common))
+    # SOURCE_DATE_EPOCH fixes the time that the report and card record (reproducible builds' convention).
+    environment = {"SOURCE_DATE_EPOCH": "1780000000"}
+    assert_ok(run_cli(*common, env=environment))
     first = snapshot(out)
     assert len(list((cache / "bases").rglob("*.safetensors"))) == len(adapter_modules(adapter))
     assert (out / WEIGHTS).read_bytes() == (corrected[1] / WEIGHTS).read_bytes()
@@ -383,8 +389,15 @@ def test_base_aligned_is_deterministic_and_matches_subspace(models, corrected, t
     assert report["subspace"]["aligned"]["path"] == str(aligned.resolve())
     assert_same_figures(report["modules"], corrected[0]["modules"])
 
-    assert_ok(run_cli(*common, "--overwrite"))
-    assert snapshot(out) == first
+    assert_ok(run_cli(*common, "--overwrite", env=environment))
+    second = snapshot(out)
+    # Every byte again, except the command line the report records (it gained --overwrite).
+    first_report, second_report = (json.loads(tree.pop(REPORT)) for tree in (first, second))
+    assert second == first
+    assert second_report["provenance"]["command_line"] == [*first_report["provenance"]["command_line"], "--overwrite"]
+    assert first_report["provenance"]["created"] == "2026-05-28T20:26:40Z"
+    first_report["provenance"]["command_line"] = second_report["provenance"]["command_line"]
+    assert second_report == first_report
 
 
 def test_aligned_defaults_to_base_model_name_or_path(models, corrected, tmp_path):

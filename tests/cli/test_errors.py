@@ -306,6 +306,10 @@ def test_library_errors_name_the_parameter_and_the_cli_its_flag(models, subspace
     assert raised.value.parameter == "fetch" and raised.value.one_line().startswith("fetch: unknown fetch mode")
     with pytest.raises(UsageError) as raised:
         CorrectRequest(adapters=(models[2],), out=None, subspace=SubspaceSpec(subspace=subspace))
-    assert raised.value.one_line() == "out: an output folder is needed (or dry_run)"
+    assert (
+        raised.value.one_line() == "out: an output is needed: out for one adapter or out_dir for several (or dry_run)"
+    )
     line = assert_one_line_error(run_cli("correct", models[2], "--subspace", subspace), 2)
-    assert line == "csulora: error: --out: an output folder is needed (or --dry-run)"
+    assert line == (
+        "csulora: error: --out: an output is needed: --out for one adapter or --out-dir for several (or --dry-run)"
+    )

@@ -79,7 +79,8 @@ def subspace_files(folder) -> dict[str, tuple[dict, dict]]:
 
 
 def by_module(payload: dict) -> dict[str, dict]:
-    return {entry["module"]: entry for entry in payload["modules"]}
+    """Module records of `estimate-subspace --json` by weight key, with their subspace figures alongside."""
+    return {entry["base_key"]: entry | entry["subspace"] for entry in payload["subspace"]["modules"]}
 
 
 def test_default_module_set_then_cache_hit(models, tmp_path):
@@ -100,7 +101,7 @@ def test_default_module_set_then_cache_hit(models, tmp_path):
         )
     )
     payload = first.json()
-    assert payload["location"] == str(cache)  # the default cache is $CSULORA_CACHE
+    assert payload["subspace"]["location"] == str(cache)  # the default cache is $CSULORA_CACHE
     modules = by_module(payload)
     assert set(modules) == TWO_D_KEYS
     for key, entry in modules.items():
@@ -153,11 +154,13 @@ def test_modules_regex_human_output(models, tmp_path):
             tmp_path / "cache",
         )
     )
-    # A table on stdout naming each selected weight and nothing else.
-    assert "model.layers.0.self_attn.q_proj.weight" in result.stdout
-    assert "model.layers.1.self_attn.q_proj.weight" in result.stdout
+    # A table on stdout naming each selected module (as correct and inspect name it) and nothing else,
+    # its columns named after the JSON fields they show.
+    assert "model.layers.0.self_attn.q_proj" in result.stdout
+    assert "model.layers.1.self_attn.q_proj" in result.stdout
     assert "k_proj" not in result.stdout and "mlp" not in result.stdout
-    assert "estimated" in result.stdout
+    for column in ("stored_rank", "captured_energy", "displacement_energy", "from_cache"):
+        assert column in result.stdout
     assert "subspace:" in result.stdout
     assert not result.stdout.lstrip().startswith("{")
 
@@ -166,7 +169,7 @@ def test_adapter_selects_its_modules_and_out_folder(portable, adapter_modules, m
     """--adapter picks exactly the adapter's targets; --out writes a portable folder with subspace.json."""
     result, out = portable
     payload = result.json()
-    assert payload["location"] == str(out)
+    assert payload["subspace"]["location"] == str(out)
     modules = by_module(payload)
     assert set(modules) == adapter_modules
     assert all(entry["transposed"] is False for entry in modules.values())
@@ -251,12 +254,12 @@ def test_seed_is_part_of_the_cache_key_and_cache_dir_wins(models, tmp_path):
     common += ("--json", "--cache-dir", cache)
     environment = {"CSULORA_CACHE": environment_cache}
     first = assert_ok(run_cli(*common, "--seed", "0", env=environment)).json()
-    assert first["location"] == str(cache)  # --cache-dir wins over $CSULORA_CACHE
+    assert first["subspace"]["location"] == str(cache)  # --cache-dir wins over $CSULORA_CACHE
     out = tmp_path / "seeded"
     second = assert_ok(run_cli(*common, "--seed", "7", "--out", out, env=environment)).json()
-    assert second["location"] == str(out)
-    assert all(entry["from_cache"] is False for entry in first["modules"])
-    assert all(entry["from_cache"] is False for entry in second["modules"])  # another seed: another basis
+    assert second["subspace"]["location"] == str(out)
+    assert all(entry["from_cache"] is False for entry in first["subspace"]["modules"])
+    assert all(entry["from_cache"] is False for entry in second["subspace"]["modules"])  # another seed: another basis
     assert len(list((cache / "bases").rglob("*.safetensors"))) == 2
     assert not list(environment_cache.rglob("*.safetensors"))
     assert json.loads((out / "subspace.json").read_text())["estimation"]["seed"] == 7
@@ -299,15 +302,17 @@ def test_config_file_values_used_and_flags_win(models, tmp_path):
     config.write_text(f"rank: 5\nmodules: 'layers\\.0\\.self_attn\\.o_proj'\njson: true\ncache-dir: {cache}\n")
     from_config = assert_ok(run_cli("estimate-subspace", base, aligned, "--config", config))
     payload = from_config.json()  # json: true came from the file
-    assert payload["location"] == str(cache)
-    (entry,) = payload["modules"]
-    assert entry["module"] == "model.layers.0.self_attn.o_proj.weight"
+    assert payload["subspace"]["location"] == str(cache)
+    (entry,) = by_module(payload).values()
+    assert entry["module"] == "model.layers.0.self_attn.o_proj"
+    assert entry["base_key"] == "model.layers.0.self_attn.o_proj.weight"
     assert entry["stored_rank"] == 5
 
     flag_wins = assert_ok(run_cli("estimate-subspace", base, aligned, "--config", config, "--rank", "6"))
-    (entry,) = flag_wins.json()["modules"]
+    (entry,) = by_module(flag_wins.json()).values()
     assert entry["stored_rank"] == 6
-    assert entry["module"] == "model.layers.0.self_attn.o_proj.weight"
+    assert entry["module"] == "model.layers.0.self_attn.o_proj"
+    assert entry["base_key"] == "model.layers.0.self_attn.o_proj.weight"
 
 
 def test_single_file_checkpoints(tmp_path):

@@ -27,7 +27,8 @@ def inspected(models, subspace) -> dict:
     before = snapshot(adapter.parent)
     result = assert_ok(run_cli("inspect", adapter, "--subspace", subspace, "--rank", RANK, "--json"))
     assert snapshot(adapter.parent) == before
-    return result.json()
+    assert result.json()["gate"] is None
+    return result.report()
 
 
 def factors(adapter: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -51,7 +52,7 @@ def test_without_subspace_table(models):
 
 def test_without_subspace_json(models):
     _, _, adapter = models
-    payload = assert_ok(run_cli("inspect", adapter, "--json")).json()
+    payload = assert_ok(run_cli("inspect", adapter, "--json")).report()
     config = json.loads((adapter / "adapter_config.json").read_text())
     scale = config["lora_alpha"] / config["r"]
     expected = factors(adapter)
@@ -73,7 +74,7 @@ def test_with_subspace_decomposition(models, inspected):
     base, aligned, adapter = models
     config = json.loads((adapter / "adapter_config.json").read_text())
     scale = config["lora_alpha"] / config["r"]
-    assert inspected["schema_version"] == 1
+    assert inspected["schema_version"] == 2
     assert inspected["output"] is None
     modules = {entry["module"]: entry for entry in inspected["modules"]}
     expected = factors(adapter)
@@ -129,7 +130,7 @@ def test_with_base_matches_subspace(models, inspected, tmp_path):
             gate,
         )
     )
-    payload = result.json()
+    payload = result.report()
     assert [entry["module"] for entry in payload["modules"]] == [entry["module"] for entry in inspected["modules"]]
     for mine, theirs in zip(payload["modules"], inspected["modules"], strict=True):
         for field in ("off_subspace_energy", "attenuation_energy", "aligned_energy", "cosine", "update_energy"):
@@ -153,8 +154,20 @@ def test_fail_above_gate(models, subspace, inspected):
         "inspect", adapter, "--subspace", subspace, "--rank", RANK, "--json", "--fail-above", f"{off + 0.05:.4f}"
     )
     assert_ok(passed)
-    assert passed.json()["totals"]["off_subspace_energy"] == pytest.approx(off)
+    assert passed.report()["totals"]["off_subspace_energy"] == pytest.approx(off)
+    # The gate's outcome is part of the JSON document, not only of the exit code.
+    assert passed.json()["gate"] == {
+        "statistic": "off_subspace_energy",
+        "direction": "above",
+        "threshold": pytest.approx(off + 0.05, abs=1e-4),
+        "value": pytest.approx(off),
+        "tripped": False,
+    }
     assert passed.stderr.strip() == ""
+
+    tripped_json = run_cli("inspect", adapter, "--subspace", subspace, "--json", "--fail-above", f"{off - 0.05:.4f}")
+    assert tripped_json.rc == 3, tripped_json.describe()
+    assert tripped_json.json()["gate"]["tripped"] is True
 
 
 def test_fail_above_needs_a_subspace(models):

@@ -7,6 +7,7 @@ and the selection of docs/method.md section 5 (Safe LoRA) densely in float64; th
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy
 import pytest
@@ -49,15 +50,18 @@ def dense_safelora(models, adapter):
 
 
 def run_safelora(adapters, subspace, out, *options):
-    """`correct ADAPTERS... --method safelora` with the complete basis; (result, printed report(s))."""
-    adapters = adapters if isinstance(adapters, tuple) else (adapters,)
+    """`correct ADAPTERS... --method safelora` with the complete basis; (result, printed report(s)): one
+    adapter goes to `--out OUT`, a tuple of them to `--out-dir OUT`."""
+    several = isinstance(adapters, tuple)
+    destination = ("--out-dir", out) if several else ("--out", out)
+    adapters = adapters if several else (adapters,)
     result = assert_ok(
         run_cli(
-            "correct", *adapters, "--subspace", subspace, "--out", out, "--method", "safelora", "--rank", FULL_RANK,
+            "correct", *adapters, "--subspace", subspace, *destination, "--method", "safelora", "--rank", FULL_RANK,
             "--energy", "1", "--json", *options,
         )
     )  # fmt: skip
-    return result, result.json()
+    return result, (result.reports() if several else result.report())
 
 
 def check_written(adapter, out, report, dense, expected_selection):
@@ -133,7 +137,7 @@ def test_more_layers_than_modules_and_a_cut_basis_warns(models, subspace, tmp_pa
             "correct", adapter, "--subspace", subspace, "--method", "safelora", "--safelora-layers", "50",
             "--rank", "8", "--dry-run", "--json", "--quiet",
         )
-    ).json()  # fmt: skip
+    ).report()  # fmt: skip
     assert report["method"]["selected_modules"] == len(report["modules"])
     for entry in report["modules"]:
         assert entry["selected"] is True
@@ -142,7 +146,9 @@ def test_more_layers_than_modules_and_a_cut_basis_warns(models, subspace, tmp_pa
 
 
 def test_several_adapters_select_each_on_its_own(models, full_subspace, tmp_path):
-    _, aligned, adapter = models
+    _, aligned, original = models
+    adapter = tmp_path / "inputs" / "adapter"
+    shutil.copytree(original, adapter)
     second = tmp_path / "inputs" / "adapter_b"
     write_adapter(
         second,

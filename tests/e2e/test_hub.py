@@ -141,7 +141,7 @@ def test_correct_fetches_only_the_targeted_tensors_by_range(hub, checkpoints, tm
         "endpoint": hub.url,
     }
     assert commit in (tmp_path / "out" / "README.md").read_text()
-    assert result.json()["subspace"]["base"]["commit"] == hub.repos["org/base"].refs["main"]
+    assert result.report()["subspace"]["base"]["commit"] == hub.repos["org/base"].refs["main"]
 
 
 def test_second_run_and_offline_run_are_served_from_the_caches(hub, checkpoints, tmp_path):
@@ -310,7 +310,7 @@ def test_estimate_subspace_and_inspect_take_hub_repos(hub, checkpoints, tmp_path
             env=env,
         )
     )
-    assert len(result.json()["modules"]) == SHAPE.layers
+    assert len(result.subspace()["modules"]) == SHAPE.layers
     index = json.loads((out / "subspace.json").read_text())
     assert index["sources"]["aligned"]["commit"] == hub.repos["org/aligned"].refs["main"]
     inspected = assert_ok(
@@ -318,7 +318,7 @@ def test_estimate_subspace_and_inspect_take_hub_repos(hub, checkpoints, tmp_path
             "inspect", checkpoints["adapter-qv"], "--base", "org/base", "--rank", RANK, "--json", env=env
         )
     )
-    assert inspected.json()["subspace"]["base"]["kind"] == "hub"
+    assert inspected.report()["subspace"]["base"]["kind"] == "hub"
 
 
 def test_fail_fast_on_a_missing_tensor_before_any_tensor_data_moves(hub, checkpoints, tmp_path):

@@ -35,8 +35,9 @@ def output_is_complete(folder: Path) -> bool:
 
 
 def correct_command(adapters: list, base: Path, aligned: Path, out: Path, cache: Path) -> list[str]:
+    destination = "--out" if len(adapters) == 1 else "--out-dir"
     return [CSULORA, "correct", *map(str, adapters), "--base", str(base), "--aligned", str(aligned),
-            "--out", str(out), "--rank", "8", "--cache-dir", str(cache), "--quiet"]  # fmt: skip
+            destination, str(out), "--rank", "8", "--cache-dir", str(cache), "--quiet"]  # fmt: skip
 
 
 def uninterrupted_seconds(command: list[str]) -> float:

@@ -25,14 +25,15 @@ PARAMS = EstimationParams(max_rank=8)
 
 
 def test_batch_estimates_each_basis_once(demo_models, tmp_path, monkeypatch):
-    base, aligned, adapter = demo_models
-    second = tmp_path / "second"
-    shutil.copytree(adapter, second)
+    base, aligned, demo_adapter = demo_models
+    adapter, second = tmp_path / "runs" / "adapter", tmp_path / "runs" / "second"
+    shutil.copytree(demo_adapter, adapter)
+    shutil.copytree(demo_adapter, second)
     calls = []
     original = bases_module.estimate_basis
     monkeypatch.setattr(bases_module, "estimate_basis", lambda *a, **k: calls.append(1) or original(*a, **k))
     spec = SubspaceSpec(base=str(base), aligned=str(aligned), estimation=PARAMS, cache_dir=tmp_path / "c")
-    reports = correct(CorrectRequest(adapters=(adapter, second), out=tmp_path / "out", subspace=spec))
+    reports = correct(CorrectRequest(adapters=(adapter, second), out_dir=tmp_path / "out", subspace=spec))
     modules = len(reports[0].modules)
     assert len(calls) == modules
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["adapter", "second"]

@@ -1,0 +1,79 @@
+"""A report's provenance: digests of the files that went in and came out, and of the bases behind them.
+
+sha256 of whole files, so that `sha256sum` or `csulora verify` can check them without csulora's help.
+Links are never followed (an adapter folder's links are refused when it is read).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ..report.records import REPORT_FILE
+from ..subspace.keys import Target
+from ..subspace.providers import BasisProvider
+
+
+def utc_now() -> str:
+    """Now in UTC, or SOURCE_DATE_EPOCH when set (the reproducible-builds convention): two runs of the same
+    command then write the same bytes."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    moment = datetime.fromtimestamp(int(epoch), UTC) if epoch.isdigit() else datetime.now(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def sha256_of(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def adapter_file_digests(folder: Path) -> dict[str, str]:
+    """The adapter files csulora reads or copies: the regular files directly in its folder."""
+    return {path.name: sha256_of(path) for path in sorted(folder.iterdir()) if _regular_file(path)}
+
+
+def output_file_digests(folder: Path) -> dict[str, str]:
+    """Every file under an output folder, by relative POSIX path, except the report (which holds these)."""
+    return {
+        path.relative_to(folder).as_posix(): sha256_of(path)
+        for path in sorted(output_files(folder))
+        if path.relative_to(folder).as_posix() != REPORT_FILE
+    }
+
+
+def output_files(folder: Path) -> list[Path]:
+    """Every non-folder entry under `folder` (links included, as entries, never followed)."""
+    return [path for path in folder.rglob("*") if path.is_symlink() or not path.is_dir()]
+
+
+def basis_records(provider: BasisProvider, targets: list[Target]) -> tuple[list[dict], dict[str, list[str]]]:
+    """Each basis used (its file's digest and the checkpoint bytes behind it), and the checkpoint content
+    ids of base and aligned model (the digests their cache keys already use), without the tensor names."""
+    bases = []
+    checkpoints: dict[str, set[str]] = {"base": set(), "aligned": set()}
+    for target in targets:
+        origin = provider.origin(target)
+        bases.append(
+            {
+                "base_key": target.base_key,
+                "transposed": target.transposed,
+                "file": None if origin.file is None else origin.file.name,
+                "sha256": None if origin.file is None else sha256_of(origin.file),
+                "base_content": origin.base_content,
+                "aligned_content": origin.aligned_content,
+            }
+        )
+        for side, content in (("base", origin.base_content), ("aligned", origin.aligned_content)):
+            if content:
+                checkpoints[side].add(_without_tensor_name(content, target.base_key))
+    return bases, {side: sorted(ids) for side, ids in checkpoints.items()}
+
+
+def _without_tensor_name(content_id: str, base_key: str) -> str:
+    return content_id.removesuffix(f":{base_key}")
+
+
+def _regular_file(path: Path) -> bool:
+    return path.is_file() and not path.is_symlink()

@@ -1,0 +1,51 @@
+"""`verify`: re-hash output folders against the digests their reports recorded (a deploy gate's check)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..report.records import REPORT_FILE
+from .provenance import output_file_digests
+from .types import VerifyResult
+
+
+def verify_outputs(folders: tuple[Path, ...]) -> list[VerifyResult]:
+    """One result per folder; `problem` names the first file (in path order) that differs, is missing or
+    is extra, or the report that cannot be read."""
+    return [_verify(folder) for folder in folders]
+
+
+def _verify(folder: Path) -> VerifyResult:
+    report_path = folder / REPORT_FILE
+    expected, problem = _recorded_digests(folder, report_path)
+    if problem is None:
+        problem = _first_difference(folder, expected, output_file_digests(folder))
+    return VerifyResult(str(folder), REPORT_FILE, expected, problem)
+
+
+def _recorded_digests(folder: Path, report_path: Path) -> tuple[dict[str, str], str | None]:
+    if not folder.is_dir():
+        return {}, f"{folder}: not a folder"
+    try:
+        report = json.loads(report_path.read_text())
+    except FileNotFoundError:
+        return {}, f"{report_path}: missing (not a folder written by csulora correct)"
+    except (OSError, ValueError) as error:
+        return {}, f"{report_path}: not a readable report ({type(error).__name__})"
+    recorded = (report.get("provenance") or {}).get("output_files") if isinstance(report, dict) else None
+    if not isinstance(recorded, dict):
+        return {}, f"{report_path}: records no output files (a report of schema 1, or of a dry run)"
+    return recorded, None
+
+
+def _first_difference(folder: Path, expected: dict[str, str], actual: dict[str, str]) -> str | None:
+    for name in sorted(set(expected) | set(actual)):
+        if name not in actual:
+            return f"{folder / name}: missing (recorded in {REPORT_FILE})"
+        if name not in expected:
+            return f"{folder / name}: extra file (not recorded in {REPORT_FILE})"
+        if actual[name] != expected[name]:
+            found, recorded = actual[name][:12], expected[name][:12]
+            return f"{folder / name}: differs from {REPORT_FILE} (sha256 {found}..., recorded {recorded}...)"
+    return None
