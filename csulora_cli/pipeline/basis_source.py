@@ -62,13 +62,20 @@ def estimating_provider(
     device: torch.device,
     hub_options: HubOptions,
     events: Events,
+    *,
+    cache_required: bool = False,
 ) -> EstimatingProvider:
+    """A provider estimating from `base` and `aligned` through the cache.
+
+    `cache_required` when the cache is the run's only product, so a cache that cannot be written fails
+    the run instead of being a warning.
+    """
     layout = CacheLayout(cache_dir or default_cache_dir())
     hub = HubClient(hub_options, layout.hub_metadata, events)
     return EstimatingProvider(
         open_source(base, digest_memo_dir=layout.file_digests, hub=hub),
         open_source(aligned, digest_memo_dir=layout.file_digests, hub=hub),
-        BasisCache(layout.root, events.warn),
+        BasisCache(layout.root, events.warn, required=cache_required),
         params,
         device,
     )

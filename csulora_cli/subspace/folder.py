@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from .. import __version__
-from ..atomic import write_atomically
+from ..atomic import reporting_full_disk, write_atomically
 from ..checkpoints.header import read_header
 from ..errors import CsuloraError, FormatError, MissingTensorError, OutputExistsError
 from .estimate import EstimationParams, SubspaceBasis
@@ -56,7 +56,8 @@ def prepare_subspace_folder(folder: Path, sources: dict, params: EstimationParam
                     f"output holds {what}", where=str(folder), hint="pass {overwrite} to replace it"
                 )
             shutil.rmtree(folder)
-    (folder / "bases").mkdir(parents=True, exist_ok=True)
+    with reporting_full_disk(folder / "bases", None):
+        (folder / "bases").mkdir(parents=True, exist_ok=True)
     write_atomically(manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
