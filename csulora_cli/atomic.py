@@ -1,65 +1,156 @@
 """Files and folders that appear whole or not at all: the one place csulora writes atomically.
 
-`atomic_file` and `write_atomically` write a file under a temporary name beside it and rename it into
-place. `atomic_folder` fills a hidden temporary sibling of an output folder, fsyncs it and renames it
-into place; on any error or SIGINT/SIGTERM the temporary folder is removed. A SIGKILL can leave only a
-hidden `.csulora-tmp-<pid>-*` folder behind, never a folder under the destination's name; the next run
-that writes beside it removes it once that process is gone.
+`write_atomically` writes a file under a temporary name beside it and renames it into place.
+`atomic_folder` fills a hidden temporary sibling of an output folder, fsyncs it and renames it into
+place; on any error or SIGINT/SIGTERM the temporary folder is removed. A SIGKILL can leave only a hidden
+`.csulora-tmp-<pid>-*` folder behind, never a folder under the destination's name; the next run that
+writes beside it removes it once that process is gone. A full disk (or quota) at any of these writes is
+a `DiskFullError` naming the file and the space it needed.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import secrets
 import shutil
 import signal
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import CsuloraError, OutputExistsError
+from .errors import CsuloraError, DiskFullError, OutputExistsError
 
 TEMP_PREFIX = ".csulora-tmp-"
-# mkstemp creates files 0600; what csulora writes is for other users too (a server, a colleague), so
-# finished files get the permissions the umask gives. Read once, at import, in the main thread.
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-
-
-@contextmanager
-def atomic_file(path: Path, *, fsync: bool = False) -> Iterator[Path]:
-    """A temporary path beside `path` to write; renamed over `path` when the block ends without an error.
-
-    A reader (or a concurrent writer) sees the old file, the new file or none, never a partial one.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
-    os.close(handle)
-    temporary = Path(name)
-    try:
-        yield temporary
-        os.chmod(temporary, 0o666 & ~_UMASK)
-        if fsync:
-            with open(temporary, "rb") as written:
-                os.fsync(written.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+FULL_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_COPY_CHUNK = 1 << 20
+# O_NOFOLLOW: a link planted under the temporary name is refused rather than written through.
+_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 def write_atomically(path: Path, data: str | bytes, *, fsync: bool = False) -> None:
-    with atomic_file(path, fsync=fsync) as temporary:
-        temporary.write_bytes(data.encode() if isinstance(data, str) else data)
+    """Write `data` to `path` through a temporary file beside it, renamed over `path` once complete.
+
+    A reader (or a concurrent writer) sees the old file, the new file or none, never a partial one.
+    """
+    data = data.encode() if isinstance(data, str) else data
+    with reporting_full_disk(path, len(data)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = _create_unique(path.parent, ".tmp-", path.suffix, _new_file)
+        try:
+            try:
+                _write_all(descriptor, data)
+                if fsync:
+                    os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+            os.replace(temporary, path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
 
 
 def write_best_effort(path: Path, data: str | bytes) -> bool:
-    """For records that only save work next time (memos, Hub metadata): a read-only cache must not fail the run."""
+    """For records that only save work next time (memos, Hub metadata): a read-only or full cache must not fail
+    the run."""
     try:
         write_atomically(path, data)
-    except OSError:
+    except (OSError, DiskFullError):
         return False
     return True
+
+
+def write_new_file(path: Path, data: bytes) -> None:
+    """Write a file that does not exist yet (inside a temporary output folder), with the umask's permissions."""
+    with reporting_full_disk(path, len(data)):
+        descriptor = os.open(path, _NEW_FILE_FLAGS, 0o666)
+        try:
+            _write_all(descriptor, data)
+        finally:
+            os.close(descriptor)
+
+
+def copy_new_file(source: Path, destination: Path) -> None:
+    """Copy `source`'s bytes into a new file `destination` (created with the umask's permissions)."""
+    with open(source, "rb") as reader, reporting_full_disk(destination, os.fstat(reader.fileno()).st_size):
+        descriptor = os.open(destination, _NEW_FILE_FLAGS, 0o666)
+        try:
+            while chunk := reader.read(_COPY_CHUNK):
+                _write_all(descriptor, chunk)
+        finally:
+            os.close(descriptor)
+
+
+def _write_all(descriptor: int, data: bytes | memoryview) -> None:
+    # The one call every file csulora writes goes through (tests make the disk "full" here).
+    view = memoryview(data)
+    while view:
+        view = view[os.write(descriptor, view) :]
+
+
+@contextmanager
+def reporting_full_disk(path: Path, needed: int | None) -> Iterator[None]:
+    """Turn ENOSPC / EDQUOT while writing `path` (`needed` bytes) into one `DiskFullError` naming both."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in FULL_DISK_ERRNOS:
+            raise
+        raise full_disk_error(error.errno, path, needed) from None
+
+
+def full_disk_error(code: int, path: Path, needed: int | None) -> DiskFullError:
+    if code == errno.EDQUOT:
+        what = "disk quota exceeded"
+        free = None  # the disk's free space says nothing of the quota
+    else:
+        what = "no space left on device"
+        free = _free_space(path)
+    amounts = [f"needs {format_size(needed)}"] if needed is not None else []
+    if free is not None:
+        amounts.append(f"{format_size(free)} free")
+    return DiskFullError(f"{what}: {', '.join(amounts)}" if amounts else what, where=str(path))
+
+
+def format_size(size: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def _free_space(path: Path) -> int | None:
+    for folder in path.parents:
+        try:
+            return shutil.disk_usage(folder).free
+        except OSError:
+            continue
+    return None
+
+
+def _new_file(path: Path) -> tuple[int, Path]:
+    return os.open(path, _NEW_FILE_FLAGS, 0o666), path
+
+
+def _new_folder(path: Path) -> Path:
+    os.mkdir(path, 0o777)
+    return path
+
+
+def _create_unique(parent: Path, prefix: str, suffix: str, create: Callable[[Path], object]):
+    """Create a new file or folder under a random unused name.
+
+    Unlike tempfile's mkstemp (0600) and mkdtemp (0700), it is created with the default modes (0666, 0777)
+    so the umask decides who may read what csulora writes: a vLLM server or a colleague running as another
+    user must be able to read a corrected adapter or a shared cache.
+    """
+    for _ in range(100):
+        try:
+            return create(parent / f"{prefix}{secrets.token_hex(6)}{suffix}")
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary name", str(parent))
 
 
 def check_destination(destination: Path, overwrite: bool) -> None:
@@ -81,17 +172,43 @@ def atomic_folder(destination: Path, overwrite: bool) -> Iterator[Path]:
     check_destination(destination, overwrite)
     remove_stale_temporaries(destination.parent)
     try:
-        temporary = Path(tempfile.mkdtemp(prefix=_own_prefix(), dir=destination.parent))
+        temporary = _create_unique(destination.parent, _own_prefix(), "", _new_folder)
     except OSError as error:
+        if error.errno in FULL_DISK_ERRNOS:
+            raise full_disk_error(error.errno, destination, None) from None
         raise CsuloraError(f"cannot create a folder here ({error.strerror})", where=str(destination.parent)) from None
     with _cleanup_on_signal(temporary):
         try:
             yield temporary
             _fsync_tree(temporary)
             _replace(temporary, destination, overwrite)
-        except BaseException:
+        except BaseException as error:
             shutil.rmtree(temporary, ignore_errors=True)
+            full = _full_disk_in(error, temporary, destination)
+            if full is not None:
+                raise full from None
             raise
+
+
+def _full_disk_in(error: BaseException, temporary: Path, destination: Path) -> DiskFullError | None:
+    """A full disk met while filling `temporary`, as an error naming the file by its place under `destination`.
+
+    The temporary folder is gone by then, and the user knows the output by its own name. The file's size
+    is known where it was written (`reporting_full_disk`); a bare OSError (a small file written with
+    plain `open`) is named without it.
+    """
+    if isinstance(error, DiskFullError):
+        if not error.where or not error.where.startswith(str(temporary)):
+            return None
+        return DiskFullError(error.message, where=str(destination) + error.where[len(str(temporary)) :])
+    if not isinstance(error, OSError) or error.errno not in FULL_DISK_ERRNOS:
+        return None
+    written = Path(error.filename) if isinstance(error.filename, str) else temporary
+    try:
+        path = destination / written.relative_to(temporary)
+    except ValueError:
+        path = destination
+    return full_disk_error(error.errno, path, None)
 
 
 def _own_prefix() -> str:
@@ -126,7 +243,7 @@ def _replace(temporary: Path, destination: Path, overwrite: bool) -> None:
     if destination.exists():
         if not overwrite:  # appeared while we worked: never clobber it
             raise OutputExistsError("output appeared while writing", where=str(destination))
-        retired = Path(tempfile.mkdtemp(prefix=_own_prefix(), dir=destination.parent))
+        retired = _create_unique(destination.parent, _own_prefix(), "", _new_folder)
         os.replace(destination, retired / destination.name)
         os.replace(temporary, destination)
         shutil.rmtree(retired, ignore_errors=True)

@@ -78,6 +78,14 @@ class OutputExistsError(CsuloraError):
     """The destination exists and `--overwrite` was not given."""
 
 
+class DiskFullError(CsuloraError):
+    """A file could not be written for want of space (ENOSPC) or quota (EDQUOT); `where` names it."""
+
+
+class LinkRefusedError(CsuloraError):
+    """A symbolic link where csulora reads or copies files (an adapter folder): links are never followed."""
+
+
 class GateTripped(Exception):
     """`inspect --fail-above` found too much off-subspace energy (exit 3); not an error of input."""
 

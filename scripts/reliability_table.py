@@ -100,6 +100,18 @@ def cases(root: Path) -> list[tuple[str, Callable[[], list[str]], str]]:
         index["weight_map"][key] = "../../etc/passwd"
         (folder / "model.safetensors.index.json").write_text(json.dumps(index))
 
+    def linked_token(folder: Path) -> None:
+        token = root / "hf-token"
+        token.write_text("hf_not_a_real_token")
+        (folder / "token.txt").symlink_to(token)
+
+    def base_model_named(name: str) -> Callable[[Path], None]:
+        def change(folder: Path) -> None:
+            config = json.loads((folder / "adapter_config.json").read_text())
+            (folder / "adapter_config.json").write_text(json.dumps(config | {"base_model_name_or_path": name}))
+
+        return change
+
     existing = root / "existing"
     existing.mkdir()
     (existing / "keep.txt").write_text("mine")
@@ -178,6 +190,25 @@ def cases(root: Path) -> list[tuple[str, Callable[[], list[str]], str]]:
             "malicious pickle in adapter_model.bin",
             lambda: [*correct, str(variant("evil", evil_pickle)), *src, "--out", str(root / "o")],
             "test_cli_errors.py::test_malicious_pickle_is_refused, test_adapter.py",
+        ),
+        (
+            "symbolic link in the adapter folder (to a token file)",
+            lambda: [*correct, str(variant("linked", linked_token)), *src, "--out", str(root / "o")],
+            "test_adapter_links.py::test_link_to_a_token_file_is_refused_and_not_published",
+        ),
+        (
+            "aligned model from base_model_name_or_path not found",
+            lambda: [
+                *correct,
+                str(variant("relbase", base_model_named("./aligned"))),
+                "--base",
+                str(base),
+                "--rank",
+                "8",
+                "--out",
+                str(root / "o"),
+            ],
+            "test_base_model_origin.py::test_relative_base_model_missing_from_this_directory",
         ),
         (
             "NaN in an adapter tensor",
@@ -346,7 +377,8 @@ def main() -> None:
                 command(),
                 capture_output=True,
                 text=True,
-                env={"CSULORA_CACHE": str(root / "c"), "PATH": "/usr/bin:/bin"},
+                # PYTHONPATH: the console script runs this checkout's code, whatever the environment installed.
+                env={"CSULORA_CACHE": str(root / "c"), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)},
             )
             lines = [line for line in result.stderr.splitlines() if line.strip()]
             message = lines[-1] if lines else ""

@@ -26,6 +26,7 @@ from ..errors import (
     ShapeMismatchError,
     UnsupportedAdapterError,
 )
+from .links import refuse_links
 
 CONFIG_FILE = "adapter_config.json"
 SAFETENSORS_FILE = "adapter_model.safetensors"
@@ -102,6 +103,7 @@ def read_adapter(folder: Path) -> LoraAdapter:
     """Read the config and the weights file's header; factors are read later, module by module."""
     if not folder.is_dir():
         raise CsuloraError("adapter folder does not exist", where=str(folder))
+    refuse_links(folder)  # before anything in it is read: the config and weights are entries too
     config = read_config(folder / CONFIG_FILE)
     weights_path, shapes, pickled = _read_weights(folder)
     modules = _modules(config, shapes, weights_path)

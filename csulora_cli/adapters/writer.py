@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import torch
 
+from ..atomic import copy_new_file, reporting_full_disk, write_new_file
 from ..checkpoints.header import DTYPE_NAMES, raw_bytes, read_header
 from .peft import PICKLE_FILE, SAFETENSORS_FILE, LoraAdapter
 
@@ -17,28 +17,33 @@ class AdapterWriter:
     A safetensors input is copied byte for byte and only the data ranges of replaced tensors are
     rewritten (same shape, same dtype, so same length): header, order, metadata and every other tensor
     stay exactly as they were. A pickle input is written as `adapter_model.safetensors` first.
+    `read_adapter` has refused any link among the adapter's files, so nothing here reads through one.
     """
 
     def __init__(self, adapter: LoraAdapter, destination: Path):
         self.adapter = adapter
         self.folder = destination
-        for path in adapter.folder.iterdir():
+        for path in sorted(adapter.folder.iterdir()):
             if path.is_file() and path.name not in (SAFETENSORS_FILE, PICKLE_FILE, "README.md"):
-                shutil.copyfile(path, destination / path.name)
+                copy_new_file(path, destination / path.name)
         self.target = destination / SAFETENSORS_FILE
         if adapter.pickled is None:
-            shutil.copyfile(adapter.weights_path, self.target)
+            copy_new_file(adapter.weights_path, self.target)
         else:
-            from safetensors.torch import save_file
+            from safetensors.torch import save
 
             tensors = {key: adapter.pickled[key].contiguous().clone() for key in adapter.keys}
-            save_file(tensors, str(self.target), metadata={"format": "pt"})
+            # Serialized in memory and written here, so a full disk is an OSError naming this file
+            # (safetensors' own file writer reports it as a generic SafetensorError).
+            write_new_file(self.target, save(tensors, metadata={"format": "pt"}))
         self.entries = read_header(self.target).entries
 
     def replace(self, key: str, tensor: torch.Tensor) -> None:
         entry = self.entries[key]
         if tuple(tensor.shape) != entry.shape or DTYPE_NAMES.get(tensor.dtype) != entry.dtype:
             raise AssertionError(f"replacement for {key} changed shape or dtype")
-        with open(self.target, "r+b") as handle:
+        data = raw_bytes(tensor)
+        # Same length in place, yet a copy-on-write or compressing filesystem may still need new blocks.
+        with reporting_full_disk(self.target, len(data)), open(self.target, "r+b") as handle:
             handle.seek(entry.start)
-            handle.write(raw_bytes(tensor))
+            handle.write(data)

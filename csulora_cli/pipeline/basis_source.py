@@ -12,11 +12,12 @@ from pathlib import Path
 
 import torch
 
-from ..adapters.peft import LoraAdapter
+from ..adapters.peft import CONFIG_FILE, LoraAdapter
 from ..checkpoints.hub.client import HubClient
 from ..checkpoints.hub.options import HubOptions
 from ..checkpoints.open_source import open_source
-from ..errors import UsageError
+from ..checkpoints.protocol import TensorSource
+from ..errors import CsuloraError, UsageError
 from ..events import Events
 from ..subspace.estimate import EstimationParams
 from ..subspace.folder import SubspaceFolder
@@ -62,16 +63,36 @@ def estimating_provider(
     device: torch.device,
     hub_options: HubOptions,
     events: Events,
+    *,
+    aligned_origin: str | None = None,
+    cache_required: bool = False,
 ) -> EstimatingProvider:
+    """A provider estimating from `base` and `aligned` through the cache.
+
+    `aligned_origin` says where the aligned model's name came from when the user did not type it
+    (an adapter's config), so an error opening it says so; `cache_required` when the cache is the
+    run's only product, so a cache that cannot be written fails the run instead of being a warning.
+    """
     layout = CacheLayout(cache_dir or default_cache_dir())
     hub = HubClient(hub_options, layout.hub_metadata, events)
     return EstimatingProvider(
         open_source(base, digest_memo_dir=layout.file_digests, hub=hub),
-        open_source(aligned, digest_memo_dir=layout.file_digests, hub=hub),
-        BasisCache(layout.root, events.warn),
+        _open_named_source(aligned, aligned_origin, digest_memo_dir=layout.file_digests, hub=hub),
+        BasisCache(layout.root, events.warn, required=cache_required),
         params,
         device,
     )
+
+
+def _open_named_source(spec: str, origin: str | None, **options) -> TensorSource:
+    try:
+        return open_source(spec, **options)
+    except CsuloraError as error:
+        # A path the user never typed (a relative base_model_name_or_path read from another folder, a
+        # Hub id) is a puzzle unless the error says where it came from.
+        if origin is not None:
+            error.where = f"{error.where or spec} ({origin})"
+        raise
 
 
 def open_provider(spec: SubspaceSpec, adapters: list[LoraAdapter], events: Events) -> BasisProvider:
@@ -82,15 +103,24 @@ def open_provider(spec: SubspaceSpec, adapters: list[LoraAdapter], events: Event
         return FolderProvider(SubspaceFolder(spec.subspace), device)
     if spec.base is None:
         raise UsageError("a subspace is needed: pass {subspace} DIR or {base} BASE", parameter="base")
-    aligned = spec.aligned or _aligned_from_adapters(adapters)
-    return estimating_provider(spec.base, aligned, spec.estimation, spec.cache_dir, device, spec.hub, events)
+    if spec.aligned:
+        aligned, origin = spec.aligned, None
+    else:
+        aligned, origin = _aligned_from_adapters(adapters)
+    return estimating_provider(
+        spec.base, aligned, spec.estimation, spec.cache_dir, device, spec.hub, events, aligned_origin=origin
+    )
 
 
-def _aligned_from_adapters(adapters: list[LoraAdapter]) -> str:
+def _aligned_from_adapters(adapters: list[LoraAdapter]) -> tuple[str, str]:
+    """The adapters' common `base_model_name_or_path`, and where it was read (for error messages)."""
     names = {adapter.config.get("base_model_name_or_path") for adapter in adapters}
     if len(names) != 1 or None in names or not all(isinstance(n, str) and n for n in names):
         raise UsageError(
             "the adapters do not name one common base_model_name_or_path; pass the aligned model",
             parameter="aligned",
         )
-    return names.pop()
+    origin = f"base_model_name_or_path in {adapters[0].folder / CONFIG_FILE}"
+    if len(adapters) > 1:
+        origin += f" and {len(adapters) - 1} other adapter(s)"
+    return names.pop(), origin

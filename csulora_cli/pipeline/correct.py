@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..adapters.peft import LoraAdapter, LoraModule, read_adapter
 from ..adapters.writer import AdapterWriter
-from ..atomic import atomic_folder, check_destination
+from ..atomic import atomic_folder, check_destination, write_new_file
 from ..correction.methods import get_method
 from ..correction.params import CorrectionParams
 from ..errors import CsuloraError, UsageError
@@ -129,10 +129,12 @@ def correct(request: CorrectRequest, events: Events = SilentEvents()) -> list[Ad
 
 def _finish_output(folder: Path, adapter: LoraAdapter, report: AdapterReport) -> AdapterReport:
     """Write the model card, then the report holding the digests of every other file written."""
-    (folder / "README.md").write_text(render_card(adapter, report))
+    write_new_file(folder / "README.md", render_card(adapter, report).encode())
     provenance = replace(report.provenance, outputs=output_file_digests(folder))
     report = replace(report, provenance=provenance)
-    (folder / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    # A corrected adapter corrected again (--recorrect) brought its old report along with its other files.
+    (folder / REPORT_FILE).unlink(missing_ok=True)
+    write_new_file(folder / REPORT_FILE, (json.dumps(report.to_dict(), indent=2) + "\n").encode())
     return report
 
 

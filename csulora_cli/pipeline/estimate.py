@@ -23,6 +23,8 @@ def estimate_subspace(request: EstimateRequest, events: Events = SilentEvents())
         resolve_device(request.device),
         request.hub,
         events,
+        # Without a folder to write, the cache is what this command produces: failing to write it fails.
+        cache_required=request.out is None,
     )
     if request.adapter is not None:
         adapter = read_adapter(request.adapter)

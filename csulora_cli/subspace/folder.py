@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from .. import __version__
-from ..atomic import write_atomically
+from ..atomic import reporting_full_disk, write_atomically
 from ..checkpoints.header import read_header
 from ..errors import CsuloraError, FormatError, MissingTensorError, OutputExistsError
 from .estimate import EstimationParams, SubspaceBasis
@@ -66,7 +66,8 @@ def prepare_subspace_folder(folder: Path, sources: dict, params: EstimationParam
     """Create (or join) a portable subspace folder before any basis is written into it."""
     if check_subspace_folder(folder, sources, params, overwrite):
         shutil.rmtree(folder)
-    (folder / "bases").mkdir(parents=True, exist_ok=True)
+    with reporting_full_disk(folder / "bases", None):
+        (folder / "bases").mkdir(parents=True, exist_ok=True)
     manifest = _manifest(sources, params)
     write_atomically(folder / SUBSPACE_MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
@@ -104,7 +105,8 @@ class SubspaceFolder:
         self.sources = self.manifest.get("sources", {})
         self.estimation = self.manifest.get("estimation", {})
         self.modules = {}
-        for path in sorted((folder / "bases").glob("*.safetensors")):
+        # Hidden names are files still being written (or left by a killed job), never bases.
+        for path in sorted((folder / "bases").glob("[!.]*.safetensors")):
             header = read_header(path)
             try:
                 record = json.loads(header.metadata["csulora"])

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from .. import __version__
-from ..atomic import atomic_file
+from ..atomic import write_atomically
 from ..checkpoints.header import raw_bytes
-from ..errors import CsuloraError, FormatError
+from ..errors import CsuloraError, DiskFullError, FormatError
 from .estimate import EstimationParams, SubspaceBasis
 
 # 2: basis files also hold V's right singular vectors. The format is part of every fingerprint, so
@@ -91,8 +91,10 @@ def write_basis_file(path: Path, basis: SubspaceBasis, record: dict) -> None:
         checksum=_checksum(*tensors.values()),
         tool_version=__version__,
     )
-    with atomic_file(path, fsync=True) as temporary:
-        save_file(tensors, str(temporary), metadata={"csulora": json.dumps(record, sort_keys=True)})
+    # Serialized in memory and written by `write_atomically`, so a full disk is one error naming this file
+    # and its size (safetensors' own file writer reports it as a generic SafetensorError).
+    data = save(tensors, metadata={"csulora": json.dumps(record, sort_keys=True)})
+    write_atomically(path, data, fsync=True)
 
 
 def read_basis_file(path: Path) -> tuple[SubspaceBasis, dict]:
@@ -117,11 +119,18 @@ def read_basis_file(path: Path) -> tuple[SubspaceBasis, dict]:
 
 
 class BasisCache:
-    """The shared on-disk cache: `<dir>/bases/<fingerprint[:2]>/<fingerprint>.safetensors`."""
+    """The shared on-disk cache: `<dir>/bases/<fingerprint[:2]>/<fingerprint>.safetensors`.
 
-    def __init__(self, directory: Path, warn: Warn):
+    Unless the cache is the run's product (`required`: `estimate-subspace` without a folder to write),
+    a cache that cannot be written (full, read-only, not a folder) is one warning: the run goes on with
+    its bases in memory and stops trying to store them.
+    """
+
+    def __init__(self, directory: Path, warn: Warn, *, required: bool = False):
         self.directory = directory
         self.warn = warn
+        self.required = required
+        self.writable = True
 
     def path_for(self, request: BasisRequest) -> Path:
         key = fingerprint(request)
@@ -142,11 +151,21 @@ class BasisCache:
         return basis
 
     def save(self, request: BasisRequest, basis: SubspaceBasis) -> None:
+        if not self.writable:
+            return
+        path = self.path_for(request)
         try:
-            write_basis_file(self.path_for(request), basis, basis_record(request))
-        except OSError as error:
-            raise CsuloraError(
-                f"cannot write the cache ({error.strerror})",
-                where=str(self.directory),
-                hint="pass {cache_dir} to use another folder",
-            ) from None
+            write_basis_file(path, basis, basis_record(request))
+        except (OSError, DiskFullError) as error:
+            if self.required:
+                raise _cache_write_error(error, path, hint="pass {cache_dir} to use another folder") from None
+            self.writable = False
+            # A warning, not a request: the run goes on, so no hint to act (nor a flag the API would not know).
+            failure = _cache_write_error(error, path, hint=None)
+            self.warn(f"{failure.one_line()}; the bases of this run are kept in memory and not cached")
+
+
+def _cache_write_error(error: OSError | DiskFullError, path: Path, hint: str | None) -> CsuloraError:
+    if isinstance(error, DiskFullError):
+        return DiskFullError(f"cannot write the basis cache, {error.message}", where=error.where, hint=hint)
+    return CsuloraError(f"cannot write the basis cache ({error.strerror or error})", where=str(path), hint=hint)

@@ -1,7 +1,8 @@
 """Builders of tiny checkpoints and adapters: what the demo, the tests and the scripts all make models with.
 
-A Llama-shaped base/aligned pair as bf16 shards with an index, and PEFT-format LoRA adapters, written
-with safetensors alone: no network, no transformers.
+A Llama-shaped base/aligned pair as bf16 shards with an index (and a `config.json` transformers loads as
+a `LlamaForCausalLM`), and PEFT-format LoRA adapters, written with safetensors alone: no network, no
+transformers.
 """
 
 from __future__ import annotations
@@ -23,6 +24,30 @@ class TinyLlama:
     intermediate: int = 128
     kv_hidden: int = 32
     vocab: int = 256
+    heads: int = 4
+
+    def config(self) -> dict:
+        """A transformers `LlamaConfig` whose model has exactly `weight_shapes()` (untied head, no biases)."""
+        head_dim = self.hidden // self.heads
+        return {
+            "architectures": ["LlamaForCausalLM"],
+            "model_type": "llama",
+            "hidden_size": self.hidden,
+            "intermediate_size": self.intermediate,
+            "num_hidden_layers": self.layers,
+            "num_attention_heads": self.heads,
+            "num_key_value_heads": self.kv_hidden // head_dim,
+            "head_dim": head_dim,
+            "vocab_size": self.vocab,
+            "max_position_embeddings": 128,
+            "hidden_act": "silu",
+            "rms_norm_eps": 1e-6,
+            "rope_theta": 10000.0,
+            "attention_bias": False,
+            "mlp_bias": False,
+            "tie_word_embeddings": False,
+            "torch_dtype": "bfloat16",
+        }
 
     def weight_shapes(self) -> dict[str, tuple[int, ...]]:
         shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (self.vocab, self.hidden)}
@@ -131,12 +156,17 @@ def make_adapter_factors(
 
 
 def build_demo(root: Path, seed: int = 0) -> tuple[Path, Path, Path]:
-    """Write base/, aligned/ and adapter/ under `root`; returns their paths."""
+    """Write base/, aligned/ and adapter/ under `root`; returns their paths.
+
+    The models load with transformers' `AutoModelForCausalLM`, and the adapter names the aligned model by
+    its absolute path, so PEFT finds it from any working directory (a relative one would become a Hub id).
+    """
     shape = TinyLlama()
     base_weights, aligned_weights = make_model_pair(shape, seed)
     base, aligned, adapter = root / "base", root / "aligned", root / "adapter"
-    write_checkpoint(base, base_weights)
-    write_checkpoint(aligned, aligned_weights)
+    for folder, weights in ((base, base_weights), (aligned, aligned_weights)):
+        write_checkpoint(folder, weights)
+        (folder / "config.json").write_text(json.dumps(shape.config(), indent=2) + "\n")
     targets = ("q_proj", "v_proj", "gate_proj", "up_proj", "down_proj")
     factors = make_adapter_factors(shape, targets, seed=seed + 1)
     # Half of each update writes along the directions alignment moved, half elsewhere, so the report
@@ -148,5 +178,7 @@ def build_demo(root: Path, seed: int = 0) -> tuple[Path, Path, Path]:
         half = lora_b.shape[1] // 2
         lora_b[:, :half] = safety_directions @ torch.randn(2, half, generator=torch.Generator().manual_seed(seed))
         lora_b[:, :half] *= 0.05
-    write_adapter(adapter, factors, {"target_modules": list(targets), "base_model_name_or_path": str(aligned)})
+    write_adapter(
+        adapter, factors, {"target_modules": list(targets), "base_model_name_or_path": str(aligned.resolve())}
+    )
     return base, aligned, adapter
