@@ -61,5 +61,11 @@ benchmark-safety: install
 reliability-table: install
 	$(BIN)/python scripts/reliability_table.py
 
+# The README's Slurm array, run as written on a single-node Slurm that scripts/slurm_e2e.sh starts and
+# stops itself (as root; installs Debian's slurmctld, slurmd, slurm-client and munge when missing).
+.PHONY: test-slurm
+test-slurm: install
+	scripts/slurm_e2e.sh
+
 clean:
 	rm -rf $(VENV) .venv-runtime build *.egg-info
