@@ -45,7 +45,8 @@ check-runtime:
 	! .venv-runtime/bin/python -c "import peft" 2>/dev/null
 	! .venv-runtime/bin/python -c "import transformers" 2>/dev/null
 	.venv-runtime/bin/csulora demo > /dev/null
-	@echo "runtime environment without test extras: csulora --help and demo ran"
+	.venv-runtime/bin/python -c "from csulora_cli.report.schema_files import SCHEMA_NAMES, load_schema; [load_schema(n) for n in SCHEMA_NAMES]"
+	@echo "runtime environment without test extras: csulora --help and demo ran, the JSON Schemas ship"
 
 # Figures for docs/performance.md (tens of GB of synthetic checkpoints under scripts/out/; ~15 min).
 benchmark-scale: install

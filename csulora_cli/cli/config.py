@@ -10,12 +10,12 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
-import yaml
-
 from ..errors import FormatError, UsageError
 
 
 def read_config_file(path: Path) -> dict:
+    import yaml  # only when a config is given: startup stays short for every other command
+
     try:
         values = yaml.safe_load(path.read_text())
     except FileNotFoundError:
