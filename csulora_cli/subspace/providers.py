@@ -174,6 +174,12 @@ class EstimatingProvider:
             "cache": str(self.cache.directory),
         }
 
+    def missing_weight(self, module_name: str, key: str) -> MissingTensorError:
+        return MissingTensorError(
+            f"the base model has no weight for adapter module {module_name} (looked for {key})",
+            where=self.base.name,
+        )
+
     def origin(self, target: Target) -> BasisOrigin:
         request = self.request(target)
         path = self.cache.path_for(request)
@@ -220,6 +226,13 @@ class FolderProvider:
             "aligned": self.folder.sources.get("aligned"),
             "estimation": self.folder.estimation,
         }
+
+    def missing_weight(self, module_name: str, key: str) -> MissingTensorError:
+        return MissingTensorError(
+            f"no basis for adapter module {module_name} ({key}) in this subspace folder",
+            where=str(self.folder.folder),
+            hint="estimate it with estimate-subspace {adapter} ADAPTER {out} DIR",
+        )
 
     def origin(self, target: Target) -> BasisOrigin:
         entry = self.folder.entry(target.base_key, target.transposed)

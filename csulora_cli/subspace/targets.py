@@ -24,6 +24,10 @@ class WeightLayout(Protocol):
 
     def orientations(self, base_key: str) -> dict[bool, int]: ...
 
+    def missing_weight(self, module_name: str, key: str) -> CsuloraError:
+        """The error for an adapter module whose weight (or basis) this provider does not hold."""
+        ...
+
 
 # Weights GPT-2 style models keep in `Conv1D` layers, stored (in, out).
 _CONV1D_NAME = re.compile(r"(^|\.)(c_attn|c_proj|c_fc|q_attn)$")
@@ -140,6 +144,8 @@ def targets_for_adapter(adapter: LoraAdapter, provider: WeightLayout) -> dict[st
     for module in adapter.modules:
         try:
             key = base_weight_key(module, keys)
+        except MissingTensorError:
+            raise provider.missing_weight(module.name, f"{module.name}.weight") from None
         except CsuloraError as error:
             raise type(error)(error.message, where=str(adapter.weights_path)) from None
         stored = provider.stored_shape(key)

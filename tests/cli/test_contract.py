@@ -361,3 +361,19 @@ def test_misspelt_preset_key_gets_a_suggestion(models, subspace, tmp_path):
     config.write_text("fail-abve: 0.5\n")
     line = assert_one_line_error(run_cli("inspect", adapter, "--subspace", subspace, "--config", config), 2)
     assert str(config) in line and "'fail-abve'" in line and "did you mean 'fail-above'?" in line
+
+
+# A subspace folder filled by a split job that was killed: its leftovers are not bases, and what is missing
+# is named as a missing basis, not as a missing model weight.
+
+
+def test_partial_subspace_folder_names_the_missing_basis_and_ignores_hidden_leftovers(models, subspace, tmp_path):
+    _, _, adapter = models
+    partial = tmp_path / "partial"
+    shutil.copytree(subspace, partial)
+    (partial / "bases" / ".tmp-123-abc.safetensors").write_bytes(b"")  # a write cut short by a kill
+    assert_ok(run_cli("correct", adapter, "--subspace", partial, "--dry-run"))
+    removed = sorted((partial / "bases").glob("*q_proj*"))[0]
+    removed.unlink()
+    line = assert_one_line_error(run_cli("correct", adapter, "--subspace", partial, "--dry-run"), 1, str(partial))
+    assert "no basis for adapter module" in line and "estimate-subspace" in line
