@@ -1,75 +1,70 @@
 """A local HTTP server speaking the Hugging Face Hub routes that `huggingface_hub` uses, for tests.
 
-Routes: `GET /api/models/{repo}[/revision/{rev}]` (model info, with per-file size, blob id and LFS
-sha256 when `blobs=true`), `GET /api/models/{repo}/tree/{rev}`, and `HEAD`/`GET
-/{repo}/resolve/{rev}/{path}` with `X-Repo-Commit`, `ETag`, `Content-Length` and `Range`/206. Errors
-carry the `X-Error-Code` headers the real Hub sends (RepoNotFound, RevisionNotFound, EntryNotFound,
-GatedRepo). Every request is logged with the body bytes sent, so tests can count what was fetched.
-Ranged GETs can be made to fail: `fail_ranges` (statuses to answer, one request each) and `cut_ranges`
-(that many bodies stop halfway and the connection closes).
+Reads, for models and datasets: `GET /api/{type}s/{repo}[/revision/{rev}]` (repo info, with per-file
+size, blob id and LFS sha256), `GET /api/{type}s/{repo}/tree/{rev}`, `GET /api/{type}s/{repo}/refs`, and
+`HEAD`/`GET /[datasets/]{repo}/resolve/{rev}/{path}` with `X-Repo-Commit`, `ETag`, `Content-Length` and
+`Range`/206. Writes (`hub_writes.py`): create a repo or branch, README metadata validation, preupload, the LFS
+batch API, its upload URLs and verify, and the NDJSON commit. Errors carry the `X-Error-Code` headers the real Hub sends
+(RepoNotFound, RevisionNotFound, EntryNotFound, GatedRepo). Every request is logged with the body bytes
+sent and received, so tests can count what moved.
+
+Knobs for failures: `stall_seconds` (answer late), `ignore_ranges`, `fail_ranges` (statuses for the next
+ranged GETs), `cut_ranges` (that many ranged bodies stop halfway and the connection closes),
+`cut_uploads` (that many LFS uploads are read halfway, then the connection drops without an answer),
+`cut_commits` (that many commit requests are read, then the connection drops before committing), and
+`omit_listing_sizes` (repo info lists files without sizes or LFS records, as some mirrors do).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
+import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
-LFS_SUFFIXES = (".safetensors", ".bin")
+from . import hub_writes
+from .hub_state import FakeRepo, HubState, Refusal, StoredFile
+
+__all__ = ["FakeHub", "FakeRepo", "LoggedRequest", "StoredFile"]
+
+_TYPE = r"(models|datasets|spaces)"  # /api/{type}s/...
+_PREFIX = r"(?:(datasets|spaces)/)?"  # /{prefix}{repo}/resolve/... and /{prefix}{repo}.git/...
+_REPO = r"([^/]+/[^/]+)"
+_REV = r"([^/]+)"  # revisions arrive quoted ("feat%2Fx"): matched before unquoting
 
 
 @dataclass
 class LoggedRequest:
     method: str
     path: str
-    status: int
+    status: int  # 0: the connection was dropped without an answer
     range: str | None
     body_bytes: int
     authorization: str | None
+    received_bytes: int = 0
 
 
-@dataclass(frozen=True)
-class StoredFile:
-    """A file of a commit, served from disk so checkpoints of any size can be pushed."""
-
-    path: Path
-    size: int
-    sha256: str
-    blob_id: str
-
-    @classmethod
-    def of(cls, path: Path) -> StoredFile:
-        sha256, git = hashlib.sha256(), hashlib.sha1(b"blob %d\0" % path.stat().st_size)
-        with open(path, "rb") as handle:
-            while chunk := handle.read(1 << 24):
-                sha256.update(chunk)
-                git.update(chunk)
-        return cls(path, path.stat().st_size, sha256.hexdigest(), git.hexdigest())
-
-
-@dataclass
-class FakeRepo:
-    commits: dict[str, dict[str, StoredFile]] = field(default_factory=dict)
-    refs: dict[str, str] = field(default_factory=dict)
-    token: str | None = None  # private: only this token may read it
-    gated: bool = False  # gated: metadata is public, files need `token`
+class _Dropped(Exception):
+    """The connection is closed without an answer (an injected fault)."""
 
 
 class FakeHub:
     def __init__(self):
-        self.repos: dict[str, FakeRepo] = {}
+        self.state = HubState()
         self.log: list[LoggedRequest] = []
         self.stall_seconds = 0.0  # answer every request this late (timeouts)
         self.ignore_ranges = False
         self.fail_ranges: list[int] = []  # the next ranged GETs answer these statuses, one each (e.g. 503)
         self.cut_ranges = 0  # this many next ranged GETs send half their body, then drop the connection
-        self._lock = threading.Lock()
+        self.cut_uploads = 0  # this many next LFS uploads are read halfway, then the connection drops
+        self.cut_commits = 0  # this many next commits are read whole, then the connection drops, nothing committed
+        self.omit_listing_sizes = False
+        self._lock = threading.RLock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -79,6 +74,14 @@ class FakeHub:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
+    @property
+    def repos(self) -> dict[str, FakeRepo]:
+        """The model repos by id (`repos_of("dataset")` for the others)."""
+        return self.state.repos["model"]
+
+    def repos_of(self, repo_type: str) -> dict[str, FakeRepo]:
+        return self.state.repos[repo_type]
+
     def __enter__(self) -> FakeHub:
         self._thread.start()
         return self
@@ -86,26 +89,28 @@ class FakeHub:
     def __exit__(self, *exc_info) -> None:
         self._server.shutdown()
         self._server.server_close()
+        self.state.close()
 
-    # Building repos
-    def push(self, repo_id: str, folder: Path, branch: str = "main", **access) -> str:
-        """Commit every file of `folder` to `branch` of `repo_id`; returns the new commit sha."""
-        repo = self.repos.setdefault(repo_id, FakeRepo())
-        for name, value in access.items():
-            setattr(repo, name, value)
-        files = {
-            path.relative_to(folder).as_posix(): StoredFile.of(path)
-            for path in sorted(folder.rglob("*"))
-            if path.is_file() and not path.name.startswith(".")
-        }
-        digest = hashlib.sha1(repr(sorted((name, f.sha256) for name, f in files.items())).encode())
-        digest.update(f"{repo_id}:{len(repo.commits)}".encode())
-        commit = digest.hexdigest()
-        repo.commits[commit] = files
-        repo.refs[branch] = commit
-        return commit
+    # Building repos and users
+    def push(self, repo_id: str, folder: Path, branch: str = "main", repo_type: str = "model", **access) -> str:
+        """Commit every file of `folder` to `branch` of `repo_id` (no HTTP); returns the new commit sha."""
+        with self._lock:
+            repo = self.state.repos[repo_type].setdefault(repo_id, FakeRepo(repo_type))
+            for name, value in access.items():
+                setattr(repo, name, value)
+            files = {
+                path.relative_to(folder).as_posix(): StoredFile.of(path)
+                for path in sorted(folder.rglob("*"))
+                if path.is_file() and not path.name.startswith(".")
+            }
+            return repo.add_commit(repo_id, branch, files)
 
-    # What was fetched
+    def allow_writes(self, token: str, *namespaces: str) -> None:
+        """`token` may create repos in, and push to, `namespaces` (the first is its user's own)."""
+        with self._lock:
+            self.state.writers.setdefault(token, set()).update(namespaces)
+
+    # What was fetched and pushed
     def data_requests(self) -> list[LoggedRequest]:
         """GETs of file contents (resolve), the requests that move checkpoint bytes."""
         return [r for r in self.log if r.method == "GET" and "/resolve/" in r.path]
@@ -132,16 +137,30 @@ class FakeHub:
                 return "cut"
             return None
 
+    def take_fault(self, knob: str) -> bool:
+        """Whether the request being answered is to fail by `knob` (`cut_uploads`, `cut_commits`); counts it."""
+        with self._lock:
+            if getattr(self, knob) > 0:
+                setattr(self, knob, getattr(self, knob) - 1)
+                return True
+            return False
 
-def _sibling(name: str, stored: StoredFile) -> dict:
+
+def _sibling(name: str, stored: StoredFile, with_sizes: bool) -> dict:
+    if not with_sizes:
+        return {"rfilename": name}
     entry = {"rfilename": name, "size": stored.size, "blobId": stored.blob_id}
-    if name.endswith(LFS_SUFFIXES):
+    if stored.lfs:
         entry["lfs"] = {"sha256": stored.sha256, "size": stored.size, "pointerSize": 134}
     return entry
 
 
-def _etag(name: str, stored: StoredFile) -> str:
-    return stored.sha256 if name.endswith(LFS_SUFFIXES) else stored.blob_id
+def _etag(stored: StoredFile) -> str:
+    return stored.sha256 if stored.lfs else stored.blob_id
+
+
+def _json(value) -> tuple[int, dict, bytes]:
+    return 200, {"Content-Type": "application/json"}, json.dumps(value).encode()
 
 
 @dataclass(frozen=True)
@@ -179,12 +198,9 @@ class _Body:
                 remaining -= len(chunk)
 
 
-class _Refusal(Exception):
-    def __init__(self, status: int, code: str | None, message: str = "", commit: str | None = None):
-        self.status, self.code, self.message, self.commit = status, code, message, commit
-
-
 def _handler_for(hub: FakeHub):
+    state = hub.state
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -197,29 +213,28 @@ def _handler_for(hub: FakeHub):
         def do_GET(self):
             self._answer(head=False)
 
+        def do_POST(self):
+            self._answer(head=False)
+
+        def do_PUT(self):
+            self._answer(head=False)
+
         def _answer(self, head: bool):
             if hub.stall_seconds:
                 time.sleep(hub.stall_seconds)
-            path = unquote(urlsplit(self.path).path)
+            self.received = 0
+            raw_path = urlsplit(self.path).path
             try:
-                status, headers, body = self._route(path)
-            except _Refusal as refusal:
-                status, body = refusal.status, json.dumps({"error": refusal.message or refusal.code}).encode()
-                headers = {"Content-Type": "application/json"}
-                if refusal.code:
-                    headers["X-Error-Code"] = refusal.code
-                if refusal.message:
-                    headers["X-Error-Message"] = refusal.message
-                if refusal.commit:
-                    headers["X-Repo-Commit"] = refusal.commit
+                status, headers, body = self._route(raw_path)
+            except _Dropped:
+                self._log(raw_path, 0, 0)
+                self.close_connection = True  # unread request bytes make the close a reset, as a dropped link does
+                return
+            except Refusal as refusal:
+                status, headers, body = self._refusal(refusal)
             if isinstance(body, bytes):
                 body = _Body.of_bytes(body)
-            sent = 0 if head else body.sent
-            hub.record(
-                LoggedRequest(
-                    self.command, path, status, self.headers.get("Range"), sent, self.headers.get("Authorization")
-                )
-            )
+            self._log(raw_path, status, 0 if head else body.sent)
             self.send_response(status)
             for name, value in headers.items():
                 self.send_header(name, value)
@@ -233,77 +248,205 @@ def _handler_for(hub: FakeHub):
                 if body.cut:
                     self.close_connection = True
 
+        def _log(self, raw_path: str, status: int, sent: int) -> None:
+            authorization = self.headers.get("Authorization")
+            entry = LoggedRequest(
+                self.command, unquote(raw_path), status, self.headers.get("Range"), sent, authorization, self.received
+            )
+            hub.record(entry)
+
+        @staticmethod
+        def _refusal(refusal: Refusal):
+            body = json.dumps({"error": refusal.message or refusal.code, **refusal.extra}).encode()
+            headers = {"Content-Type": "application/json"}
+            if refusal.code:
+                headers["X-Error-Code"] = refusal.code
+            if refusal.message:
+                headers["X-Error-Message"] = refusal.message
+            if refusal.commit:
+                headers["X-Repo-Commit"] = refusal.commit
+            return refusal.status, headers, body
+
         # Routes
         def _route(self, path: str):
-            if match := re.fullmatch(r"/api/models/([^/]+/[^/]+)(?:/revision/(.+))?", path):
-                return self._model_info(match[1], match[2] or "main")
-            if match := re.fullmatch(r"/api/models/([^/]+/[^/]+)/tree/([^/]+)(?:/(.*))?", path):
-                return self._tree(match[1], match[2])
-            if match := re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path):
-                return self._resolve(match[1], match[2], match[3])
-            raise _Refusal(404, None, "no such route")
+            method = self.command if self.command != "HEAD" else "GET"
+            for route_method, pattern, answer in self._routes():
+                if route_method == method and (match := re.fullmatch(pattern, path)):
+                    groups = [unquote(group) if group is not None else None for group in match.groups()]
+                    return answer(*groups)
+            raise Refusal(404, None, "no such route")
 
-        def _repo(self, repo_id: str, files_access: bool) -> FakeRepo:
-            repo = hub.repos.get(repo_id)
-            authorization = self.headers.get("Authorization")
-            known_tokens = {f"Bearer {r.token}" for r in hub.repos.values() if r.token}
-            if authorization is not None and authorization not in known_tokens:
-                raise _Refusal(401, None, "Invalid credentials in Authorization header")
-            if repo is None:
-                raise _Refusal(404, "RepoNotFound", "Repository not found")
-            allowed = repo.token is None or authorization == f"Bearer {repo.token}"
-            if not allowed and not repo.gated:
-                raise _Refusal(401, "RepoNotFound", "Repository not found")  # what the Hub says for private repos
-            if not allowed and files_access:
-                raise _Refusal(403, "GatedRepo", "Access to this model is restricted")
-            return repo
+        def _routes(self):
+            return (
+                ("GET", rf"/api/{_TYPE}/{_REPO}(?:/revision/{_REV})?", self._info),
+                ("GET", rf"/api/{_TYPE}/{_REPO}/tree/{_REV}(?:/(.*))?", self._tree),
+                ("GET", rf"/api/{_TYPE}/{_REPO}/refs", self._refs),
+                ("GET", rf"/{_PREFIX}{_REPO}/resolve/{_REV}/(.+)", self._resolve),
+                ("POST", r"/api/repos/create", self._create_repo),
+                ("POST", r"/api/validate-yaml", lambda: _json(hub_writes.validate_yaml(self._request_json()))),
+                ("POST", rf"/api/{_TYPE}/{_REPO}/branch/{_REV}", self._create_branch),
+                ("POST", rf"/api/{_TYPE}/{_REPO}/preupload/{_REV}", self._preupload),
+                ("POST", rf"/{_PREFIX}{_REPO}\.git/info/lfs/objects/batch", self._lfs_batch),
+                ("POST", rf"/{_PREFIX}{_REPO}\.git/info/lfs/objects/verify", self._lfs_verify),
+                ("PUT", r"/lfs-uploads/([0-9a-f]{64})", self._lfs_upload),
+                ("POST", rf"/api/{_TYPE}/{_REPO}/commit/{_REV}", self._commit),
+            )
 
-        def _commit(self, repo_id: str, repo: FakeRepo, revision: str) -> str:
-            commit = repo.refs.get(revision) or (revision if revision in repo.commits else None)
-            if commit is None:
-                raise _Refusal(404, "RevisionNotFound", f"Invalid rev id: {revision}")
-            return commit
+        def _token(self) -> str | None:
+            return state.identify(self.headers.get("Authorization"))
 
-        def _model_info(self, repo_id: str, revision: str):
-            repo = self._repo(repo_id, files_access=False)
-            commit = self._commit(repo_id, repo, revision)
-            files = repo.commits[commit]
-            info = {
-                "id": repo_id,
-                "sha": commit,
-                "private": repo.token is not None and not repo.gated,
-                "gated": "manual" if repo.gated else False,
-                "siblings": [_sibling(name, data) for name, data in files.items()],
-            }
-            return 200, {"Content-Type": "application/json"}, json.dumps(info).encode()
+        # Reads
+        def _info(self, api_type: str, repo_id: str, revision: str | None):
+            repo_type = api_type[:-1]
+            with hub._lock:
+                repo = state.readable(repo_type, repo_id, self._token(), files=False)
+                commit = repo.resolve(revision or "main")
+                files = repo.commits[commit]
+            return _json(
+                {
+                    "id": repo_id,
+                    "sha": commit,
+                    "private": repo.is_private,
+                    "gated": "manual" if repo.gated else False,
+                    "siblings": [_sibling(name, data, not hub.omit_listing_sizes) for name, data in files.items()],
+                }
+            )
 
-        def _tree(self, repo_id: str, revision: str):
-            repo = self._repo(repo_id, files_access=False)
-            commit = self._commit(repo_id, repo, revision)
+        def _tree(self, api_type: str, repo_id: str, revision: str, folder: str | None):
+            with hub._lock:
+                repo = state.readable(api_type[:-1], repo_id, self._token(), files=False)
+                files = repo.commits[repo.resolve(revision)]
             entries = []
-            for name, stored in repo.commits[commit].items():
+            for name, stored in files.items():
+                if folder and not name.startswith(folder.rstrip("/") + "/"):
+                    continue
                 entry = {"type": "file", "path": name, "size": stored.size, "oid": stored.blob_id}
-                if name.endswith(LFS_SUFFIXES):
+                if stored.lfs:
                     entry["lfs"] = {"oid": stored.sha256, "size": stored.size, "pointerSize": 134}
                 entries.append(entry)
-            return 200, {"Content-Type": "application/json"}, json.dumps(entries).encode()
+            return _json(entries)
 
-        def _resolve(self, repo_id: str, revision: str, filename: str):
-            repo = self._repo(repo_id, files_access=True)
-            commit = self._commit(repo_id, repo, revision)
-            stored = repo.commits[commit].get(filename)
+        def _refs(self, api_type: str, repo_id: str):
+            with hub._lock:
+                repo = state.readable(api_type[:-1], repo_id, self._token(), files=False)
+                branches = [
+                    {"name": name, "ref": f"refs/heads/{name}", "targetCommit": commit}
+                    for name, commit in repo.refs.items()
+                ]
+            return _json({"branches": branches, "tags": [], "converts": []})
+
+        def _resolve(self, prefix: str | None, repo_id: str, revision: str, filename: str):
+            repo_type = (prefix or "models")[:-1]
+            with hub._lock:
+                repo = state.readable(repo_type, repo_id, self._token(), files=True)
+                commit = repo.resolve(revision)
+                stored = repo.commits[commit].get(filename)
             if stored is None:
-                raise _Refusal(404, "EntryNotFound", f"{filename} does not exist", commit=commit)
-            headers = {"X-Repo-Commit": commit, "ETag": f'"{_etag(filename, stored)}"', "Accept-Ranges": "bytes"}
+                raise Refusal(404, "EntryNotFound", f"{filename} does not exist", commit=commit)
+            headers = {"X-Repo-Commit": commit, "ETag": f'"{_etag(stored)}"', "Accept-Ranges": "bytes"}
+            if stored.lfs:  # what the Hub adds for LFS files, whose body comes from its storage
+                headers |= {"X-Linked-Size": str(stored.size), "X-Linked-Etag": f'"{stored.sha256}"'}
             requested = self.headers.get("Range")
             if requested and not hub.ignore_ranges and (match := re.fullmatch(r"bytes=(\d+)-(\d*)", requested)):
                 start = int(match[1])
                 end = min(int(match[2]) if match[2] else stored.size - 1, stored.size - 1)
                 fault = hub.next_range_fault()
                 if isinstance(fault, int):
-                    raise _Refusal(fault, None, "injected failure")
+                    raise Refusal(fault, None, "injected failure")
                 headers["Content-Range"] = f"bytes {start}-{end}/{stored.size}"
                 return 206, headers, _Body(stored, start, end + 1, cut=fault == "cut")
             return 200, headers, _Body(stored, 0, stored.size)
+
+        # Writes
+        def _request_json(self):
+            try:
+                return json.loads(self._read_body() or b"{}")
+            except ValueError:
+                raise Refusal(400, None, "Invalid JSON body") from None
+
+        def _create_repo(self):
+            request = self._request_json()
+            with hub._lock:
+                return _json(hub_writes.create_repo(state, hub.url, self._token(), request))
+
+        def _create_branch(self, api_type: str, repo_id: str, branch: str):
+            request = self._request_json()
+            with hub._lock:
+                return _json(hub_writes.create_branch(state, api_type[:-1], repo_id, branch, self._token(), request))
+
+        def _preupload(self, api_type: str, repo_id: str, revision: str):
+            request = self._request_json()
+            with hub._lock:
+                return _json(hub_writes.preupload(state, api_type[:-1], repo_id, revision, self._token(), request))
+
+        def _lfs_batch(self, prefix: str | None, repo_id: str):
+            request = self._request_json()
+            repo_type = (prefix or "models")[:-1]
+            with hub._lock:
+                answer = hub_writes.lfs_batch(state, hub.url, repo_type, repo_id, self._token(), request)
+            return 200, {"Content-Type": "application/vnd.git-lfs+json"}, json.dumps(answer).encode()
+
+        def _lfs_verify(self, prefix: str | None, repo_id: str):
+            request = self._request_json()
+            with hub._lock:
+                return _json(hub_writes.lfs_verify(state, (prefix or "models")[:-1], repo_id, self._token(), request))
+
+        def _lfs_upload(self, oid: str):
+            ticket = parse_qs(urlsplit(self.path).query).get("ticket", [None])[0]
+            with hub._lock:
+                size = hub_writes.upload_size(state, oid, ticket)
+            limit = size // 2 if hub.take_fault("cut_uploads") else None
+            handle, name = tempfile.mkstemp(dir=state.blob_dir, prefix=".upload-")
+            received = Path(name)
+            with open(handle, "wb") as file:
+                for chunk in self._body_chunks(limit):
+                    file.write(chunk)
+            if limit is not None:
+                received.unlink()
+                raise _Dropped
+            with hub._lock:
+                hub_writes.accept_upload(state, oid, ticket, received)
+            return 200, {}, b""
+
+        def _commit(self, api_type: str, repo_id: str, revision: str):
+            body = self._read_body()
+            if hub.take_fault("cut_commits"):
+                raise _Dropped
+            try:
+                lines = [json.loads(line) for line in body.splitlines() if line.strip()]
+            except ValueError:
+                raise Refusal(400, None, "Invalid NDJSON body") from None
+            with hub._lock:
+                token = self._token()
+                return _json(hub_writes.commit(state, hub.url, api_type[:-1], repo_id, revision, token, lines))
+
+        # Request bodies
+        def _read_body(self) -> bytes:
+            return b"".join(self._body_chunks(None))
+
+        def _body_chunks(self, limit: int | None):
+            """The request body (Content-Length or chunked), stopping after `limit` bytes when given."""
+            chunked = self.headers.get("Transfer-Encoding", "").lower() == "chunked"
+            remaining = None if chunked else int(self.headers.get("Content-Length") or 0)
+            while limit is None or self.received < limit:
+                if chunked:
+                    size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                    if size == 0:
+                        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                            pass  # trailers
+                        return
+                    chunk = self.rfile.read(size)
+                    self.rfile.readline()
+                else:
+                    if not remaining:
+                        return
+                    chunk = self.rfile.read(min(remaining, 1 << 20))
+                    if not chunk:
+                        return
+                    remaining -= len(chunk)
+                if limit is not None:
+                    chunk = chunk[: limit - self.received]
+                self.received += len(chunk)
+                yield chunk
 
     return Handler

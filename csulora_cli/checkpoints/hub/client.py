@@ -41,3 +41,13 @@ class HubClient:
         self, snapshot: HubSnapshot, filename: str, start: int, end: int, advance: Advance | None = None
     ) -> torch.Tensor:
         return transfer.read_range(snapshot, filename, start, end, self.options.token, advance)
+
+    def read_range_and_size(
+        self, snapshot: HubSnapshot, filename: str, start: int, end: int
+    ) -> tuple[torch.Tensor, int | None]:
+        """A byte range, and the file's size when the answer's Content-Range gives it."""
+        return transfer.read_range_and_size(snapshot, filename, start, end, self.options.token)
+
+    def remote_size(self, snapshot: HubSnapshot, filename: str) -> int:
+        """A file's size from the Hub's HEAD answer: for listings that leave sizes out."""
+        return transfer.remote_size(snapshot, filename, self.options.token)

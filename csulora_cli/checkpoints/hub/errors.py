@@ -36,46 +36,58 @@ class HubError(CsuloraError):
 
 @contextmanager
 def hub_errors(where: str) -> Iterator[None]:
-    """huggingface_hub and HTTP exceptions as one-line HubErrors; the most specific cause first."""
+    """huggingface_hub and HTTP exceptions as one-line HubErrors; anything else passes through."""
     try:
         yield
-    except GatedRepoError:
-        raise HubError(
+    except Exception as error:
+        mapped = hub_error_of(error, where)
+        if mapped is None:
+            raise
+        raise mapped from None
+
+
+def hub_error_of(error: Exception, where: str) -> HubError | None:
+    """The HubError for a huggingface_hub or HTTP exception met while reading; the most specific cause first."""
+    if isinstance(error, GatedRepoError):
+        return HubError(
             "gated repository: request access on its Hub page, then pass a token that has it",
             where=where,
             hint="{token} or HF_TOKEN",
-        ) from None
-    except RepositoryNotFoundError:
-        raise HubError(
+        )
+    if isinstance(error, RepositoryNotFoundError):
+        return HubError(
             "repository not found, or private and the token (if any) has no access",
             where=where,
             hint="check the name; for a private repo pass {token} or set HF_TOKEN",
-        ) from None
-    except RevisionNotFoundError:
-        raise HubError("revision not found in this repository", where=where) from None
-    except (OfflineModeIsEnabled, LocalEntryNotFoundError) as error:
-        raise _unreachable(error.__cause__ or error, where) from None
-    except EntryNotFoundError:
-        raise HubError("file not found at this revision", where=where) from None
-    except HfHubHTTPError as error:
-        status = error.response.status_code if error.response is not None else None
+        )
+    if isinstance(error, RevisionNotFoundError):
+        return HubError("revision not found in this repository", where=where)
+    if isinstance(error, (OfflineModeIsEnabled, LocalEntryNotFoundError)):
+        return _unreachable(error.__cause__ or error, where)
+    if isinstance(error, EntryNotFoundError):
+        return HubError("file not found at this revision", where=where)
+    if isinstance(error, HfHubHTTPError):
+        status = http_status(error)
         if status == 401:
-            raise HubError(
-                "the Hub refused the token (HTTP 401)", where=where, hint="check {token} or HF_TOKEN"
-            ) from None
+            return HubError("the Hub refused the token (HTTP 401)", where=where, hint="check {token} or HF_TOKEN")
         failure = HubError(f"the Hub answered HTTP {status}", where=where)
         failure.transient = status in TRANSIENT_STATUSES
-        raise failure from None
-    except httpx.TransportError as error:
-        raise _unreachable(error, where) from None
-    except FileMetadataError:
-        raise HubError(
+        return failure
+    if isinstance(error, httpx.TransportError):
+        return _unreachable(error, where)
+    if isinstance(error, FileMetadataError):
+        return HubError(
             "the endpoint answered without a commit or ETag: it does not look like a Hugging Face Hub",
             where=where,
             hint="check HF_ENDPOINT",
-        ) from None
-    except OSError as error:  # a size-check failure after a dropped download, or a full/read-only HF cache
-        raise HubError(f"download failed: {error.strerror or error}", where=where) from None
+        )
+    if isinstance(error, OSError):  # a size-check failure after a dropped download, or a full/read-only HF cache
+        return HubError(f"download failed: {error.strerror or error}", where=where)
+    return None
+
+
+def http_status(error: HfHubHTTPError) -> int | None:
+    return error.response.status_code if error.response is not None else None
 
 
 def _unreachable(error: BaseException, where: str) -> HubError:
@@ -96,3 +108,64 @@ def _unreachable(error: BaseException, where: str) -> HubError:
         )
     failure.transient = True
     return failure
+
+
+@contextmanager
+def push_errors(where: str, *, stage: str, token_given: bool) -> Iterator[None]:
+    """Failures of a push as one-line HubErrors.
+
+    `stage` ("setup", "upload" or "commit") says what a dropped connection leaves behind: nothing before
+    the commit request, and possibly a commit after it was sent.
+    """
+    try:
+        yield
+    except Exception as raised:
+        # huggingface_hub wraps the failure of each LFS upload in a RuntimeError naming the file.
+        error = raised.__cause__ if type(raised) is RuntimeError and isinstance(raised.__cause__, Exception) else raised
+        mapped = _push_error_of(error, where, stage, token_given) or hub_error_of(error, where)
+        if mapped is None:
+            raise
+        raise mapped from None
+
+
+def _push_error_of(error: Exception, where: str, stage: str, token_given: bool) -> HubError | None:
+    status = http_status(error) if isinstance(error, HfHubHTTPError) else None
+    if isinstance(error, OfflineModeIsEnabled):
+        return HubError("cannot push while HF_HUB_OFFLINE is set", where=where)
+    if isinstance(error, RepositoryNotFoundError) and not isinstance(error, GatedRepoError):
+        return HubError(
+            "repository not found, or the token (if any) has no access to it",
+            where=where,
+            hint="check the name; pass {token} with write access or set HF_TOKEN",
+        )
+    if status == 401 and not token_given:
+        return HubError(
+            "pushing needs a token with write access (HTTP 401)", where=where, hint="pass {token} or set HF_TOKEN"
+        )
+    if status == 403:
+        return HubError(
+            "no write access: the token may not write to this repository or create repos in its namespace (HTTP 403)",
+            where=where,
+            hint="use a token with write access",
+        )
+    if isinstance(error, httpx.TransportError) and stage in ("upload", "commit"):
+        if stage == "upload":
+            failure = HubError("the connection dropped while uploading; nothing was committed", where=where)
+        else:
+            # create_commit leaves out files whose content the branch already holds, so a second push of the
+            # same folder after a commit that did land makes no new commit.
+            failure = HubError(
+                "the connection dropped while committing; the commit may have been made",
+                where=where,
+                hint="pushing again is safe: unchanged files make no new commit",
+            )
+        failure.transient = True
+        return failure
+    if isinstance(error, ValueError) and stage in ("upload", "commit"):
+        # huggingface_hub raises ValueError for LFS batch errors and malformed answers from the Hub.
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return HubError(f"the Hub refused the upload: {first_line}", where=where)
+    if isinstance(error, OSError) and not isinstance(error, ConnectionError | HfHubHTTPError):
+        where = str(error.filename) if error.filename else where
+        return HubError(f"cannot read a file to push: {error.strerror or error}", where=where)
+    return None

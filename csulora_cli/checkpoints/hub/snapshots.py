@@ -28,7 +28,7 @@ COMMIT = re.compile(r"[0-9a-f]{40}")
 @dataclass(frozen=True)
 class HubFile:
     name: str
-    size: int
+    size: int | None  # None when the listing did not say (a mirror, or a Hub answer without file metadata)
     content_hash: str  # "sha256:<hex>" (LFS), "git:<oid>" (plain git blob) or "commit:<sha>/<name>"
 
 
@@ -100,7 +100,8 @@ class SnapshotResolver:
     def _recorded_snapshot(self, ref: HubRef, commit: str) -> HubSnapshot | None:
         try:
             files = json.loads(self._record_path(ref.repo_id, commit).read_text())["files"]
-            return HubSnapshot(ref, commit, {name: HubFile(name, int(s), str(h)) for name, (s, h) in files.items()})
+            listed = {name: HubFile(name, None if s is None else int(s), str(h)) for name, (s, h) in files.items()}
+            return HubSnapshot(ref, commit, listed)
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
@@ -157,10 +158,10 @@ def _listed_files(revision) -> dict[str, HubFile]:
     return files
 
 
-def _size(sibling) -> int:
-    if sibling.lfs is not None:
+def _size(sibling) -> int | None:
+    if sibling.lfs is not None and sibling.lfs.size is not None:
         return int(sibling.lfs.size)
-    return int(sibling.size or 0)
+    return None if sibling.size is None else int(sibling.size)
 
 
 def _content_hash(sibling, commit: str) -> str:

@@ -38,6 +38,7 @@ class HubSource:
         self.snapshot: HubSnapshot = client.snapshot(ref)
         self.name = self.snapshot.where()
         self._headers: dict[str, SafetensorsHeader] = {}
+        self._sizes: dict[str, int] = {}  # sizes the listing left out, learned from the Hub's answers
         self._local: dict[str, Path] = {}
         self._whole_shard: dict[str, bool] = {}
         self._advance_ranges: Advance | None = None
@@ -73,27 +74,45 @@ class HubSource:
         local = self.client.cached_file(self.snapshot, filename)
         if local is not None:
             self._local[filename] = local
+            self._sizes[filename] = local.stat().st_size
             return read_header(local)
-        size = self.snapshot.files[filename].size
         where = self.snapshot.where(filename)
-        memo = self._header_memo(filename)
+        memo = self._memo(filename, "header")
         # Not huggingface_hub's parse_safetensors_file_metadata: its offsets are relative to the data section
         # and it drops the header length (needed for absolute offsets) and the raw bytes (memoised here); it
         # checks no offset against the file size and reads by plain GET (no retries, no 206 check). Two
-        # read_range calls give the length and the bytes, with huggingface_hub's retries and csulora's checks.
+        # range reads give the length and the bytes, with huggingface_hub's retries and csulora's checks.
         try:
             header_bytes = memo.read_bytes()
         except OSError:
-            prefix = self.client.read_range(self.snapshot, filename, 0, 8).numpy().tobytes()
-            length = header_length_of(prefix, size, where)
+            prefix, reported_size = self.client.read_range_and_size(self.snapshot, filename, 0, 8)
+            size = self.file_size(filename, reported_size)
+            length = header_length_of(prefix.numpy().tobytes(), size, where)
             header_bytes = self.client.read_range(self.snapshot, filename, 8, 8 + length).numpy().tobytes()
             write_best_effort(memo, header_bytes)
-        return parse_header(header_bytes, size, Path(where))
+        return parse_header(header_bytes, self.file_size(filename), Path(where))
 
-    def _header_memo(self, filename: str) -> Path:
-        """Headers are kept by content hash, so a later run (or an offline one) needs no request for them."""
+    def file_size(self, filename: str, reported: int | None = None) -> int:
+        """The listing's size of a file; when the listing leaves it out (some mirrors do), the size an answer
+        reported (`Content-Range`), an earlier run's record, or the Hub's HEAD answer, in that order."""
+        listed = self.snapshot.files[filename].size
+        if listed is not None:
+            return listed
+        if filename not in self._sizes:
+            memo = self._memo(filename, "size")
+            if reported is None:
+                try:
+                    reported = int(memo.read_text())
+                except (OSError, ValueError):
+                    reported = self.client.remote_size(self.snapshot, filename)
+            write_best_effort(memo, str(reported))
+            self._sizes[filename] = reported
+        return self._sizes[filename]
+
+    def _memo(self, filename: str, kind: str) -> Path:
+        """Headers and learned sizes are kept by content hash, so a later run (or an offline one) needs no request."""
         content = self.snapshot.files[filename].content_hash.replace(":", "-").replace("/", "_")
-        return self.client.metadata_dir / "headers" / f"{content}.header"
+        return self.client.metadata_dir / "headers" / f"{content}.{kind}"
 
     # TensorSource
     def keys(self) -> list[str]:
@@ -135,8 +154,7 @@ class HubSource:
         mode = self.client.options.fetch
         if mode != "auto":
             return mode == "shards"
-        size = self.snapshot.files[filename].size
-        return needed_bytes >= WHOLE_SHARD_SHARE * size
+        return needed_bytes >= WHOLE_SHARD_SHARE * self.file_size(filename)
 
     def read_many(self, keys: Iterable[str]) -> Iterator[tuple[str, torch.Tensor]]:
         keys = list(keys)

@@ -6,11 +6,12 @@ a byte range is streamed into one buffer, since huggingface_hub has no ranged do
 
 from __future__ import annotations
 
+import re
 from functools import partial
 from pathlib import Path
 
 import torch
-from huggingface_hub import constants, hf_hub_download, hf_hub_url, try_to_load_from_cache
+from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url, try_to_load_from_cache
 from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, http_stream_backoff, httpx
 from huggingface_hub.utils import tqdm as hf_tqdm
 
@@ -51,25 +52,45 @@ def read_range(
     huggingface_hub's `http_stream_backoff` retries (as `http_backoff` does) until a response starts.
     `advance(bytes)` reports progress to a task the caller started for a batch of ranges.
     """
+    return read_range_and_size(snapshot, filename, start, end, token, advance)[0]
+
+
+def read_range_and_size(
+    snapshot: HubSnapshot, filename: str, start: int, end: int, token: str | None, advance: Advance | None = None
+) -> tuple[torch.Tensor, int | None]:
+    """`read_range`, and the file's whole size as the answer's `Content-Range` gives it (None if it does not)."""
     where = snapshot.where(filename)
     buffer = torch.empty(end - start, dtype=torch.uint8)
     url = hf_hub_url(snapshot.ref.repo_id, filename, revision=snapshot.commit)
-    filled = 0
+    filled, file_size = 0, None
     # Offline, the session refuses the request before sending it: hub_errors says why.
     with hub_errors(where):
         while filled < end - start:
-            received, dropped = _stream_into(buffer[filled:], url, start + filled, end, token, advance)
+            received, dropped, total = _stream_into(buffer[filled:], url, start + filled, end, token, advance)
             filled += received
+            file_size = total if total is not None else file_size
             # A body cut short resumes from the bytes received: http_stream_backoff retries only before a body.
             if not received:
                 raise dropped or HubError("the server's answer ended before the byte range did", where=where)
-    return buffer
+    return buffer, file_size
+
+
+def remote_size(snapshot: HubSnapshot, filename: str, token: str | None) -> int:
+    """A file's size as the Hub's HEAD answer gives it (`X-Linked-Size`, else `Content-Length`)."""
+    where = snapshot.where(filename)
+    url = hf_hub_url(snapshot.ref.repo_id, filename, revision=snapshot.commit)
+    with hub_errors(where):
+        metadata = get_hf_file_metadata(url, token=token, library_name="csulora", library_version=__version__)
+    if metadata.size is None:
+        raise HubError("neither the file listing nor the server's answers give this file's size", where=where)
+    return metadata.size
 
 
 def _stream_into(
     into: torch.Tensor, url: str, start: int, end: int, token: str | None, advance: Advance | None
-) -> tuple[int, Exception | None]:
-    """Bytes [start, end) streamed into `into`: how many arrived, and the error that cut them short if any."""
+) -> tuple[int, Exception | None, int | None]:
+    """Bytes [start, end) streamed into `into`: how many arrived, the error that cut them short if any, and
+    the file's size from `Content-Range: bytes a-b/SIZE` (None when the server gives `*` or nothing)."""
     view = into.numpy()
     headers = build_hf_headers(token=token, library_name="csulora", library_version=__version__)
     headers["Range"] = f"bytes={start}-{end - 1}"
@@ -84,6 +105,7 @@ def _stream_into(
                 where=url.split("?")[0],
                 hint="use {fetch} shards",
             )
+        total = _content_range_total(response.headers.get("Content-Range"))
         try:
             for chunk in response.iter_bytes():
                 take = min(len(chunk), len(view) - filled)
@@ -93,8 +115,13 @@ def _stream_into(
                     advance(take)
         except httpx.TransportError as error:
             # Returned, not raised: raised here, http_stream_backoff would send the request again, then fail.
-            return filled, error
-    return filled, None
+            return filled, error, total
+    return filled, None, total
+
+
+def _content_range_total(content_range: str | None) -> int | None:
+    match = re.fullmatch(r"\s*bytes\s+[^/]*/(\d+)\s*", content_range or "")
+    return int(match[1]) if match else None
 
 
 class _DownloadBar(hf_tqdm):
