@@ -79,6 +79,9 @@ class LoraAdapter:
     modules: tuple[LoraModule, ...]
     # An adapter_model.bin can only be read whole; its tensors are kept here. None for safetensors.
     pickled: dict[str, torch.Tensor] | None = field(default=None, repr=False, compare=False)
+    # The adapter's own files (names in `folder`), what is read, copied and hashed: every file of a local
+    # folder; for an adapter from the Hub, the files fetched for it (its HF cache snapshot may hold more).
+    files: tuple[str, ...] = ()
 
     @property
     def passthrough_keys(self) -> list[str]:
@@ -99,8 +102,12 @@ class LoraAdapter:
         return lora_a, lora_b
 
 
-def read_adapter(folder: Path) -> LoraAdapter:
-    """Read the config and the weights file's header; factors are read later, module by module."""
+def read_adapter(folder: Path, files: tuple[str, ...] | None = None) -> LoraAdapter:
+    """Read the config and the weights file's header; factors are read later, module by module.
+
+    `files` names the adapter's own files when the folder may hold others (an HF cache snapshot);
+    by default every file directly in the folder is the adapter's.
+    """
     if not folder.is_dir():
         raise CsuloraError("adapter folder does not exist", where=str(folder))
     refuse_links(folder)  # before anything in it is read: the config and weights are entries too
@@ -109,7 +116,9 @@ def read_adapter(folder: Path) -> LoraAdapter:
     modules = _modules(config, shapes, weights_path)
     if not modules:
         raise MissingTensorError("no lora_A / lora_B tensors found", where=str(weights_path))
-    return LoraAdapter(folder, config, weights_path, tuple(shapes), tuple(modules), pickled)
+    if files is None:
+        files = tuple(sorted(entry.name for entry in folder.iterdir() if entry.is_file()))
+    return LoraAdapter(folder, config, weights_path, tuple(shapes), tuple(modules), pickled, tuple(files))
 
 
 def read_config(path: Path) -> dict:

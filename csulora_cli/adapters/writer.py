@@ -23,9 +23,9 @@ class AdapterWriter:
     def __init__(self, adapter: LoraAdapter, destination: Path):
         self.adapter = adapter
         self.folder = destination
-        for path in sorted(adapter.folder.iterdir()):
-            if path.is_file() and path.name not in (SAFETENSORS_FILE, PICKLE_FILE, "README.md"):
-                copy_new_file(path, destination / path.name)
+        for name in adapter.files:
+            if name not in (SAFETENSORS_FILE, PICKLE_FILE, "README.md"):
+                copy_new_file(adapter.folder / name, destination / name)
         self.target = destination / SAFETENSORS_FILE
         if adapter.pickled is None:
             copy_new_file(adapter.weights_path, self.target)

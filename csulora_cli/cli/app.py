@@ -75,7 +75,10 @@ def estimate_subspace_command(
         str | None, typer.Option("--modules", metavar="REGEX", help="Regex over base weight keys.")
     ] = None,
     adapter: Annotated[
-        Path | None, typer.Option("--adapter", metavar="DIR", help="Estimate the modules this adapter targets.")
+        str | None,
+        typer.Option(
+            "--adapter", metavar="ADAPTER", help="Estimate the modules this adapter (folder or Hub repo) targets."
+        ),
     ] = None,
     layers: Annotated[
         str | None,
@@ -108,7 +111,7 @@ def estimate_subspace_command(
         base=base,
         aligned=aligned,
         modules=modules,
-        adapter=options.as_path(adapter),
+        adapter=adapter,
         layers=layers,
         estimation=options.estimation(rank, exact, seed, power_iterations),
         energy=energy,
@@ -126,7 +129,10 @@ def estimate_subspace_command(
 @app.command("correct")
 def correct_command(
     ctx: typer.Context,
-    adapters: Annotated[list[Path], typer.Argument(metavar="ADAPTER", help="PEFT LoRA adapter folders.")],
+    adapters: Annotated[
+        list[str],
+        typer.Argument(metavar="ADAPTER", help="PEFT LoRA adapter folders, or Hub repos org/name[@revision]."),
+    ],
     out: Annotated[
         Path | None, typer.Option("--out", metavar="DIR", help="The corrected adapter's folder (one adapter).")
     ] = None,
@@ -196,7 +202,9 @@ def correct_command(
 @app.command("inspect")
 def inspect_command(
     ctx: typer.Context,
-    adapter: Annotated[Path, typer.Argument(metavar="ADAPTER", help="A PEFT LoRA adapter folder.")],
+    adapter: Annotated[
+        str, typer.Argument(metavar="ADAPTER", help="A PEFT LoRA adapter folder, or a Hub repo org/name[@revision].")
+    ],
     subspace: SubspaceOpt = None,
     base: BaseOpt = None,
     aligned: AlignedOpt = None,

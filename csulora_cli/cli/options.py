@@ -52,8 +52,12 @@ ConfigOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", metavar=FLAG, help="Print results as JSON.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", metavar=FLAG, help="No progress bars or warnings.")]
 SubspaceOpt = Annotated[
-    Path | None,
-    typer.Option("--subspace", metavar="DIR", help="Subspace folder from estimate-subspace --out."),
+    str | None,
+    typer.Option(
+        "--subspace",
+        metavar="SUBSPACE",
+        help="Subspace folder from estimate-subspace --out, or a Hub repo org/name[@revision] holding one.",
+    ),
 ]
 BaseOpt = Annotated[
     str | None,
@@ -168,7 +172,7 @@ def subspace_spec(
     from ..pipeline.types import SubspaceSpec
 
     return SubspaceSpec(
-        subspace=as_path(subspace),
+        subspace=subspace,
         base=base,
         aligned=aligned,
         estimation=estimation(DEFAULTS.max_rank if subspace is not None else rank, exact, seed, power_iterations),

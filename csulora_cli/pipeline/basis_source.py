@@ -15,6 +15,7 @@ import torch
 from ..adapters.peft import CONFIG_FILE, LoraAdapter
 from ..checkpoints.hub.client import HubClient
 from ..checkpoints.hub.options import HubOptions
+from ..checkpoints.hub.refs import parse_hub_ref
 from ..checkpoints.open_source import open_source
 from ..checkpoints.protocol import TensorSource
 from ..errors import CsuloraError, UsageError
@@ -22,6 +23,7 @@ from ..events import Events
 from ..subspace.estimate import EstimationParams
 from ..subspace.folder import SubspaceFolder
 from ..subspace.providers import BasisProvider, EstimatingProvider, FolderProvider
+from ..subspace.remote import fetch_subspace
 from ..subspace.store import BasisCache
 from .types import SubspaceSpec
 
@@ -55,6 +57,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def hub_client(cache_dir: Path | None, options: HubOptions, events: Events) -> HubClient:
+    """One run's Hub client, keeping its records (refs, listings, headers) under the cache folder."""
+    return HubClient(options, CacheLayout(cache_dir or default_cache_dir()).hub_metadata, events)
+
+
 def estimating_provider(
     base: str,
     aligned: str,
@@ -74,7 +81,7 @@ def estimating_provider(
     run's only product, so a cache that cannot be written fails the run instead of being a warning.
     """
     layout = CacheLayout(cache_dir or default_cache_dir())
-    hub = HubClient(hub_options, layout.hub_metadata, events)
+    hub = hub_client(cache_dir, hub_options, events)
     return EstimatingProvider(
         open_source(base, digest_memo_dir=layout.file_digests, hub=hub),
         _open_named_source(aligned, aligned_origin, digest_memo_dir=layout.file_digests, hub=hub),
@@ -100,7 +107,7 @@ def open_provider(spec: SubspaceSpec, adapters: list[LoraAdapter], events: Event
     adapters' common `base_model_name_or_path`)."""
     device = resolve_device(spec.device)
     if spec.subspace is not None:
-        return FolderProvider(SubspaceFolder(spec.subspace), device)
+        return _folder_provider(spec, adapters, device, events)
     if spec.base is None:
         raise UsageError("a subspace is needed: pass {subspace} DIR or {base} BASE", parameter="base")
     if spec.aligned:
@@ -110,6 +117,16 @@ def open_provider(spec: SubspaceSpec, adapters: list[LoraAdapter], events: Event
     return estimating_provider(
         spec.base, aligned, spec.estimation, spec.cache_dir, device, spec.hub, events, aligned_origin=origin
     )
+
+
+def _folder_provider(spec: SubspaceSpec, adapters: list[LoraAdapter], device, events: Events) -> FolderProvider:
+    """A local subspace folder if one exists at that path, else a subspace repo on the Hub."""
+    path = Path(spec.subspace).expanduser()
+    ref = None if path.exists() else parse_hub_ref(str(spec.subspace))
+    if ref is None:
+        return FolderProvider(SubspaceFolder(path), device)
+    folder, record = fetch_subspace(ref, hub_client(spec.cache_dir, spec.hub, events), adapters)
+    return FolderProvider(SubspaceFolder(folder), device, hub=record)
 
 
 def _aligned_from_adapters(adapters: list[LoraAdapter]) -> tuple[str, str]:

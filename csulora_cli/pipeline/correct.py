@@ -13,7 +13,7 @@ from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
 
-from ..adapters.peft import LoraAdapter, LoraModule, read_adapter
+from ..adapters.peft import LoraAdapter, LoraModule
 from ..adapters.writer import AdapterWriter
 from ..atomic import atomic_folder, check_destination, write_new_file
 from ..correction.methods import get_method
@@ -24,53 +24,57 @@ from ..report.card import render_card
 from ..report.records import REPORT_FILE, AdapterReport, ModuleReport, Provenance
 from ..subspace.keys import Target
 from ..subspace.targets import targets_for_adapter
-from .basis_source import open_provider
+from .adapter_source import OpenedAdapter, open_adapter
+from .basis_source import hub_client, open_provider
 from .module import Outcome, correct_module
 from .provenance import adapter_file_digests, basis_records, output_file_digests, utc_now
 from .types import CorrectRequest
 
 
-def _destinations(adapters: list[LoraAdapter], request: CorrectRequest) -> list[Path | None]:
-    """Each adapter's output folder: `out` for the one adapter, else `out_dir / <path below the common parent>`."""
+def _destinations(opened: list[OpenedAdapter], request: CorrectRequest) -> list[Path | None]:
+    """Each adapter's output folder: `out` for the one adapter, else `out_dir / <its output path>`."""
     if request.dry_run:
-        return [None] * len(adapters)
+        return [None] * len(opened)
     if request.out is not None:
         return [request.out]
-    relative = relative_output_paths([adapter.folder for adapter in adapters])
-    return [request.out_dir / path for path in relative]
+    return [request.out_dir / path for path in relative_output_paths(opened)]
 
 
-def relative_output_paths(folders: list[Path]) -> list[Path]:
-    """Where each adapter goes below `--out-dir`: its path relative to the common parent of all of them
-    (`runs/a/adapter`, `runs/b/adapter` -> `a/adapter`, `b/adapter`; one adapter -> its folder name).
+def relative_output_paths(opened: list[OpenedAdapter]) -> list[Path]:
+    """Where each adapter goes below `--out-dir`: a local folder by its path relative to the common parent
+    of the local ones (`runs/a/adapter`, `runs/b/adapter` -> `a/adapter`, `b/adapter`; one -> its folder
+    name), a Hub repo by its id (`org/name`).
 
     Two inputs that would land in one folder, or one inside the other, are refused naming both.
     """
-    resolved = [folder.resolve() for folder in folders]
-    common = Path(os.path.commonpath([folder.parent for folder in resolved]))
-    relative = [folder.relative_to(common) for folder in resolved]
+    local = [item.adapter.folder.resolve() for item in opened if item.output_name is None]
+    common = Path(os.path.commonpath([folder.parent for folder in local])) if local else None
+    relative = [
+        item.output_name if item.output_name is not None else item.adapter.folder.resolve().relative_to(common)
+        for item in opened
+    ]
     for i, first in enumerate(relative):
         for j in range(i + 1, len(relative)):
             second = relative[j]
             if first == second or first in second.parents or second in first.parents:
                 how = "are the same folder" if first == second else "would nest one output inside the other"
                 raise UsageError(
-                    f"adapters {folders[i]} and {folders[j]} {how} under {{out_dir}} ({first} and {second})",
+                    f"adapters {opened[i].label} and {opened[j].label} {how} under {{out_dir}} ({first} and {second})",
                     parameter="adapters",
                 )
     return relative
 
 
-def _refuse_corrected(adapters: list[LoraAdapter], recorrect: bool) -> None:
+def _refuse_corrected(opened: list[OpenedAdapter], recorrect: bool) -> None:
     """An adapter that carries a csulora report was corrected already: correcting it again is asked for."""
     if recorrect:
         return
-    for adapter in adapters:
-        if (adapter.folder / REPORT_FILE).is_file():
+    for item in opened:
+        if REPORT_FILE in item.adapter.files:
             raise UsageError(
                 f"already corrected by csulora (it holds {REPORT_FILE}); pass {{recorrect}} to correct it again",
                 parameter="adapters",
-                where=str(adapter.folder),
+                where=item.label,
             )
 
 
@@ -82,8 +86,10 @@ def correct(request: CorrectRequest, events: Events = SilentEvents()) -> list[Ad
     """
     created = utc_now()
     method = get_method(request.method)
-    adapters = [read_adapter(path) for path in request.adapters]
-    _refuse_corrected(adapters, request.recorrect)
+    hub = hub_client(request.subspace.cache_dir, request.subspace.hub, events)
+    opened = [open_adapter(spec, hub) for spec in request.adapters]
+    adapters = [item.adapter for item in opened]
+    _refuse_corrected(opened, request.recorrect)
     for adapter in adapters:
         if adapter.passthrough_keys:
             events.warn(
@@ -91,10 +97,10 @@ def correct(request: CorrectRequest, events: Events = SilentEvents()) -> list[Ad
                 f"factors (modules_to_save or saved embedding layers, e.g. {adapter.passthrough_keys[0]}); they "
                 "replace the model's own weights on load and are copied unchanged, not corrected"
             )
-    destinations = _destinations(adapters, request)
+    destinations = _destinations(opened, request)
     if not request.dry_run:
         _check_destinations(request, destinations)
-    adapter_files = [adapter_file_digests(adapter.folder) for adapter in adapters]
+    adapter_files = [adapter_file_digests(adapter) for adapter in adapters]
     provider = open_provider(request.subspace, adapters, events)
     _check_rank_cap(request.subspace.rank_cap, provider.describe())
     targets = [targets_for_adapter(adapter, provider) for adapter in adapters]
@@ -119,7 +125,7 @@ def correct(request: CorrectRequest, events: Events = SilentEvents()) -> list[Ad
                 adapter_files=adapter_files[index],
             )
             report = _adapter_report(
-                adapter, destinations[index], module_reports[index], subspace, provenance, method, request
+                opened[index], destinations[index], module_reports[index], subspace, provenance, method, request
             )
             if writers[index] is not None:
                 report = _finish_output(writers[index].folder, adapter, report)
@@ -288,8 +294,9 @@ def _warn_inexact(reports: list[dict[str, ModuleReport]], events: Events) -> Non
 
 
 def _adapter_report(
-    adapter, destination, modules, subspace: dict, provenance: Provenance, method, request: CorrectRequest
+    opened: OpenedAdapter, destination, modules, subspace: dict, provenance: Provenance, method, request: CorrectRequest
 ) -> AdapterReport:
+    adapter = opened.adapter
     method_record = {
         "name": method.name,
         "params": method.parameters(request.correction),
@@ -298,7 +305,8 @@ def _adapter_report(
     if method.selects_modules:
         method_record["selected_modules"] = sum(bool(module.selected) for module in modules)
     return AdapterReport(
-        adapter=str(adapter.folder.resolve()),
+        adapter=opened.label,
+        adapter_source=opened.source,
         output=None if destination is None else str(destination.resolve()),
         method=method_record,
         subspace=subspace,

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from ..adapters.peft import read_adapter
 from ..errors import CsuloraError
 from ..events import Events, SilentEvents
 from ..subspace.estimate import SubspaceBasis
 from ..subspace.folder import add_to_subspace_folder, check_subspace_folder, prepare_subspace_folder
 from ..subspace.keys import Target, layer_of, parse_layers
 from ..subspace.targets import model_type, targets_by_name, targets_for_adapter
-from .basis_source import estimating_provider, resolve_device
+from .adapter_source import open_adapter
+from .basis_source import estimating_provider, hub_client, resolve_device
 from .types import EstimateRequest, EstimateResult, ModuleSubspace
 
 
@@ -27,7 +27,7 @@ def estimate_subspace(request: EstimateRequest, events: Events = SilentEvents())
         cache_required=request.out is None,
     )
     if request.adapter is not None:
-        adapter = read_adapter(request.adapter)
+        adapter = open_adapter(request.adapter, hub_client(request.cache_dir, request.hub, events)).adapter
         targets = list(dict.fromkeys(targets_for_adapter(adapter, provider).values()))
     else:
         targets = targets_by_name(provider.base, provider.aligned, request.modules, model_type(provider.base))

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import torch
 
-from ..adapters.peft import LoraAdapter, LoraModule, read_adapter
+from ..adapters.peft import LoraAdapter, LoraModule
 from ..correction.decompose import decompose_update
 from ..events import Events, SilentEvents
+from .adapter_source import open_adapter
+from .basis_source import hub_client
 from .correct import correct
 from .types import CorrectRequest, GateCheck, InspectRequest, InspectResult, ModuleSummary
 
 
 def inspect(request: InspectRequest, events: Events = SilentEvents()) -> InspectResult:
-    adapter = read_adapter(request.adapter)
-    where = str(adapter.folder.resolve())
+    opened = open_adapter(request.adapter, hub_client(request.subspace.cache_dir, request.subspace.hub, events))
+    adapter, where = opened.adapter, opened.label
     if not request.subspace.given:
         return InspectResult(adapter=where, summaries=[_summary(adapter, module) for module in adapter.modules])
     reports = correct(

@@ -11,6 +11,7 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ..adapters.peft import LoraAdapter
 from ..report.records import REPORT_FILE
 from ..subspace.keys import Target
 from ..subspace.providers import BasisProvider
@@ -29,9 +30,9 @@ def sha256_of(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def adapter_file_digests(folder: Path) -> dict[str, str]:
-    """The adapter files csulora reads or copies: the regular files directly in its folder."""
-    return {path.name: sha256_of(path) for path in sorted(folder.iterdir()) if _regular_file(path)}
+def adapter_file_digests(adapter: LoraAdapter) -> dict[str, str]:
+    """The adapter's own files, the ones csulora reads or copies."""
+    return {name: sha256_of(adapter.folder / name) for name in adapter.files}
 
 
 def output_file_digests(folder: Path) -> dict[str, str]:
@@ -73,7 +74,3 @@ def basis_records(provider: BasisProvider, targets: list[Target]) -> tuple[list[
 
 def _without_tensor_name(content_id: str, base_key: str) -> str:
     return content_id.removesuffix(f":{base_key}")
-
-
-def _regular_file(path: Path) -> bool:
-    return path.is_file() and not path.is_symlink()

@@ -34,7 +34,7 @@ def _check_method(method: str, correction: CorrectionParams) -> None:
 class SubspaceSpec:
     """Where bases come from: a subspace folder, or a base/aligned pair estimated through the cache."""
 
-    subspace: Path | None = None
+    subspace: str | Path | None = None  # a folder, or a Hub repo id `org/name[@revision]`
     base: str | None = None
     aligned: str | None = None
     estimation: EstimationParams = EstimationParams()
@@ -73,7 +73,7 @@ class EstimateRequest:
     base: str
     aligned: str
     modules: str | None = None  # regex over base keys
-    adapter: Path | None = None
+    adapter: str | Path | None = None
     layers: str | None = None  # "0-15", "3", "0-3,8-11": split one model across jobs
     estimation: EstimationParams = EstimationParams()
     energy: float = DEFAULT_ENERGY
@@ -152,7 +152,7 @@ class CorrectRequest:
     """Adapters to correct and where each goes: `out` is the one adapter's output folder; `out_dir` takes
     any number, each written to `out_dir / <its path below the adapters' common parent>`."""
 
-    adapters: tuple[Path, ...]
+    adapters: tuple[str | Path, ...]  # folders, or Hub repo ids `org/name[@revision]`
     subspace: SubspaceSpec
     out: Path | None = None
     out_dir: Path | None = None
@@ -185,7 +185,7 @@ class CorrectRequest:
 
 @dataclass(frozen=True)
 class InspectRequest:
-    adapter: Path
+    adapter: str | Path
     subspace: SubspaceSpec = SubspaceSpec()
     method: str = "csulora"
     correction: CorrectionParams = CorrectionParams()

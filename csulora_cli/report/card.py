@@ -75,7 +75,7 @@ def _section(report: AdapterReport) -> str:
         "closest update inside the safety subspace of its aligned model. `adapter_config.json` and every other "
         "tensor are the original's.",
         "",
-        f"- **Input adapter:** `{report.adapter}`",
+        f"- **Input adapter:** {_source_line(report.adapter_source, report.subspace, None, report.adapter)}",
         f"- **Method:** `{method['name']}` with {params}{reference}",
         f"- **Subspace:** {_subspace_line(report.subspace)}",
         f"- **Base model:** {_source_line(report.subspace.get('base'), report.subspace, 'base')}",
@@ -93,16 +93,21 @@ def _section(report: AdapterReport) -> str:
 def _subspace_line(subspace: dict) -> str:
     estimation = subspace.get("estimation") or {}
     how = f"max_rank {estimation.get('max_rank')}, energy {subspace.get('energy')}"
+    if subspace.get("hub"):
+        hub = subspace["hub"]
+        return f"`{hub['repo']}` at commit `{hub['commit']}` ({how})"
     if subspace.get("folder"):
         return f"folder `{subspace['folder']}` ({how})"
     return f"estimated for this run ({how})"
 
 
-def _source_line(source, subspace: dict, side: str) -> str:
+def _source_line(source, subspace: dict, side: str | None, fallback: str = "not recorded") -> str:
     if not isinstance(source, dict):
-        return "not recorded"
+        return f"`{fallback}`" if fallback != "not recorded" else fallback
     if source.get("kind") == "hub":
         return f"`{source.get('repo')}` at commit `{source.get('commit')}`"
+    if side is None:
+        return f"`{source.get('path')}`"
     shards = (subspace.get("checkpoints") or {}).get(side) or []
     digests = ", ".join(f"`{shard}`" for shard in shards) or "not recorded"
     return f"`{source.get('path')}` (checkpoint files {digests})"

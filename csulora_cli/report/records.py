@@ -155,6 +155,8 @@ class AdapterReport:
     # that replace the model's own on load, copied unchanged and never corrected.
     passthrough: list[str] = field(default_factory=list)
     provenance: Provenance | None = None
+    # {"kind": "local", "path"} or {"kind": "hub", "repo", "revision", "commit", "endpoint"}
+    adapter_source: dict | None = None
 
     @property
     def totals(self) -> Totals:
@@ -165,6 +167,7 @@ class AdapterReport:
             "schema_version": SCHEMA_VERSION,
             "tool": tool_record(),
             "adapter": self.adapter,
+            "adapter_source": self.adapter_source,
             "output": self.output,
             "method": self.method,
             "subspace": self.subspace,

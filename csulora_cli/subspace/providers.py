@@ -196,9 +196,10 @@ def _on_device(basis: SubspaceBasis, device: torch.device) -> SubspaceBasis:
 class FolderProvider:
     """Bases from a portable subspace folder written by `estimate-subspace --out`."""
 
-    def __init__(self, folder: SubspaceFolder, device: torch.device):
+    def __init__(self, folder: SubspaceFolder, device: torch.device, hub: dict | None = None):
         self.folder = folder
         self.device = device
+        self.hub = hub  # the Hub repo the folder was fetched from (repo, revision, commit), if any
 
     def keys(self) -> set[str]:
         return self.folder.keys()
@@ -225,7 +226,7 @@ class FolderProvider:
             "base": self.folder.sources.get("base"),
             "aligned": self.folder.sources.get("aligned"),
             "estimation": self.folder.estimation,
-        }
+        } | ({} if self.hub is None else {"hub": self.hub})
 
     def missing_weight(self, module_name: str, key: str) -> MissingTensorError:
         return MissingTensorError(

@@ -1,0 +1,61 @@
+"""Adapters from what the user typed: a local folder if one exists, else a Hub repo id (`org/name[@revision]`).
+
+A repo's adapter files (`adapters/repo_files.py`) are fetched through huggingface_hub into the standard
+HF cache at the resolved commit, so offline mode, pinned commits, private and gated repos and every
+failure behave as they do for models; the adapter is then read from that snapshot like any folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..adapters.peft import CONFIG_FILE, LoraAdapter, read_adapter
+from ..adapters.repo_files import adapter_repo_files
+from ..checkpoints.hub.client import HubClient
+from ..checkpoints.hub.refs import endpoint_label, parse_hub_ref
+from ..errors import CsuloraError, MissingTensorError
+
+
+@dataclass(frozen=True)
+class OpenedAdapter:
+    """An adapter and where it came from: `source` is what the report records, `output_name` the path its
+    output takes below `--out-dir` (None for a local folder: placed by its path below the common parent)."""
+
+    adapter: LoraAdapter
+    source: dict
+    output_name: Path | None = None
+
+    @property
+    def label(self) -> str:
+        """How the report and card name the input: the folder, or `org/name` for a Hub repo."""
+        return self.source.get("repo") or str(self.adapter.folder.resolve())
+
+
+def open_adapter(spec: str | Path, hub: HubClient) -> OpenedAdapter:
+    path = Path(spec).expanduser()
+    if path.exists():
+        adapter = read_adapter(path)
+        return OpenedAdapter(adapter, {"kind": "local", "path": str(path.resolve())})
+    ref = parse_hub_ref(str(spec))
+    if ref is None:
+        raise CsuloraError(
+            "adapter folder does not exist, and it is not a Hugging Face repo id (org/name or org/name@revision)",
+            where=str(spec),
+        )
+    snapshot = hub.snapshot(ref)
+    if CONFIG_FILE not in snapshot.files:
+        raise MissingTensorError(f"not a PEFT adapter repo: no {CONFIG_FILE}", where=snapshot.where())
+    files = adapter_repo_files({name: file.size for name, file in snapshot.files.items()})
+    folder = None
+    for name in files:
+        folder = hub.download(snapshot, name).parent
+    adapter = read_adapter(folder, files)
+    source = {
+        "kind": "hub",
+        "repo": ref.repo_id,
+        "revision": ref.revision,
+        "commit": snapshot.commit,
+        "endpoint": endpoint_label(),
+    }
+    return OpenedAdapter(adapter, source, Path(ref.repo_id))
