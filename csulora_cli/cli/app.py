@@ -8,13 +8,13 @@ imported inside each command, so that `--help` and `--version` answer at once.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
 from .. import __version__
 from ..correction.params import CorrectionParams
-from ..subspace.params import DEFAULT_ENERGY
+from ..subspace.params import DEFAULT_ENERGY, STORAGES
 from . import options
 from .boundary import CsuloraGroup
 from .options import (
@@ -98,6 +98,12 @@ def estimate_subspace_command(
     out: Annotated[
         Path | None, typer.Option("--out", metavar="DIR", help="Write a portable subspace folder here.")
     ] = None,
+    storage: Annotated[
+        Literal[STORAGES],
+        typer.Option(
+            "--storage", help="dtype of the --out folder's bases: float16 halves a folder to publish (readers upcast)."
+        ),
+    ] = "float32",
     overwrite: OverwriteOpt = False,
     config: ConfigOpt = None,
     json_output: JsonOpt = False,
@@ -120,6 +126,7 @@ def estimate_subspace_command(
         hub=options.hub_options(fetch, token),
         out=options.as_path(out),
         overwrite=overwrite,
+        storage=storage,
     )
     with output.progress():
         result = api.estimate_subspace(request, output)

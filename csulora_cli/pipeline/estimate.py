@@ -40,7 +40,7 @@ def estimate_subspace(request: EstimateRequest, events: Events = SilentEvents())
     provider.check(targets)
     sources = {"base": provider.base.describe(), "aligned": provider.aligned.describe()}
     if request.out is not None:
-        check_subspace_folder(request.out, sources, request.estimation, request.overwrite)
+        check_subspace_folder(request.out, sources, request.estimation, request.overwrite, request.storage)
     advance = events.start("estimating subspaces", len(targets))
     modules = []
     # By default, every 2-D weight *that differs* (README, estimate-subspace); whether it differs is
@@ -62,11 +62,11 @@ def estimate_subspace(request: EstimateRequest, events: Events = SilentEvents())
         waiting.append((target, basis))
         if any_signal:
             if not folder_ready:
-                prepare_subspace_folder(request.out, sources, request.estimation, request.overwrite)
+                prepare_subspace_folder(request.out, sources, request.estimation, request.overwrite, request.storage)
                 folder_ready = True
             # Written as each module finishes, so a job split across machines fills the folder as it goes.
             for ready_target, ready_basis in waiting:
-                add_to_subspace_folder(request.out, provider.request(ready_target), ready_basis)
+                add_to_subspace_folder(request.out, provider.request(ready_target), ready_basis, request.storage)
             waiting.clear()
     if not any_signal:
         raise CsuloraError(

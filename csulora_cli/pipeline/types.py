@@ -17,7 +17,7 @@ from ..correction.params import CorrectionParams
 from ..errors import UsageError
 from ..report.records import AdapterReport
 from ..subspace.keys import Target, parse_layers
-from ..subspace.params import DEFAULT_ENERGY, EstimationParams, check_energy
+from ..subspace.params import DEFAULT_ENERGY, EstimationParams, check_energy, check_storage
 from .devices import check_device
 
 
@@ -82,11 +82,15 @@ class EstimateRequest:
     hub: HubOptions = HubOptions()
     out: Path | None = None
     overwrite: bool = False
+    storage: str = "float32"  # of the --out folder's bases (the cache keeps float32)
 
     def __post_init__(self) -> None:
         self.estimation.check()
         check_energy(self.energy)
         check_device(self.device)
+        check_storage(self.storage)
+        if self.storage != "float32" and self.out is None:
+            raise UsageError("is for a subspace folder: give {out} DIR", parameter="storage")
         if self.modules and self.adapter is not None:
             raise UsageError("give {modules} or {adapter}, not both", parameter="modules")
         if self.modules:

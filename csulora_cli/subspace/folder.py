@@ -27,16 +27,19 @@ def _file_name(base_key: str, transposed: bool) -> str:
     return f"{safe}{'.T' if transposed else ''}.safetensors"
 
 
-def _manifest(sources: dict, params: EstimationParams) -> dict:
+def _manifest(sources: dict, params: EstimationParams, storage: str) -> dict:
     return {
         "schema_version": SUBSPACE_SCHEMA_VERSION,
         "tool": {"name": "csulora", "version": __version__},
         "sources": sources,
         "estimation": params.as_dict(),
+        "storage": storage,
     }
 
 
-def check_subspace_folder(folder: Path, sources: dict, params: EstimationParams, overwrite: bool) -> bool:
+def check_subspace_folder(
+    folder: Path, sources: dict, params: EstimationParams, overwrite: bool, storage: str = "float32"
+) -> bool:
     """Whether `folder` may receive this subspace; refuses, before any work, a folder holding something else.
 
     Several jobs (a Slurm array, a CI matrix) may fill one folder with different modules: a folder that
@@ -48,11 +51,14 @@ def check_subspace_folder(folder: Path, sources: dict, params: EstimationParams,
     if not folder.is_dir():
         raise CsuloraError("output exists and is not a folder", where=str(folder))
     manifest_path = folder / SUBSPACE_MANIFEST
-    manifest = _manifest(sources, params)
+    manifest = _manifest(sources, params, storage)
     existing = _read_manifest(manifest_path) if manifest_path.is_file() else None
-    # An older schema lacks what this version writes (right vectors): never mixed into one folder.
-    compatible = existing is not None and all(
-        existing.get(key) == manifest[key] for key in ("schema_version", "sources", "estimation")
+    # An older schema lacks what this version writes (right vectors): never mixed into one folder; nor
+    # are two storages (a folder written before `storage` existed is float32).
+    compatible = (
+        existing is not None
+        and all(existing.get(key) == manifest[key] for key in ("schema_version", "sources", "estimation"))
+        and existing.get("storage", "float32") == storage
     )
     if compatible or not any(folder.iterdir()):
         return False
@@ -62,19 +68,21 @@ def check_subspace_folder(folder: Path, sources: dict, params: EstimationParams,
     return True
 
 
-def prepare_subspace_folder(folder: Path, sources: dict, params: EstimationParams, overwrite: bool) -> None:
+def prepare_subspace_folder(
+    folder: Path, sources: dict, params: EstimationParams, overwrite: bool, storage: str = "float32"
+) -> None:
     """Create (or join) a portable subspace folder before any basis is written into it."""
-    if check_subspace_folder(folder, sources, params, overwrite):
+    if check_subspace_folder(folder, sources, params, overwrite, storage):
         shutil.rmtree(folder)
     with reporting_full_disk(folder / "bases", None):
         (folder / "bases").mkdir(parents=True, exist_ok=True)
-    manifest = _manifest(sources, params)
+    manifest = _manifest(sources, params, storage)
     write_atomically(folder / SUBSPACE_MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
-def add_to_subspace_folder(folder: Path, request: BasisRequest, basis: SubspaceBasis) -> None:
+def add_to_subspace_folder(folder: Path, request: BasisRequest, basis: SubspaceBasis, storage: str = "float32") -> None:
     record = basis_record(request)
-    write_basis_file(folder / "bases" / _file_name(request.base_key, request.transposed), basis, record)
+    write_basis_file(folder / "bases" / _file_name(request.base_key, request.transposed), basis, record, storage)
 
 
 def _read_manifest(path: Path) -> dict:

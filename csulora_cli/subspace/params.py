@@ -47,3 +47,14 @@ def check_energy(energy: float) -> None:
     """The share of ||V||^2 to keep; also refuses NaN."""
     if not 0.0 < energy <= 1.0:
         raise UsageError(f"must be in (0, 1], got {energy}", parameter="energy")
+
+
+# How a portable subspace folder stores its bases and right vectors: float16 halves a published folder
+# (docs/performance.md, "Size of a published subspace folder"); readers upcast to float32. The basis
+# cache always keeps float32.
+STORAGES = ("float32", "float16")
+
+
+def check_storage(storage: str) -> None:
+    if storage not in STORAGES:
+        raise UsageError(f"unknown storage {storage!r}; choose float32 or float16", parameter="storage")

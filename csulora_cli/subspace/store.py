@@ -78,12 +78,23 @@ def _checksum(*tensors: torch.Tensor) -> str:
     return digest.hexdigest()
 
 
-def write_basis_file(path: Path, basis: SubspaceBasis, record: dict) -> None:
-    """Write atomically: a reader sees the old file, the new file, or none, never a partial one."""
-    tensors = {"basis": basis.basis, "singular_values": basis.singular_values}
+# The dtypes a basis file may store its vectors in (`--storage`); singular values stay float32.
+_STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+def write_basis_file(path: Path, basis: SubspaceBasis, record: dict, storage: str = "float32") -> None:
+    """Write atomically: a reader sees the old file, the new file, or none, never a partial one.
+
+    `storage` is the dtype of the basis and right vectors; readers upcast them to float32.
+    """
+    vectors = _STORAGE_DTYPES[storage]
+    tensors = {
+        "basis": basis.basis.to("cpu", vectors),
+        "singular_values": basis.singular_values.to("cpu", torch.float32),
+    }
     if basis.right is not None:
-        tensors["right"] = basis.right
-    tensors = {name: tensor.detach().to("cpu", torch.float32).contiguous() for name, tensor in tensors.items()}
+        tensors["right"] = basis.right.to("cpu", vectors)
+    tensors = {name: tensor.detach().contiguous() for name, tensor in tensors.items()}
     record = dict(
         record,
         total_energy=basis.total_energy,
@@ -115,7 +126,8 @@ def read_basis_file(path: Path) -> tuple[SubspaceBasis, dict]:
     if right is not None and (right.dim() != 2 or right.shape[1] != basis.shape[1]):
         raise FormatError("damaged subspace file (inconsistent shapes)", where=str(path))
     energies = float(record["total_energy"]), float(record["reference_energy"])
-    return SubspaceBasis(basis, values, *energies, right=right), record
+    right = None if right is None else right.float()
+    return SubspaceBasis(basis.float(), values.float(), *energies, right=right), record
 
 
 class BasisCache:

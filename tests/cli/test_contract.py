@@ -14,12 +14,14 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+import torch
 from huggingface_hub import ModelCard
 
 from tests.helpers import (
     RANK,
     assert_ok,
     assert_one_line_error,
+    load_tensors,
     read_report,
     run_cli,
     snapshot,
@@ -377,3 +379,34 @@ def test_partial_subspace_folder_names_the_missing_basis_and_ignores_hidden_left
     removed.unlink()
     line = assert_one_line_error(run_cli("correct", adapter, "--subspace", partial, "--dry-run"), 1, str(partial))
     assert "no basis for adapter module" in line and "estimate-subspace" in line
+
+
+# Compact subspace folders to publish (the Hub issue): float16 bases, upcast on read.
+
+
+def test_float16_storage_halves_the_folder_and_barely_moves_the_correction(models, subspace, tmp_path):
+    base, aligned, adapter = models
+    compact = tmp_path / "compact"
+    estimate = ("estimate-subspace", base, aligned, "--adapter", adapter, "--rank", RANK, "--out", compact)
+    assert_ok(run_cli(*estimate, "--storage", "float16"))
+    assert json.loads((compact / "subspace.json").read_text())["storage"] == "float16"
+    size = lambda folder: sum(path.stat().st_size for path in (folder / "bases").iterdir())  # noqa: E731
+    assert size(compact) < 0.6 * size(subspace)
+    from csulora_cli.subspace.store import read_basis_file
+
+    for path in (compact / "bases").iterdir():
+        basis, _ = read_basis_file(path)
+        full, _ = read_basis_file(subspace / "bases" / path.name)
+        assert basis.basis.dtype == torch.float32  # upcast on read
+        assert torch.allclose(basis.basis, full.basis, atol=1e-3)
+    outputs = {}
+    for name, folder in (("float32", subspace), ("float16", compact)):
+        outputs[name] = tmp_path / name
+        assert_ok(run_cli("correct", adapter, "--subspace", folder, "--out", outputs[name]))
+    for key, full in load_tensors(outputs["float32"] / "adapter_model.safetensors").items():
+        small = load_tensors(outputs["float16"] / "adapter_model.safetensors")[key]
+        assert torch.allclose(small, full, rtol=1e-2, atol=1e-3 * float(full.abs().max())), key
+    # One folder holds one storage: joining it with the other is refused, not mixed.
+    line = assert_one_line_error(run_cli(*estimate), 1, str(compact))
+    assert "--overwrite" in line
+    line = assert_one_line_error(run_cli("estimate-subspace", base, aligned, "--storage", "float16"), 2, "--out")
