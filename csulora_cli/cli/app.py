@@ -34,8 +34,11 @@ from .options import (
     MethodOpt,
     OverwriteOpt,
     PowerOpt,
+    PrivateOpt,
+    PushToHubOpt,
     QuietOpt,
     RankOpt,
+    RevisionOpt,
     SafeLoraLayersOpt,
     SafeLoraSelectOpt,
     SafeLoraThresholdOpt,
@@ -96,6 +99,9 @@ def estimate_subspace_command(
         Path | None, typer.Option("--out", metavar="DIR", help="Write a portable subspace folder here.")
     ] = None,
     overwrite: OverwriteOpt = False,
+    push_to_hub: PushToHubOpt = None,
+    private: PrivateOpt = False,
+    revision: RevisionOpt = None,
     config: ConfigOpt = None,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -117,6 +123,7 @@ def estimate_subspace_command(
         hub=options.hub_options(fetch, token),
         out=options.as_path(out),
         overwrite=overwrite,
+        push=options.push_spec(ctx, push_to_hub, private, revision),
     )
     with output.progress():
         result = api.estimate_subspace(request, output)
@@ -166,6 +173,9 @@ def correct_command(
         typer.Option("--recorrect", metavar=FLAG, help="Correct an adapter that csulora already corrected."),
     ] = False,
     overwrite: OverwriteOpt = False,
+    push_to_hub: PushToHubOpt = None,
+    private: PrivateOpt = False,
+    revision: RevisionOpt = None,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -187,6 +197,7 @@ def correct_command(
         overwrite=overwrite,
         recorrect=recorrect,
         command_line=options.command_line(ctx),
+        push=options.push_spec(ctx, push_to_hub, private, revision),
     )
     with output.progress():
         reports = api.correct(request, output)
