@@ -25,6 +25,7 @@ from .pipeline.types import (
     InspectResult,
     ModuleSubspace,
     ModuleSummary,
+    PushSpec,
     SubspaceSpec,
     VerifyResult,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "InspectResult",
     "ModuleSubspace",
     "ModuleSummary",
+    "PushSpec",
     "SilentEvents",
     "SubspaceSpec",
     "VerifyResult",

@@ -143,6 +143,9 @@ def read_config(path: Path) -> dict:
         value = config.get(name, 8)
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
             raise FormatError(f"{name} must be a positive number, got {value!r}", where=f"{path} [{name}]")
+    # A rank counts columns: 0.5 would be read as rank 0 and divide the scale by it.
+    if config.get("r", 8) != int(config.get("r", 8)):
+        raise FormatError(f"r must be a whole number, got {config['r']!r}", where=f"{path} [r]")
     for name in ("rank_pattern", "alpha_pattern"):
         patterns = config.get(name) or {}
         if not isinstance(patterns, dict):
@@ -150,6 +153,8 @@ def read_config(path: Path) -> dict:
         for pattern, value in patterns.items():
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
                 raise FormatError(f"{pattern!r} must map to a positive number", where=f"{path} [{name}]")
+            if name == "rank_pattern" and value != int(value):
+                raise FormatError(f"{pattern!r} must map to a whole number", where=f"{path} [{name}]")
             try:
                 re.compile(pattern)
             except re.error as error:

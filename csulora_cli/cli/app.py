@@ -34,8 +34,11 @@ from .options import (
     MethodOpt,
     OverwriteOpt,
     PowerOpt,
+    PrivateOpt,
+    PushToHubOpt,
     QuietOpt,
     RankOpt,
+    RevisionOpt,
     SafeLoraLayersOpt,
     SafeLoraSelectOpt,
     SafeLoraThresholdOpt,
@@ -105,6 +108,9 @@ def estimate_subspace_command(
         ),
     ] = "float32",
     overwrite: OverwriteOpt = False,
+    push_to_hub: PushToHubOpt = None,
+    private: PrivateOpt = False,
+    revision: RevisionOpt = None,
     config: ConfigOpt = None,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -127,6 +133,7 @@ def estimate_subspace_command(
         out=options.as_path(out),
         overwrite=overwrite,
         storage=storage,
+        push=options.push_spec(ctx, push_to_hub, private, revision),
     )
     with output.progress():
         result = api.estimate_subspace(request, output)
@@ -179,6 +186,9 @@ def correct_command(
         typer.Option("--recorrect", metavar=FLAG, help="Correct an adapter that csulora already corrected."),
     ] = False,
     overwrite: OverwriteOpt = False,
+    push_to_hub: PushToHubOpt = None,
+    private: PrivateOpt = False,
+    revision: RevisionOpt = None,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -200,6 +210,7 @@ def correct_command(
         overwrite=overwrite,
         recorrect=recorrect,
         command_line=options.command_line(ctx),
+        push=options.push_spec(ctx, push_to_hub, private, revision),
     )
     with output.progress():
         reports = api.correct(request, output)

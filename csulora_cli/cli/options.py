@@ -92,6 +92,26 @@ TokenOpt = Annotated[
     ),
 ]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", metavar=FLAG, help="Replace an existing output.")]
+PushToHubOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--push-to-hub",
+        metavar="REPO",
+        help="Push the finished output to this Hub repo in one commit (org/name; {name} in it stands for the "
+        "output folder's name, one repo per adapter: org/{name}-safe).",
+    ),
+]
+PrivateOpt = Annotated[
+    bool, typer.Option("--private", metavar=FLAG, help="--push-to-hub: a repo the push creates is private.")
+]
+RevisionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--revision",
+        metavar="BRANCH",
+        help="--push-to-hub: the branch to push to (default main; created from main when missing).",
+    ),
+]
 SafeLoraSelectOpt = Annotated[
     Literal[SAFELORA_SELECTIONS],
     typer.Option(
@@ -182,6 +202,18 @@ def subspace_spec(
         device=device,
         hub=hub_options(fetch, token),
     )
+
+
+def push_spec(ctx: typer.Context, repo: str | None, private: bool, revision: str | None):
+    """Where `--push-to-hub` sends the outputs, or None; `--private` and `--revision` typed without it are refused."""
+    from ..pipeline.types import PushSpec
+
+    if repo is None:
+        for name in ("private", "revision"):
+            if _typed(ctx, name):
+                raise UsageError("applies to a push: give {push_to_hub} REPO too", parameter=name)
+        return None
+    return PushSpec(repo=repo, private=private, revision=revision)
 
 
 def estimation(rank: int, exact: bool, seed: int, power_iterations: int) -> EstimationParams:

@@ -25,7 +25,7 @@ from ..report.envelope import envelope
 
 if TYPE_CHECKING:  # the result types import torch; printing needs only their values
     from ..pipeline.types import EstimateResult, InspectResult, VerifyResult
-    from ..report.records import AdapterReport
+    from ..report.records import AdapterReport, PushRecord
 
 
 class _CountColumn(ProgressColumn):
@@ -103,13 +103,21 @@ class Output:
                 "yes" if m.from_cache else "no",
             )
         self.stdout.print(table)
+        self.pushed(result.location, result.pushed)
 
     def reports(self, reports: list[AdapterReport], dry_run: bool) -> None:
         if self.json_mode:
-            self.emit_json(envelope("correct", dry_run=dry_run, adapters=[report.to_dict() for report in reports]))
+            adapters = [report.document_entry() for report in reports]
+            self.emit_json(envelope("correct", dry_run=dry_run, adapters=adapters))
             return
         for report in reports:
             self.report_table(report, dry_run)
+            self.pushed(report.output, report.pushed)
+
+    def pushed(self, folder: str | None, record: PushRecord | None) -> None:
+        if record is not None:
+            line = f"pushed: {folder} -> {record.repo_id}@{record.revision} (commit {record.commit[:12]}) {record.url}"
+            self.stdout.print(line, highlight=False, markup=False, soft_wrap=True)
 
     def report_table(self, report: AdapterReport, dry_run: bool = False) -> None:
         where = "dry run, nothing written" if dry_run or report.output is None else f"-> {report.output}"

@@ -28,6 +28,7 @@ from .adapter_source import OpenedAdapter, open_adapter
 from .basis_source import hub_client, open_provider
 from .module import Outcome, correct_module
 from .provenance import adapter_file_digests, basis_records, output_file_digests, utc_now
+from .publish import plan_correct_pushes, push_corrected
 from .types import CorrectRequest
 
 
@@ -100,6 +101,7 @@ def correct(request: CorrectRequest, events: Events = SilentEvents()) -> list[Ad
     destinations = _destinations(opened, request)
     if not request.dry_run:
         _check_destinations(request, destinations)
+    pushes = plan_correct_pushes(request, destinations)
     adapter_files = [adapter_file_digests(adapter) for adapter in adapters]
     provider = open_provider(request.subspace, adapters, events)
     _check_rank_cap(request.subspace.rank_cap, provider.describe())
@@ -130,7 +132,8 @@ def correct(request: CorrectRequest, events: Events = SilentEvents()) -> list[Ad
             if writers[index] is not None:
                 report = _finish_output(writers[index].folder, adapter, report)
             reports.append(report)
-    return reports
+    # The outputs are renamed into place, complete, when `outputs` closes: only then are they pushed.
+    return push_corrected(pushes, reports, request, events)
 
 
 def _finish_output(folder: Path, adapter: LoraAdapter, report: AdapterReport) -> AdapterReport:

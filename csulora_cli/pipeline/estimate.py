@@ -10,11 +10,13 @@ from ..subspace.keys import Target, layer_of, parse_layers
 from ..subspace.targets import model_type, targets_by_name, targets_for_adapter
 from .adapter_source import open_adapter
 from .basis_source import estimating_provider, hub_client, resolve_device
+from .publish import plan_subspace_push, push_subspace
 from .types import EstimateRequest, EstimateResult, ModuleSubspace
 
 
 def estimate_subspace(request: EstimateRequest, events: Events = SilentEvents()) -> EstimateResult:
     layers = parse_layers(request.layers) if request.layers is not None else None
+    push = plan_subspace_push(request)
     provider = estimating_provider(
         request.base,
         request.aligned,
@@ -75,13 +77,14 @@ def estimate_subspace(request: EstimateRequest, events: Events = SilentEvents())
             "is the aligned one"
         )
     location = str(request.out) if request.out is not None else str(provider.cache.directory)
-    return EstimateResult(
+    result = EstimateResult(
         location=location,
         modules=modules,
         sources=sources,
         estimation=request.estimation.as_dict(),
         energy=request.energy,
     )
+    return push_subspace(push, result, request, events)
 
 
 def _module_subspace(target: Target, basis: SubspaceBasis, energy: float, from_cache: bool) -> ModuleSubspace:

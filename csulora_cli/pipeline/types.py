@@ -15,7 +15,7 @@ from ..checkpoints.hub.options import HubOptions
 from ..correction.methods import METHODS, get_method
 from ..correction.params import CorrectionParams
 from ..errors import UsageError
-from ..report.records import AdapterReport
+from ..report.records import AdapterReport, PushRecord
 from ..subspace.keys import Target, parse_layers
 from ..subspace.params import DEFAULT_ENERGY, EstimationParams, check_energy, check_storage
 from .devices import check_device
@@ -28,6 +28,41 @@ def _check_method(method: str, correction: CorrectionParams) -> None:
         raise UsageError(
             f"{{method}} {chosen.name} has no two-sided form (it has for {two_sided})", parameter="two_sided"
         )
+
+
+# `{name}` in a push template: the output folder's name (`org/{name}-safe`).
+NAME_PLACEHOLDER = "{name}"
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+@dataclass(frozen=True)
+class PushSpec:
+    """Where finished outputs are pushed, one Hub repo (one commit) each.
+
+    `repo` is a repo id, or a template in which `{name}` stands for each output folder's name
+    (`org/{name}-safe`); the repo ids themselves are checked once the folders are known (`publish.py`).
+    `revision` is the branch (None: main); `private` applies to a repo the push creates.
+    """
+
+    repo: str
+    private: bool = False
+    revision: str | None = None
+
+    def __post_init__(self) -> None:
+        if re.search(r"[{}]", self.repo.replace(NAME_PLACEHOLDER, "")):
+            raise UsageError(
+                f"{self.repo!r}: the only placeholder a repo may hold is {NAME_PLACEHOLDER} (the output folder's name)",
+                parameter="push_to_hub",
+            )
+        if self.revision is not None and (not self.revision.strip() or _COMMIT.fullmatch(self.revision)):
+            raise UsageError(f"{self.revision!r} is not a branch name; a push needs one", parameter="revision")
+
+    @property
+    def templated(self) -> bool:
+        return NAME_PLACEHOLDER in self.repo
+
+    def repo_for(self, name: str) -> str:
+        return self.repo.replace(NAME_PLACEHOLDER, name)
 
 
 @dataclass(frozen=True)
@@ -83,6 +118,7 @@ class EstimateRequest:
     out: Path | None = None
     overwrite: bool = False
     storage: str = "float32"  # of the --out folder's bases (the cache keeps float32)
+    push: PushSpec | None = None  # push the finished subspace folder to a Hub repo
 
     def __post_init__(self) -> None:
         self.estimation.check()
@@ -91,6 +127,8 @@ class EstimateRequest:
         check_storage(self.storage)
         if self.storage != "float32" and self.out is None:
             raise UsageError("is for a subspace folder: give {out} DIR", parameter="storage")
+        if self.push is not None and self.out is None:
+            raise UsageError("pushes a subspace folder: give it with {out} DIR", parameter="push_to_hub")
         if self.modules and self.adapter is not None:
             raise UsageError("give {modules} or {adapter}, not both", parameter="modules")
         if self.modules:
@@ -140,6 +178,7 @@ class EstimateResult:
     sources: dict = field(default_factory=dict)  # {"base": ..., "aligned": ...}
     estimation: dict = field(default_factory=dict)
     energy: float = DEFAULT_ENERGY
+    pushed: PushRecord | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -148,7 +187,7 @@ class EstimateResult:
             "estimation": self.estimation,
             "energy": self.energy,
             "modules": [module.to_dict() for module in self.modules],
-        }
+        } | ({} if self.pushed is None else {"pushed": self.pushed.to_dict()})
 
 
 @dataclass(frozen=True)
@@ -168,10 +207,21 @@ class CorrectRequest:
     recorrect: bool = False
     # Recorded in each report (provenance); the CLI passes its own command line, tokens removed.
     command_line: tuple[str, ...] | None = None
+    # Push each finished output to a Hub repo (the token is the subspace's `hub.token`).
+    push: PushSpec | None = None
 
     def __post_init__(self) -> None:
         if not self.adapters:
             raise UsageError("give at least one adapter folder", parameter="adapters")
+        if self.push is not None:
+            if self.dry_run:
+                raise UsageError("pushes what is written, and {dry_run} writes nothing", parameter="push_to_hub")
+            if len(self.adapters) > 1 and not self.push.templated:
+                raise UsageError(
+                    f"each of the {len(self.adapters)} adapters needs a repo of its own: put {NAME_PLACEHOLDER} "
+                    f"(each output folder's name) in it, e.g. org/{NAME_PLACEHOLDER}-safe",
+                    parameter="push_to_hub",
+                )
         if self.out is not None and self.out_dir is not None:
             raise UsageError("give {out} (one adapter) or {out_dir} (any number), not both", parameter="out")
         if self.out is not None and len(self.adapters) > 1:

@@ -145,6 +145,22 @@ class Provenance:
 
 
 @dataclass(frozen=True)
+class PushRecord:
+    """Where a finished output was pushed (`--push-to-hub`): the repo, the branch, and the commit holding it.
+
+    Only in the `--json` documents: an output's own report is pushed with it, so it cannot name the commit.
+    """
+
+    repo_id: str
+    revision: str  # the branch pushed to
+    commit: str
+    url: str  # the commit's page on the Hub
+
+    def to_dict(self) -> dict:
+        return {"repo_id": self.repo_id, "revision": self.revision, "commit": self.commit, "url": self.url}
+
+
+@dataclass(frozen=True)
 class AdapterReport:
     adapter: str
     output: str | None
@@ -157,6 +173,7 @@ class AdapterReport:
     provenance: Provenance | None = None
     # {"kind": "local", "path"} or {"kind": "hub", "repo", "revision", "commit", "endpoint"}
     adapter_source: dict | None = None
+    pushed: PushRecord | None = None  # not part of the report file (`document_entry`)
 
     @property
     def totals(self) -> Totals:
@@ -176,3 +193,8 @@ class AdapterReport:
             "modules": [module.to_dict() for module in self.modules],
             "passthrough_tensors": self.passthrough,
         }
+
+    def document_entry(self) -> dict:
+        """The adapter's entry in `correct --json`: its report (`csulora_report.json`), and after a push
+        where it went. The file cannot hold the push: it is pushed with the folder, its digests stay valid."""
+        return self.to_dict() | ({} if self.pushed is None else {"pushed": self.pushed.to_dict()})

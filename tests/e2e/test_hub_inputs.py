@@ -167,3 +167,27 @@ def test_subspace_repo_of_another_schema_or_missing_a_module_is_refused_before_a
     )
     assert served(hub_online, "/bases/") == 0
     assert not (tmp_path / "o").exists()
+
+
+def test_share_once_push_a_subspace_then_correct_from_a_clean_machine(hub_online, local, tmp_path, monkeypatch):
+    """The README's share-once workflow: one job estimates and pushes the subspace; another, with no
+    checkpoints and an empty HF cache, corrects a q/v adapter against the repo, fetching only the
+    description and the q/v bases, and writes the same B as with the local folder."""
+    writer = "hf_writerTOKEN0123456789"
+    hub_online.allow_writes(writer, "org")
+    published = tmp_path / "published"
+    estimate = ("estimate-subspace", local["base"], local["aligned"], "--adapter", local["adapter"], "--rank", RANK)
+    assert_ok(run_cli(*estimate, "--out", published, "--push-to-hub", "org/shared", env={"HF_TOKEN": writer}))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "clean-hf-cache"))
+    hub_online.clear_log()
+    out = tmp_path / "safe"
+    assert_ok(run_cli("correct", local["qv"], "--subspace", "org/shared", "--out", out))
+    fetched = sorted({r.path.split("/resolve/", 1)[1].split("/", 1)[1] for r in hub_online.data_requests()})
+    bases = sorted(
+        f"bases/{p.name}" for p in (published / "bases").iterdir() if "q_proj" in p.name or "v_proj" in p.name
+    )
+    assert fetched == sorted(["subspace.json", *bases])
+    alone = tmp_path / "alone"
+    assert_ok(run_cli("correct", local["qv"], "--subspace", published, "--out", alone))
+    for key, tensor in lora_b(alone).items():
+        assert torch.equal(tensor, lora_b(out)[key]), key

@@ -8,12 +8,22 @@ through huggingface_hub (LFS or Xet, as the client and the Hub agree); failures 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from huggingface_hub import CommitOperationAdd, HfApi, constants
 from huggingface_hub.errors import HFValidationError
-from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects, get_token, validate_repo_id
+from huggingface_hub.utils import (
+    DEFAULT_IGNORE_PATTERNS,
+    are_progress_bars_disabled,
+    disable_progress_bars,
+    enable_progress_bars,
+    filter_repo_objects,
+    get_token,
+    validate_repo_id,
+)
 
 from ... import __version__
 from ...atomic import TEMP_PREFIX
@@ -73,7 +83,7 @@ def push_folder(
     operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in files]
     repo_args = {"repo_id": target.repo_id, "repo_type": target.repo_type, "revision": target.revision}
     # Uploads first, then the commit: a dropped connection before the commit request leaves no commit.
-    with push_errors(target.label, stage="upload", token_given=token_given):
+    with push_errors(target.label, stage="upload", token_given=token_given), _without_upload_bars():
         api.preupload_lfs_files(additions=operations, **repo_args)
     with push_errors(target.label, stage="commit", token_given=token_given):
         info = api.create_commit(operations=operations, commit_message=commit_message, **repo_args)
@@ -131,3 +141,18 @@ def _ensure_repo(api: HfApi, target: PushTarget, private: bool | None) -> None:
                 hint=f"pass {{repo_type}} {other}, or another name",
             )
     api.create_repo(target.repo_id, repo_type=target.repo_type, private=private, exist_ok=True)
+
+
+@contextmanager
+def _without_upload_bars() -> Iterator[None]:
+    """huggingface_hub draws a bar per uploaded file on stderr, whatever the terminal; csulora's output
+    keeps stderr to warnings and errors (its own progress only on a terminal). HF_HUB_DISABLE_PROGRESS_BARS=0
+    asks for the bars, and gets them."""
+    if are_progress_bars_disabled() or constants.HF_HUB_DISABLE_PROGRESS_BARS is False:
+        yield
+        return
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        enable_progress_bars()

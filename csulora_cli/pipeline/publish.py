@@ -1,0 +1,163 @@
+"""`--push-to-hub`: finished outputs (corrected adapters, a subspace folder) to Hub repos, one commit each.
+
+The repos are worked out and checked before any work (`plan_*`), and pushed to only once the outputs
+are complete on disk (`push_*`). A failed push keeps the local output and says so. What a push made is
+recorded in the `--json` documents, never in the pushed folder: its report's digests cover it as written.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from pathlib import Path
+
+from ..atomic import write_atomically
+from ..checkpoints.hub.upload import PushTarget, push_folder, push_target
+from ..errors import CsuloraError, UsageError
+from ..events import Events
+from ..report.records import AdapterReport, PushRecord
+from ..report.subspace_card import CARD_FILE, render_subspace_card
+from ..subspace.folder import SubspaceFolder
+from ..subspace.store import read_basis_file
+from .types import CorrectRequest, EstimateRequest, EstimateResult, PushSpec
+
+# Hub repo ids are unique regardless of case: `org/A` and `org/a` are one repo.
+_SAME_REPO = str.lower
+
+
+def plan_correct_pushes(request: CorrectRequest, destinations: list[Path]) -> list[PushTarget] | None:
+    """The repo of each adapter's output, in order; two adapters bound for one repo are refused, naming both."""
+    if request.push is None:
+        return None
+    targets = [_target(request.push, output_name(destination, request.out_dir)) for destination in destinations]
+    first_for: dict[str, int] = {}
+    for index, target in enumerate(targets):
+        earlier = first_for.setdefault(_SAME_REPO(target.repo_id), index)
+        if earlier != index:
+            raise UsageError(
+                f"adapters {request.adapters[earlier]} and {request.adapters[index]} would both be pushed to "
+                f"{target.repo_id}; each needs a repo of its own",
+                parameter="push_to_hub",
+            )
+    return targets
+
+
+def output_name(destination: Path, out_dir: Path | None) -> str:
+    """What `{name}` stands for: the output's path below `--out-dir` joined by dashes (`a/adapter` ->
+    `a-adapter`, so `runs/*/adapter` layouts get a repo each), or the `--out` folder's name."""
+    if out_dir is None:
+        return destination.resolve().name
+    return "-".join(destination.relative_to(out_dir).parts)
+
+
+def plan_subspace_push(request: EstimateRequest) -> PushTarget | None:
+    return None if request.push is None else _target(request.push, request.out.resolve().name)
+
+
+def _target(spec: PushSpec, name: str) -> PushTarget:
+    try:
+        return push_target(spec.repo_for(name), "model", spec.revision)
+    except UsageError as error:
+        if error.parameter != "repo_id":
+            raise
+        raise UsageError(error.message, parameter="push_to_hub") from None
+
+
+def push_corrected(
+    targets: list[PushTarget] | None, reports: list[AdapterReport], request: CorrectRequest, events: Events
+) -> list[AdapterReport]:
+    """Push each finished output folder to its repo; the reports come back with where each went."""
+    if targets is None:
+        return reports
+    advance = events.start("pushing to the Hub", len(targets))
+    pushed, done = [], []
+    for report, target in zip(reports, targets, strict=True):
+        name = Path(report.output).name
+        message = f"csulora correct: {name} corrected with {report.method['name']}"
+        record = _push(Path(report.output), target, request.push, request.subspace.hub.token, message, done)
+        pushed.append(replace(report, pushed=record))
+        done.append(target.repo_id)
+        advance()
+    return pushed
+
+
+def push_subspace(
+    target: PushTarget | None, result: EstimateResult, request: EstimateRequest, events: Events
+) -> EstimateResult:
+    """Write the folder's model card, then push the folder (all of it, bases other jobs added included)."""
+    if target is None:
+        return result
+    folder = request.out
+    contents = SubspaceFolder(folder)
+    modules, checkpoints = _folder_bases(contents, request.energy)
+    card = render_subspace_card(
+        repo_id=target.repo_id,
+        revision=target.revision,
+        sources=contents.sources,
+        estimation=contents.estimation,
+        energy=request.energy,
+        modules=modules,
+        checkpoints=checkpoints,
+    )
+    write_atomically(folder / CARD_FILE, card)
+    advance = events.start("pushing to the Hub", 1)
+    message = f"csulora estimate-subspace: safety subspace of {len(modules)} modules"
+    record = _push(folder, target, request.push, request.hub.token, message, [])
+    advance()
+    return replace(result, pushed=record)
+
+
+def _folder_bases(contents: SubspaceFolder, energy: float) -> tuple[list[dict], dict[str, list[str]]]:
+    """Each basis in the folder at `energy` (read whole: its checksum is checked before it is published),
+    and the checkpoint content ids behind them, per side."""
+    modules = []
+    checkpoints: dict[str, set[str]] = {"base": set(), "aligned": set()}
+    for entry in sorted(contents.modules.values(), key=lambda entry: (_natural(entry["key"]), entry["transposed"])):
+        basis, record = read_basis_file(entry["path"])
+        selected = basis.select(energy)
+        modules.append(
+            {
+                "module": entry["key"].removesuffix(".weight"),
+                "transposed": entry["transposed"],
+                "k": selected.rank,
+                "stored_rank": basis.basis.shape[1],
+                "captured_energy": selected.captured_energy,
+                "displacement_energy": basis.total_energy,
+                "has_signal": basis.has_signal,
+            }
+        )
+        for side in ("base", "aligned"):
+            content = record.get(f"{side}_content")
+            if isinstance(content, str) and content:
+                checkpoints[side].add(content.removesuffix(f":{entry['key']}"))
+    return modules, {side: sorted(ids) for side, ids in checkpoints.items()}
+
+
+def _natural(key: str) -> list:
+    """`layers.2` before `layers.10`."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", key)]
+
+
+def _push(folder: Path, target: PushTarget, spec: PushSpec, token, message: str, done: list[str]) -> PushRecord:
+    try:
+        result = push_folder(
+            folder,
+            target.repo_id,
+            repo_type=target.repo_type,
+            private=True if spec.private else None,
+            revision=target.revision,
+            token=token,
+            commit_message=message,
+        )
+    except CsuloraError as error:
+        raise _kept(error, folder, done) from None
+    return PushRecord(result.repo_id, target.revision, result.commit, result.url)
+
+
+def _kept(error: CsuloraError, folder: Path, done: list[str]) -> CsuloraError:
+    """The push's failure, saying that the local output is whole and stays (and what was pushed before it)."""
+    message = error.message + (f" ({error.hint})" if error.hint else "")
+    message += f"; the local output {folder} is complete and kept"
+    if done:
+        message += f" ({', '.join(done)} pushed before it)"
+    return type(error)(message, where=error.where, parameter=error.parameter)
