@@ -6,12 +6,13 @@ an optional extra imported only here and only when a plot is asked for.
 
 from __future__ import annotations
 
+import io
 import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import atomic_file
+from .atomic import write_atomically
 from .correction.detection import STATISTICS, AdapterDetection
 from .errors import CsuloraError
 
@@ -97,6 +98,7 @@ def write_heatmap(grid: HeatmapGrid, path: Path, title: str | None = None) -> No
     figure.colorbar(image, ax=axes, label=f"{grid.statistic} ({statistic.suspicious} is suspicious)")
     axes.set_title(title or grid.statistic, fontsize=9)
     figure.tight_layout()
-    with atomic_file(path) as temporary:
-        figure.savefig(temporary, format="png")
+    image_bytes = io.BytesIO()
+    figure.savefig(image_bytes, format="png")
     plt.close(figure)
+    write_atomically(path, image_bytes.getvalue())

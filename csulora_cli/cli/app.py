@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 import typer
 
 from .. import __version__
-from ..correction.params import CorrectionParams
+from ..correction.params import STATISTIC_NAMES, CorrectionParams
 from ..subspace.params import DEFAULT_ENERGY, STORAGES
 from . import options
 from .boundary import CsuloraGroup
@@ -228,7 +228,23 @@ def inspect_command(
     aligned: AlignedOpt = None,
     fail_above: Annotated[
         float | None,
-        typer.Option("--fail-above", metavar="F", help="Exit 3 when the total off-subspace energy fraction exceeds F."),
+        typer.Option(
+            "--fail-above",
+            metavar="F",
+            help="Exit 3 when the adapter's total --gate statistic (default off_share) exceeds F.",
+        ),
+    ] = None,
+    fail_below: Annotated[
+        float | None,
+        typer.Option("--fail-below", metavar="F", help="Exit 3 when the adapter's total --gate statistic is below F."),
+    ] = None,
+    gate: Annotated[
+        Literal[STATISTIC_NAMES] | None,
+        typer.Option("--gate", help="The detection statistic --fail-above/--fail-below and --plot use."),
+    ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option("--plot", metavar="FILE.png", help="Write a heatmap of the statistic per block and module type."),
     ] = None,
     method: MethodOpt = "csulora",
     lambda_: LambdaOpt = CorrectionParams.lambda_,
@@ -264,6 +280,9 @@ def inspect_command(
         method=method,
         correction=options.correction(lambda_, eps, safelora_select, safelora_threshold, safelora_layers, two_sided),
         fail_above=fail_above,
+        fail_below=fail_below,
+        gate=gate,
+        plot=options.as_path(plot),
         command_line=options.command_line(ctx),
     )
     with output.progress():

@@ -11,6 +11,9 @@ SAFELORA_SELECTIONS = ("number", "threshold")
 # The names of the registered methods (`methods/__init__.py`), in the order the help lists them; written
 # out here so that the command line can offer them without importing torch (a test keeps both in step).
 METHOD_NAMES = ("csulora", "project", "safelora", "csulora-inside", "csulora-signed", "none")
+# The detection statistics (`detection.py` STATISTICS) that `inspect --gate` offers, written out for the same
+# reason.
+STATISTIC_NAMES = ("off_share", "enrichment", "weighted_enrichment", "reversal", "reversing_share")
 
 
 @dataclass(frozen=True)

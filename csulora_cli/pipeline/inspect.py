@@ -6,7 +6,11 @@ import torch
 
 from ..adapters.peft import LoraAdapter, LoraModule
 from ..correction.decompose import decompose_update
+from ..correction.detection import AdapterDetection, ModuleDetection
+from ..errors import CsuloraError
 from ..events import Events, SilentEvents
+from ..heatmap import heatmap_grid, write_heatmap
+from ..report.records import AdapterReport
 from .adapter_source import open_adapter
 from .basis_source import hub_client
 from .correct import correct
@@ -32,11 +36,34 @@ def inspect(request: InspectRequest, events: Events = SilentEvents()) -> Inspect
         events,
     )
     report = reports[0]
-    gate = None
-    if request.fail_above is not None:
-        value = report.totals.off_subspace_fraction
-        gate = GateCheck("off_subspace_energy", "above", request.fail_above, value)
-    return InspectResult(adapter=where, report=report, gate=gate)
+    if request.plot is not None:
+        grid = heatmap_grid(detection_of(report), request.statistic)
+        write_heatmap(grid, request.plot, title=f"{where}: {request.statistic}")
+    return InspectResult(adapter=where, report=report, gate=_gate(request, report))
+
+
+def detection_of(report: AdapterReport) -> AdapterDetection:
+    """A report's detection sums as an `AdapterDetection` (for the heatmap and the detection benchmark)."""
+    return AdapterDetection(
+        tuple(ModuleDetection(m.module, m.detection) for m in report.modules if m.detection is not None)
+    )
+
+
+def _gate(request: InspectRequest, report) -> GateCheck | None:
+    threshold, direction = (
+        (request.fail_above, "above") if request.fail_above is not None else (request.fail_below, "below")
+    )
+    if threshold is None:
+        return None
+    value = (report.totals.to_dict()["detection"] or {}).get(request.statistic)
+    if value is None:
+        raise CsuloraError(
+            f"{request.statistic} needs V's right singular vectors, which this subspace does not hold (written by an "
+            "older csulora)",
+            parameter="gate",
+            hint="re-run estimate-subspace {out} into a new folder",
+        )
+    return GateCheck(request.statistic, direction, threshold, value)
 
 
 def _summary(adapter: LoraAdapter, module: LoraModule) -> ModuleSummary:

@@ -8,6 +8,7 @@ import torch
 
 from ..adapters.peft import LoraModule
 from ..correction.decompose import decompose_update
+from ..correction.detection import DetectionEnergies, detection_energies
 from ..correction.measures import measure_correction
 from ..correction.methods import CorrectionMethod
 from ..correction.params import CorrectionParams
@@ -40,6 +41,7 @@ def correct_module(
     stored_dtype = lora_b.dtype
     lora_b = lora_b.to(device, torch.float32)
     update = decompose_update(lora_b, lora_a.to(device, torch.float32), module.scale.value)
+    detection = _detection(update, subspace, basis, params.two_sided)
 
     def module_report(effective_b: torch.Tensor, status: str, note: str = "", **selection) -> ModuleReport:
         return ModuleReport(
@@ -56,6 +58,7 @@ def correct_module(
             displacement_energy=basis.total_energy,
             figures=measure_correction(update, effective_b, subspace, params.eps, params.two_sided),
             note=note,
+            detection=detection,
             **selection,
         )
 
@@ -85,3 +88,12 @@ def correct_module(
         new_b,
         kept=module_report(lora_b, "unchanged", note, selected=False, similarity=similarity),
     )
+
+
+def _detection(update, subspace: SelectedSubspace, basis: SubspaceBasis, two_sided: bool) -> DetectionEnergies | None:
+    """The detection sums (docs/method.md section 9): the in-subspace ones on the k columns used, the signed
+    ones on every stored triplet. None where a two-sided score needs right vectors the basis lacks (the
+    correction refuses that case with its own message)."""
+    if two_sided and subspace.right is None and subspace.rank:
+        return None
+    return detection_energies(update, subspace, basis.select(1.0, None), two_sided)

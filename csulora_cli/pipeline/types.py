@@ -7,11 +7,13 @@ is built, naming the parameter, before any file is opened.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..checkpoints.hub.options import HubOptions
+from ..correction.detection import STATISTICS
 from ..correction.methods import METHODS, get_method
 from ..correction.params import CorrectionParams
 from ..errors import UsageError
@@ -243,16 +245,39 @@ class InspectRequest:
     subspace: SubspaceSpec = SubspaceSpec()
     method: str = "csulora"
     correction: CorrectionParams = CorrectionParams()
+    # A CI gate: trips (exit 3) when the adapter's total `gate` statistic is above `fail_above` or below
+    # `fail_below`. Without `gate`, the off-subspace share (what `--fail-above` has always meant).
     fail_above: float | None = None
+    fail_below: float | None = None
+    gate: str | None = None
+    plot: Path | None = None  # a PNG heatmap of the gate's statistic (or the off-subspace share)
     command_line: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         _check_method(self.method, self.correction)
-        if self.fail_above is not None:
-            if not 0.0 <= self.fail_above <= 1.0:
-                raise UsageError(f"must be in [0, 1], got {self.fail_above}", parameter="fail_above")
-            if not self.subspace.given:
-                raise UsageError("needs a subspace: pass {subspace} DIR or {base} BASE", parameter="fail_above")
+        if self.gate is not None and self.gate not in STATISTICS:
+            raise UsageError(
+                f"unknown statistic {self.gate!r}; choose one of {', '.join(STATISTICS)}", parameter="gate"
+            )
+        if self.fail_above is not None and self.fail_below is not None:
+            raise UsageError("give {fail_above} or {fail_below}, not both", parameter="fail_below")
+        for name in ("fail_above", "fail_below"):
+            threshold = getattr(self, name)
+            if threshold is None:
+                continue
+            if self.statistic.endswith("_share") and not 0.0 <= threshold <= 1.0:
+                raise UsageError(f"must be in [0, 1] for {self.statistic}, got {threshold}", parameter=name)
+            if not math.isfinite(threshold):
+                raise UsageError(f"must be a finite number, got {threshold}", parameter=name)
+        needs_subspace = [
+            name for name in ("fail_above", "fail_below", "gate", "plot") if getattr(self, name) is not None
+        ]
+        if needs_subspace and not self.subspace.given:
+            raise UsageError("needs a subspace: pass {subspace} DIR or {base} BASE", parameter=needs_subspace[0])
+
+    @property
+    def statistic(self) -> str:
+        return self.gate or "off_share"
 
 
 @dataclass(frozen=True)

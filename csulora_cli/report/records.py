@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from ..correction.detection import STATISTICS, DetectionEnergies, total_energies
 from ..correction.measures import CorrectionFigures
 from .envelope import SCHEMA_VERSION, tool_record
 
@@ -32,6 +33,8 @@ class ModuleReport:
     # Methods that select modules (safelora): whether this one was rewritten, and the score that decided.
     selected: bool | None = None
     similarity: float | None = None
+    # The sums the detection statistics divide (docs/method.md section 9); None where they cannot be had.
+    detection: DetectionEnergies | None = None
 
     def to_dict(self) -> dict:
         figures = self.figures
@@ -63,6 +66,7 @@ class ModuleReport:
                 "off": figures.directions.off,
             },
         }
+        record["detection"] = detection_scores(self.detection)
         if self.selected is not None:
             record["selected"] = self.selected
             record["similarity"] = self.similarity
@@ -77,6 +81,7 @@ class Totals:
     aligned_energy: float
     cosine: float
     directions: dict[str, int]
+    detection: DetectionEnergies | None = None
 
     @property
     def attenuation_fraction(self) -> float:
@@ -96,7 +101,15 @@ class Totals:
             "off_subspace_energy": self.off_subspace_fraction,
             "cosine": self.cosine,
             "directions": self.directions,
+            "detection": detection_scores(self.detection),
         }
+
+
+def detection_scores(energies: DetectionEnergies | None) -> dict[str, float | None] | None:
+    """Every detection statistic's value (None where it needs right vectors the basis lacks)."""
+    if energies is None:
+        return None
+    return {name: statistic.value(energies) for name, statistic in STATISTICS.items()}
 
 
 def totals_of(modules: list[ModuleReport]) -> Totals:
@@ -119,6 +132,10 @@ def totals_of(modules: list[ModuleReport]) -> Totals:
             "partial": sum(m.figures.directions.partial for m in modules),
             "off": sum(m.figures.directions.off for m in modules),
         },
+        # The adapter as one vector (and V as one); only when every module has its sums.
+        detection=(
+            total_energies(m.detection for m in modules) if all(m.detection is not None for m in modules) else None
+        ),
     )
 
 

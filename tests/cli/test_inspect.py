@@ -157,7 +157,7 @@ def test_fail_above_gate(models, subspace, inspected):
     assert passed.report()["totals"]["off_subspace_energy"] == pytest.approx(off)
     # The gate's outcome is part of the JSON document, not only of the exit code.
     assert passed.json()["gate"] == {
-        "statistic": "off_subspace_energy",
+        "statistic": "off_share",
         "direction": "above",
         "threshold": pytest.approx(off + 0.05, abs=1e-4),
         "value": pytest.approx(off),
