@@ -1,7 +1,7 @@
 """Detection scores of one adapter (docs/method.md section 9): its modules against their bases, nothing written.
 
 The wiring only: the adapter's factors and each module's basis go to `correction/detection.py`, which holds
-every equation. `inspect` and the toy detection benchmark call `detect_adapter`.
+every equation. `detect_adapter` is the one entry point, for a gate in `inspect` and for the toy benchmark.
 """
 
 from __future__ import annotations
