@@ -59,7 +59,7 @@ benchmark-safety: install
 	$(BIN)/python scripts/toy_safety_benchmark.py
 
 # Which detection statistic flags adapters trained with trigger data (scripts/out/toy_detect.{json,md,png};
-# about an hour on 2 busy cores: 5 seeds x 32 adapters). matplotlib (the `bench` extra) only draws the PNGs.
+# ~45 min on 2 busy cores: 5 seeds x 32 adapters). matplotlib (the `bench` extra) only draws the PNGs.
 benchmark-detect: install
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test,bench]'
 	$(BIN)/python scripts/toy_detect_benchmark.py

@@ -94,7 +94,9 @@ def write_heatmap(grid: HeatmapGrid, path: Path, title: str | None = None) -> No
         for row, values in enumerate(grid.values):
             for column, v in enumerate(values):
                 if math.isfinite(v):
-                    axes.text(column, row, f"{v:.2g}", ha="center", va="center", fontsize=6, color="grey")
+                    # A pale box keeps the figure legible on the darkest and the lightest cells alike.
+                    box = {"facecolor": "white", "alpha": 0.6, "linewidth": 0, "pad": 0.8}
+                    axes.text(column, row, f"{v:.2g}", ha="center", va="center", fontsize=6, bbox=box)
     figure.colorbar(image, ax=axes, label=f"{grid.statistic} ({statistic.suspicious} is suspicious)")
     axes.set_title(title or grid.statistic, fontsize=9)
     figure.tight_layout()

@@ -45,6 +45,8 @@ def run(*args: object) -> str:
 def produce(root: Path) -> None:
     os.environ["CSULORA_CACHE"] = str(root / "cache")
     os.environ["HF_HUB_OFFLINE"] = "1"
+    # Reports and cards record when they were made: a fixed time makes two runs comparable byte for byte.
+    os.environ["SOURCE_DATE_EPOCH"] = "1780000000"
     demo = root / "demo"
     run("demo", "--keep", demo)
     base, aligned, adapter = demo / "base", demo / "aligned", demo / "adapter"
