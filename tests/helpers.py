@@ -30,6 +30,10 @@ from csulora_cli.report.schema_files import SCHEMA_NAMES, load_schema
 
 # Basis rank the end-to-end tests estimate with: small models, quick runs.
 RANK = 8
+# Tokens of the Hub stand-in's users: WRITER may push to `org` (the `hub` fixture of tests/e2e/conftest.py),
+# READER may read org/private and write nothing.
+WRITER = "hf_writerTOKEN0123456789"
+READER = "hf_readerTOKEN0123456789"
 
 
 def _find_script() -> str:
@@ -160,6 +164,11 @@ def assert_one_line_error(result: CliResult, code: int, *mentions: str) -> str:
     for mention in mentions:
         assert mention in line, f"{mention!r} not in the error line:\n{result.describe()}"
     return line
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` (bytes), by relative POSIX path."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def snapshot(root: Path) -> dict[str, bytes | None]:

@@ -19,6 +19,7 @@ from huggingface_hub import constants
 from huggingface_hub.utils import http_backoff
 
 from csulora_cli.testing.hub_server import FakeHub
+from tests.helpers import WRITER
 
 
 @pytest.fixture
@@ -33,6 +34,13 @@ def hub_online(monkeypatch, tmp_path_factory):
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
         monkeypatch.delenv("HF_TOKEN", raising=False)
         yield server
+
+
+@pytest.fixture
+def hub(hub_online):
+    """The stand-in where WRITER may push to `org` (test_hub.py has a read-only `hub` of its own)."""
+    hub_online.allow_writes(WRITER, "org")
+    return hub_online
 
 
 @pytest.fixture

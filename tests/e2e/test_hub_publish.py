@@ -13,19 +13,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub import ModelCard, snapshot_download
 
-from tests.helpers import RANK, assert_ok, assert_one_line_error, read_report, run_cli
-
-WRITER = "hf_writerTOKEN0123456789"
-
-
-@pytest.fixture
-def hub(hub_online):
-    hub_online.allow_writes(WRITER, "org")
-    return hub_online
-
-
-def files_of(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+from tests.helpers import RANK, WRITER, assert_ok, assert_one_line_error, files_of, read_report, run_cli
 
 
 def download(repo_id: str, cache: Path, revision: str = "main") -> tuple[Path, dict[str, bytes]]:

@@ -15,19 +15,7 @@ from csulora_cli.atomic import TEMP_PREFIX
 from csulora_cli.checkpoints.hub.errors import HubError
 from csulora_cli.checkpoints.hub.upload import PushResult, push_folder
 from csulora_cli.errors import CsuloraError, UsageError
-
-WRITER = "hf_writerTOKEN0123456789"
-READER = "hf_readerTOKEN0123456789"  # may read org/private, write nothing
-
-
-@pytest.fixture
-def hub(hub_online):
-    hub_online.allow_writes(WRITER, "org")
-    return hub_online
-
-
-def files_of(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+from tests.helpers import READER, WRITER, files_of
 
 
 def test_push_folder_creates_repo_and_branch_in_one_commit(hub, folder, tmp_path):

@@ -15,18 +15,7 @@ from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from huggingface_hub.utils import httpx
 
-WRITER = "hf_writerTOKEN0123456789"
-READER = "hf_readerTOKEN0123456789"  # may read org/private, write nothing
-
-
-@pytest.fixture
-def hub(hub_online):
-    hub_online.allow_writes(WRITER, "org")
-    return hub_online
-
-
-def files_of(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+from tests.helpers import READER, WRITER, files_of
 
 
 def pushed_files(hub, repo_id: str, repo_type: str = "model", branch: str = "main") -> dict[str, bytes]:
