@@ -14,7 +14,7 @@ import torch
 from huggingface_hub import constants
 
 from csulora_cli.testing.builders import TinyLlama, build_demo, make_adapter_factors, write_adapter
-from tests.helpers import RANK, assert_ok, assert_one_line_error, load_tensors, read_report, run_cli
+from tests.helpers import RANK, WRITER, assert_ok, assert_one_line_error, load_tensors, read_report, run_cli
 
 SECRET = "hf_secretTOKEN0123456789"
 
@@ -173,11 +173,10 @@ def test_share_once_push_a_subspace_then_correct_from_a_clean_machine(hub_online
     """The README's share-once workflow: one job estimates and pushes the subspace; another, with no
     checkpoints and an empty HF cache, corrects a q/v adapter against the repo, fetching only the
     description and the q/v bases, and writes the same B as with the local folder."""
-    writer = "hf_writerTOKEN0123456789"
-    hub_online.allow_writes(writer, "org")
+    hub_online.allow_writes(WRITER, "org")
     published = tmp_path / "published"
     estimate = ("estimate-subspace", local["base"], local["aligned"], "--adapter", local["adapter"], "--rank", RANK)
-    assert_ok(run_cli(*estimate, "--out", published, "--push-to-hub", "org/shared", env={"HF_TOKEN": writer}))
+    assert_ok(run_cli(*estimate, "--out", published, "--push-to-hub", "org/shared", env={"HF_TOKEN": WRITER}))
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "clean-hf-cache"))
     hub_online.clear_log()
     out = tmp_path / "safe"
