@@ -62,6 +62,8 @@ class CsuloraGroup(TyperGroup):
                 # Bare `csulora` (or a group without its command): the help is the answer, not an error.
                 output.error(message)
                 sys.exit(error.exit_code)
+            # A choice flag's refusal comes through typer's validation layer, which prefixes its own label.
+            message = message.replace("Value error, ", "")
             context = getattr(error, "ctx", None)
             command = context.info_name if context and context.info_name != "csulora" else ""
             see = f"csulora {command} --help" if command else "csulora --help"
