@@ -96,10 +96,21 @@ SHAPES = {
 }
 
 
+SPECTRA = {
+    # name: (rank of the displacement, its singular values before scaling)
+    "decaying": (64, lambda rank, device: torch.logspace(0, -2, rank, device=device)),
+    # A flat spectrum: the energy rule (0.99) needs nearly all 1024 directions, so it keeps every one of
+    # the --rank columns, as on real alignment displacements.
+    "flat": (1024, lambda rank, device: torch.ones(rank, device=device)),
+}
+
+
 def write_pair(
-    shape: Shape, folder: Path, shard_bytes: int = 1 << 30, displacement_rank: int = 64, device: str = "cpu"
+    shape: Shape, folder: Path, shard_bytes: int = 1 << 30, spectrum: str = "decaying", device: str = "cpu"
 ) -> None:
     """bf16 shards plus index for base/ and aligned/; aligned = base + low-rank + noise per 2-D weight.
+
+    `spectrum`: "decaying" (rank 64, singular values decaying 100x) or "flat" (rank 1024, equal values).
 
     The weights are drawn on `device` (a CUDA generator draws other numbers than the CPU's) and written
     from the CPU.
@@ -117,10 +128,11 @@ def write_pair(
         if key.endswith("embed_tokens.weight"):
             writers["aligned"].add(key, weight.to(torch.bfloat16).cpu())
             continue
+        displacement_rank, values = SPECTRA[spectrum]
         rank = min(displacement_rank, *dims)
         left = torch.randn(dims[0], rank, generator=generator, device=device)
         right = torch.randn(rank, dims[1], generator=generator, device=device)
-        decay = torch.logspace(0, -2, rank, device=device)  # a spread spectrum, as real alignment displacements have
+        decay = values(rank, device)
         noise = torch.randn(dims, generator=generator, device=device)
         weight += 2e-3 * (left * decay) @ right / rank**0.5 + 2e-5 * noise
         writers["aligned"].add(key, weight.to(torch.bfloat16).cpu())
@@ -199,26 +211,39 @@ def write_adapters(shape: Shape, folder: Path, count: int, rank: int = 16) -> li
     return paths
 
 
-def shape_for(shape_key: str, layers: int | None) -> tuple[str, Shape]:
-    """The shape, or the same shape with only its first `layers` blocks (smoke runs), and its data folder name."""
+def shape_for(shape_key: str, layers: int | None, spectrum: str = "decaying") -> tuple[str, Shape]:
+    """The shape, or the same shape with only its first `layers` blocks (smoke runs), and its data folder name.
+
+    A pair with another spectrum than the default lives in a folder (and a shape name) of its own.
+    """
     shape = SHAPES[shape_key]
+    folder_key = shape_key
+    if spectrum != "decaying":
+        folder_key, shape = f"{folder_key}-{spectrum}", dataclasses.replace(shape, name=f"{shape.name} {spectrum}")
     if layers is None or layers == shape.layers:
-        return shape_key, shape
-    return f"{shape_key}-{layers}layers", dataclasses.replace(shape, name=f"{shape.name}/{layers}L", layers=layers)
+        return folder_key, shape
+    return f"{folder_key}-{layers}layers", dataclasses.replace(shape, name=f"{shape.name}/{layers}L", layers=layers)
 
 
 def prepare(
-    shape_key: str, root: Path, adapters: int, shape: Shape | None = None, generate_device: str = "cpu"
+    shape_key: str,
+    root: Path,
+    adapters: int,
+    shape: Shape | None = None,
+    generate_device: str = "cpu",
+    spectrum: str = "decaying",
 ) -> tuple[Path, list[Path]]:
     shape = shape or SHAPES[shape_key]
     folder = root / shape_key
     marker = folder / ".complete"
     # Which generator drew the weights: data drawn on another device is other data.
     expected = "ok" if generate_device == "cpu" else f"ok generated on {generate_device}"
+    if spectrum != "decaying":
+        expected += f" spectrum {spectrum}"
     if not marker.exists() or marker.read_text() != expected:
         shutil.rmtree(folder, ignore_errors=True)
         started = time.perf_counter()
-        write_pair(shape, folder, device=generate_device)
+        write_pair(shape, folder, spectrum=spectrum, device=generate_device)
         print(f"[{shape_key}] wrote base/aligned in {time.perf_counter() - started:.1f} s", file=sys.stderr)
         marker.write_text(expected)
     existing = sorted((folder / "adapters").glob("adapter-*"))
@@ -482,12 +507,15 @@ class Options:
     estimate: bool = False
     accuracy: bool = True
     verbose: bool = False
+    spectrum: str = "decaying"
 
 
 def bench(shape_key: str, root: Path, options: Options, progress: Callable[[dict], None] = lambda _: None) -> dict:
     """One shape's figures; `progress` gets the figures so far after each step (to save partial results)."""
-    folder_key, shape = shape_for(shape_key, options.layers)
-    folder, adapter_paths = prepare(folder_key, root, options.adapters, shape, options.generate_device)
+    folder_key, shape = shape_for(shape_key, options.layers, options.spectrum)
+    folder, adapter_paths = prepare(
+        folder_key, root, options.adapters, shape, options.generate_device, options.spectrum
+    )
     base, aligned = folder / "base", folder / "aligned"
     runs = folder / "runs"
     shutil.rmtree(runs, ignore_errors=True)
@@ -663,6 +691,12 @@ def main() -> None:
         action=argparse.BooleanOptionalAction,
         help="also time estimate-subspace alone, in process (default: on with a cuda device)",
     )
+    parser.add_argument(
+        "--spectrum",
+        default="decaying",
+        choices=sorted(SPECTRA),
+        help="the displacement: decaying (rank 64, the default) or flat (rank 1024; the energy rule keeps --rank)",
+    )
     parser.add_argument("--no-accuracy", action="store_true", help="skip the randomized-vs-exact basis check")
     parser.add_argument("--verbose", action="store_true", help="print each step's figures to stderr as it ends")
     parser.add_argument("--json-out", type=Path, default=REPO / "scripts" / "out" / "bench_scale.json")
@@ -694,6 +728,7 @@ def main() -> None:
             estimate=device.startswith("cuda") if args.estimate is None else args.estimate,
             accuracy=not args.no_accuracy,
             verbose=args.verbose,
+            spectrum=args.spectrum,
         )
         results.append(bench(shape, args.workdir, options, lambda partial: save([*results, partial])))
     print_table(results)
