@@ -11,6 +11,10 @@ types; then times whole processes (wall time, and peak RSS from /usr/bin/time):
 
 It also measures the time to read the targeted tensors of both checkpoints once, and the principal
 angles between the randomized basis (default settings) and an exact SVD for one module of each type.
+Beside each shape's runs it measures the machine's floor: the float32 GEMM rate (4096^3 `torch.mm`, and
+at the finder's own 8192x2048 @ 2048x266 shape), sha256 throughput, and the FLOPs of csulora's own
+products for a cold estimate (`estimation_flops`), whence the rate the cold run achieves and its share
+of the GEMM rate.
 Prints a table and writes scripts/out/bench_scale.json.
 
     python scripts/bench_scale.py --shape 1b --shape 3b --adapters 32
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 import platform
@@ -91,10 +96,21 @@ SHAPES = {
 }
 
 
+SPECTRA = {
+    # name: (rank of the displacement, its singular values before scaling)
+    "decaying": (64, lambda rank, device: torch.logspace(0, -2, rank, device=device)),
+    # A flat spectrum: the energy rule (0.99) needs nearly all 1024 directions, so it keeps every one of
+    # the --rank columns, as on real alignment displacements.
+    "flat": (1024, lambda rank, device: torch.ones(rank, device=device)),
+}
+
+
 def write_pair(
-    shape: Shape, folder: Path, shard_bytes: int = 1 << 30, displacement_rank: int = 64, device: str = "cpu"
+    shape: Shape, folder: Path, shard_bytes: int = 1 << 30, spectrum: str = "decaying", device: str = "cpu"
 ) -> None:
     """bf16 shards plus index for base/ and aligned/; aligned = base + low-rank + noise per 2-D weight.
+
+    `spectrum`: "decaying" (rank 64, singular values decaying 100x) or "flat" (rank 1024, equal values).
 
     The weights are drawn on `device` (a CUDA generator draws other numbers than the CPU's) and written
     from the CPU.
@@ -112,10 +128,11 @@ def write_pair(
         if key.endswith("embed_tokens.weight"):
             writers["aligned"].add(key, weight.to(torch.bfloat16).cpu())
             continue
+        displacement_rank, values = SPECTRA[spectrum]
         rank = min(displacement_rank, *dims)
         left = torch.randn(dims[0], rank, generator=generator, device=device)
         right = torch.randn(rank, dims[1], generator=generator, device=device)
-        decay = torch.logspace(0, -2, rank, device=device)  # a spread spectrum, as real alignment displacements have
+        decay = values(rank, device)
         noise = torch.randn(dims, generator=generator, device=device)
         weight += 2e-3 * (left * decay) @ right / rank**0.5 + 2e-5 * noise
         writers["aligned"].add(key, weight.to(torch.bfloat16).cpu())
@@ -194,26 +211,39 @@ def write_adapters(shape: Shape, folder: Path, count: int, rank: int = 16) -> li
     return paths
 
 
-def shape_for(shape_key: str, layers: int | None) -> tuple[str, Shape]:
-    """The shape, or the same shape with only its first `layers` blocks (smoke runs), and its data folder name."""
+def shape_for(shape_key: str, layers: int | None, spectrum: str = "decaying") -> tuple[str, Shape]:
+    """The shape, or the same shape with only its first `layers` blocks (smoke runs), and its data folder name.
+
+    A pair with another spectrum than the default lives in a folder (and a shape name) of its own.
+    """
     shape = SHAPES[shape_key]
+    folder_key = shape_key
+    if spectrum != "decaying":
+        folder_key, shape = f"{folder_key}-{spectrum}", dataclasses.replace(shape, name=f"{shape.name} {spectrum}")
     if layers is None or layers == shape.layers:
-        return shape_key, shape
-    return f"{shape_key}-{layers}layers", dataclasses.replace(shape, name=f"{shape.name}/{layers}L", layers=layers)
+        return folder_key, shape
+    return f"{folder_key}-{layers}layers", dataclasses.replace(shape, name=f"{shape.name}/{layers}L", layers=layers)
 
 
 def prepare(
-    shape_key: str, root: Path, adapters: int, shape: Shape | None = None, generate_device: str = "cpu"
+    shape_key: str,
+    root: Path,
+    adapters: int,
+    shape: Shape | None = None,
+    generate_device: str = "cpu",
+    spectrum: str = "decaying",
 ) -> tuple[Path, list[Path]]:
     shape = shape or SHAPES[shape_key]
     folder = root / shape_key
     marker = folder / ".complete"
     # Which generator drew the weights: data drawn on another device is other data.
     expected = "ok" if generate_device == "cpu" else f"ok generated on {generate_device}"
+    if spectrum != "decaying":
+        expected += f" spectrum {spectrum}"
     if not marker.exists() or marker.read_text() != expected:
         shutil.rmtree(folder, ignore_errors=True)
         started = time.perf_counter()
-        write_pair(shape, folder, device=generate_device)
+        write_pair(shape, folder, spectrum=spectrum, device=generate_device)
         print(f"[{shape_key}] wrote base/aligned in {time.perf_counter() - started:.1f} s", file=sys.stderr)
         marker.write_text(expected)
     existing = sorted((folder / "adapters").glob("adapter-*"))
@@ -353,6 +383,82 @@ def read_once_seconds(base: Path, aligned: Path, keys: list[str]) -> float:
     return time.perf_counter() - started
 
 
+def gemm_gflops(size: int = 4096, repeats: int = 3) -> float:
+    """This machine's float32 GEMM rate: the best of `repeats` (size x size) @ (size x size) products."""
+    left, right = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(left, right)  # warm-up: thread pool and pages
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        torch.mm(left, right)
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best / 1e9
+
+
+def thin_gemm_gflops(rows: int = 8192, inner: int = 2048, width: int = 266, repeats: int = 5) -> float:
+    """The same rate at the finder's own shape: an MLP displacement (8192 x 2048) times a 266-column sketch."""
+    left, right = torch.randn(rows, inner), torch.randn(inner, width)
+    torch.mm(left, right)
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        torch.mm(left, right)
+        best = min(best, time.perf_counter() - started)
+    return 2 * rows * inner * width / best / 1e9
+
+
+def sha256_mb_per_s(megabytes: int = 512) -> float:
+    """hashlib's sha256 throughput on one large in-memory buffer (the cache key hashes what it reads)."""
+    buffer = bytes(megabytes << 20)
+    started = time.perf_counter()
+    hashlib.sha256(buffer).hexdigest()
+    return megabytes * 2**20 / 1e6 / (time.perf_counter() - started)
+
+
+def estimation_flops(shape: Shape, params: EstimationParams | None = None) -> dict:
+    """FLOPs of csulora's own products for a cold estimate of every targeted module (estimate.py's paths).
+
+    Per module V (m x n), keep = min(max_rank, m, n), sketch width l = min(keep + oversample, m, n):
+    - randomized finder (l <= min(m, n) / 2): Y = V S, one power round per power_iterations (V^T Q, then
+      V (V^T Q)), and B = Q^T V: (2 + 2 q) products of 2 m n l flops in float32; two products with the
+      small SVD's vectors (B^T U_b: 2 n l^2, Q U_b: 2 m l^2); the float64 Gram of B (2 l^2 n); (1 + q)
+      Householder QRs of (m, l) with Q formed, ~4 m l^2 each.
+    - nearly as wide as the matrix (k_proj / v_proj of these shapes, m <= n): the float64 Gram V V^T
+      (2 m^2 n) and V^T U for the right vectors (2 m n keep).
+    The energies (||V||_F^2, ~2 m n) and the eigendecompositions (l^3 order) are left out.
+    """
+    params = params or EstimationParams()
+    q = params.power_iterations
+    products = gram = qr = 0.0
+    for key, dims in shape.weights().items():
+        if len(dims) != 2 or key.split(".")[-2] not in TARGETS:
+            continue
+        m, n = dims
+        keep = min(params.max_rank, m, n)
+        width = min(keep + params.oversample, m, n)
+        if width > 0.5 * min(m, n):
+            if m <= n:
+                gram += 2 * m * m * n
+                products += 2 * m * n * keep
+            else:  # a full SVD; not on these shapes
+                products += 4 * m * n * n
+            continue
+        products += (2 + 2 * q) * 2 * m * n * width + 2 * n * width**2 + 2 * m * width**2
+        gram += 2 * width**2 * n
+        qr += (1 + q) * 4 * m * width**2
+    total = products + gram + qr
+    return {"products_f32": products, "gram_f64": gram, "qr": qr, "total": total}
+
+
+def floor_figures() -> dict:
+    """What the machine can do, measured beside each shape's runs (see print_table)."""
+    return {
+        "gemm_gflops": gemm_gflops(),
+        "thin_gemm_gflops": thin_gemm_gflops(),
+        "sha256_mb_per_s": sha256_mb_per_s(),
+    }
+
+
 def basis_accuracy(base: Path, aligned: Path, layer: int, device: str) -> list[dict]:
     """Largest principal angle between the default randomized basis and the exact top-k basis."""
     rows = []
@@ -401,12 +507,15 @@ class Options:
     estimate: bool = False
     accuracy: bool = True
     verbose: bool = False
+    spectrum: str = "decaying"
 
 
 def bench(shape_key: str, root: Path, options: Options, progress: Callable[[dict], None] = lambda _: None) -> dict:
     """One shape's figures; `progress` gets the figures so far after each step (to save partial results)."""
-    folder_key, shape = shape_for(shape_key, options.layers)
-    folder, adapter_paths = prepare(folder_key, root, options.adapters, shape, options.generate_device)
+    folder_key, shape = shape_for(shape_key, options.layers, options.spectrum)
+    folder, adapter_paths = prepare(
+        folder_key, root, options.adapters, shape, options.generate_device, options.spectrum
+    )
     base, aligned = folder / "base", folder / "aligned"
     runs = folder / "runs"
     shutil.rmtree(runs, ignore_errors=True)
@@ -436,14 +545,25 @@ def bench(shape_key: str, root: Path, options: Options, progress: Callable[[dict
                 shown += f", peak GPU {value.extra['peak_gpu_allocated_mb']:.0f} MB"
             if isinstance(value, float):
                 shown = f"{value:.1f} s"
+            if isinstance(value, dict):
+                shown = ", ".join(f"{key} {figure:.0f}" for key, figure in value.items())
             print(f"[{folder_key}] {name}: {shown}", file=sys.stderr, flush=True)
         progress(as_json(result))
 
+    result["floor"] = floor_figures()
+    result["estimation_flops"] = estimation_flops(shape)
+    step_done("floor")
     run("cold", "correct", str(adapter_paths[0]), "--out", str(runs / "cold"), *common)
+    # The rate the cold run achieves on csulora's own FLOPs (estimation_flops), and its share of the GEMM rate.
+    achieved = result["estimation_flops"]["total"] / result["cold"].wall_s / 1e9
+    result["cold_achieved"] = {"gflops": achieved, "share_of_gemm": achieved / result["floor"]["gemm_gflops"]}
     run("warm", "correct", str(adapter_paths[0]), "--out", str(runs / "warm"), *common)
     run("batch_warm", "correct", *map(str, adapter_paths), "--out-dir", str(runs / "batch"), *common)
     keys = [k for k in shape.weights() if k.split(".")[-2] in TARGETS]
     result["read_both_once_s"] = read_once_seconds(base, aligned, keys)
+    result["checkpoint_bytes"] = sum(
+        path.stat().st_size for path in [*base.glob("*.safetensors"), *aligned.glob("*.safetensors")]
+    )
     step_done("read_both_once_s")
     if options.estimate:
         # estimate-subspace alone, into a cache of its own: the bases the cold run estimated, no adapter
@@ -510,6 +630,24 @@ def print_table(results: list[dict]) -> None:
                 f"batch of {r['adapters']} vs {r['adapters']} reference runs (one run x {r['adapters']}): "
                 f"{ref * r['adapters'] / r['batch_warm']['wall_s']:.0f}x faster"
             )
+        if "floor" in r:
+            floor, flops = r["floor"], r["estimation_flops"]
+            sha_s = r.get("checkpoint_bytes", 0) / 1e6 / floor["sha256_mb_per_s"]
+            print(
+                f"  floor: float32 GEMM {floor['gemm_gflops']:.0f} GFLOP/s (4096^3), "
+                f"{floor['thin_gemm_gflops']:.0f} GFLOP/s at 8192x2048 @ 2048x266; "
+                f"sha256 {floor['sha256_mb_per_s']:.0f} MB/s ({sha_s:.1f} s for both checkpoints' shards)"
+            )
+            if "cold" in r:
+                achieved = flops["total"] / r["cold"]["wall_s"] / 1e9
+                at_gemm = flops["total"] / 1e9 / floor["gemm_gflops"]
+                print(
+                    f"  cold estimation: {flops['total'] / 1e12:.2f} TFLOP "
+                    f"(products {flops['products_f32'] / 1e12:.2f}, "
+                    f"float64 Gram {flops['gram_f64'] / 1e12:.2f}, QR {flops['qr'] / 1e12:.2f}); the cold run "
+                    f"achieves {achieved:.0f} GFLOP/s = {achieved / floor['gemm_gflops']:.0%} of the GEMM rate; "
+                    f"floor ~ {at_gemm:.1f} s of GEMM + {r['read_both_once_s']:.1f} s read + {sha_s:.1f} s sha256"
+                )
         if "accuracy" in r:
             worst = max(row["max_principal_angle_deg"] for row in r["accuracy"])
             print(f"  randomized vs exact basis (layer 0, k at energy 0.99): largest principal angle {worst:.3f} deg")
@@ -553,6 +691,12 @@ def main() -> None:
         action=argparse.BooleanOptionalAction,
         help="also time estimate-subspace alone, in process (default: on with a cuda device)",
     )
+    parser.add_argument(
+        "--spectrum",
+        default="decaying",
+        choices=sorted(SPECTRA),
+        help="the displacement: decaying (rank 64, the default) or flat (rank 1024; the energy rule keeps --rank)",
+    )
     parser.add_argument("--no-accuracy", action="store_true", help="skip the randomized-vs-exact basis check")
     parser.add_argument("--verbose", action="store_true", help="print each step's figures to stderr as it ends")
     parser.add_argument("--json-out", type=Path, default=REPO / "scripts" / "out" / "bench_scale.json")
@@ -584,6 +728,7 @@ def main() -> None:
             estimate=device.startswith("cuda") if args.estimate is None else args.estimate,
             accuracy=not args.no_accuracy,
             verbose=args.verbose,
+            spectrum=args.spectrum,
         )
         results.append(bench(shape, args.workdir, options, lambda partial: save([*results, partial])))
     print_table(results)
