@@ -6,7 +6,7 @@ import torch
 
 from ..adapters.peft import LoraAdapter, LoraModule
 from ..correction.decompose import decompose_update
-from ..correction.detection import AdapterDetection, ModuleDetection
+from ..correction.detection import STATISTICS, AdapterDetection, ModuleDetection
 from ..errors import CsuloraError
 from ..events import Events, SilentEvents
 from ..heatmap import heatmap_grid, write_heatmap
@@ -18,10 +18,11 @@ from .types import CorrectRequest, GateCheck, InspectRequest, InspectResult, Mod
 
 
 def inspect(request: InspectRequest, events: Events = SilentEvents()) -> InspectResult:
-    opened = open_adapter(request.adapter, hub_client(request.subspace.cache_dir, request.subspace.hub, events))
-    adapter, where = opened.adapter, opened.label
     if not request.subspace.given:
-        return InspectResult(adapter=where, summaries=[_summary(adapter, module) for module in adapter.modules])
+        opened = open_adapter(request.adapter, hub_client(request.subspace.cache_dir, request.subspace.hub, events))
+        summaries = [_summary(opened.adapter, module) for module in opened.adapter.modules]
+        return InspectResult(adapter=opened.label, summaries=summaries)
+    # With a subspace, `correct` opens the adapter (once) and names it in its report.
     reports = correct(
         CorrectRequest(
             adapters=(request.adapter,),
@@ -36,6 +37,7 @@ def inspect(request: InspectRequest, events: Events = SilentEvents()) -> Inspect
         events,
     )
     report = reports[0]
+    where = report.adapter
     if request.plot is not None:
         grid = heatmap_grid(detection_of(report), request.statistic)
         write_heatmap(grid, request.plot, title=f"{where}: {request.statistic}")
@@ -49,13 +51,14 @@ def detection_of(report: AdapterReport) -> AdapterDetection:
     )
 
 
-def _gate(request: InspectRequest, report) -> GateCheck | None:
+def _gate(request: InspectRequest, report: AdapterReport) -> GateCheck | None:
     threshold, direction = (
         (request.fail_above, "above") if request.fail_above is not None else (request.fail_below, "below")
     )
     if threshold is None:
         return None
-    value = (report.totals.to_dict()["detection"] or {}).get(request.statistic)
+    energies = report.totals.detection
+    value = None if energies is None else STATISTICS[request.statistic].value(energies)
     if value is None:
         raise CsuloraError(
             f"{request.statistic} needs V's right singular vectors, which this subspace does not hold (written by an "

@@ -75,11 +75,11 @@ def _section(report: AdapterReport) -> str:
         "closest update inside the safety subspace of its aligned model. `adapter_config.json` and every other "
         "tensor are the original's.",
         "",
-        f"- **Input adapter:** {_source_line(report.adapter_source, report.subspace, None, report.adapter)}",
+        f"- **Input adapter:** {_adapter_line(report)}",
         f"- **Method:** `{method['name']}` with {params}{reference}",
         f"- **Subspace:** {_subspace_line(report.subspace)}",
-        f"- **Base model:** {_source_line(report.subspace.get('base'), report.subspace, 'base')}",
-        f"- **Aligned model:** {_source_line(report.subspace.get('aligned'), report.subspace, 'aligned')}",
+        f"- **Base model:** {_model_line(report.subspace, 'base')}",
+        f"- **Aligned model:** {_model_line(report.subspace, 'aligned')}",
         f"- **Energy removed:** {totals.attenuation_fraction:.4f} of the update's energy (off the subspace "
         f"before: {totals.off_subspace_fraction:.4f}; cosine to the original update: {totals.cosine:.4f})",
         "",
@@ -101,13 +101,21 @@ def _subspace_line(subspace: dict) -> str:
     return f"estimated for this run ({how})"
 
 
-def _source_line(source, subspace: dict, side: str | None, fallback: str = "not recorded") -> str:
+def _adapter_line(report: AdapterReport) -> str:
+    source = report.adapter_source or {}
+    return _hub_line(source) if source.get("kind") == "hub" else f"`{report.adapter}`"
+
+
+def _model_line(subspace: dict, side: str) -> str:
+    source = subspace.get(side)
     if not isinstance(source, dict):
-        return f"`{fallback}`" if fallback != "not recorded" else fallback
+        return "not recorded"
     if source.get("kind") == "hub":
-        return f"`{source.get('repo')}` at commit `{source.get('commit')}`"
-    if side is None:
-        return f"`{source.get('path')}`"
+        return _hub_line(source)
     shards = (subspace.get("checkpoints") or {}).get(side) or []
     digests = ", ".join(f"`{shard}`" for shard in shards) or "not recorded"
     return f"`{source.get('path')}` (checkpoint files {digests})"
+
+
+def _hub_line(source: dict) -> str:
+    return f"`{source.get('repo')}` at commit `{source.get('commit')}`"
