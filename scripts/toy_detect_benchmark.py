@@ -39,7 +39,6 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -538,17 +537,7 @@ def draw_heatmap(detection: AdapterDetection, statistic: str, path: Path, title:
 def train_and_score(args) -> tuple[dict, dict]:
     """Train every seed's models and adapters and score them; the run's record and seed 0's heatmap data."""
     started, load_before = time.perf_counter(), os.getloadavg()[0]
-    # Tiny matrices: one thread is faster than two on a busy machine, and keeps runs reproducible.
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    warnings.filterwarnings("ignore", category=UserWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
+    toy.quiet_deterministic_training()
 
     sizes = QUICK if args.quick else toy.FULL
     shares = (0.0, 0.3) if args.quick else SHARES

@@ -37,7 +37,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
@@ -530,19 +529,7 @@ def main() -> None:
         return
 
     started = time.perf_counter()
-    # The matrices are tiny: with more than one thread, synchronisation costs more than the arithmetic
-    # (about 10x slower per step on a busy 2-core machine), and one thread keeps runs reproducible.
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    warnings.filterwarnings("ignore", category=UserWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    # transformers' per-call progress bars would drown the benchmark's own lines.
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
+    toy.quiet_deterministic_training()
 
     sizes = toy.QUICK if args.quick else toy.FULL
     cli = as_subprocess if args.subprocess else in_process
