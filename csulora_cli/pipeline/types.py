@@ -306,6 +306,15 @@ class ModuleSummary:
         }
 
 
+# How a gate's message reads, by (direction, tripped).
+_GATE_RELATIONS = {
+    ("above", True): "exceeds",
+    ("above", False): "does not exceed",
+    ("below", True): "is below",
+    ("below", False): "is not below",
+}
+
+
 @dataclass(frozen=True)
 class GateCheck:
     """A CI gate on one statistic of the adapter's totals: tripped when the value passes the threshold."""
@@ -321,13 +330,8 @@ class GateCheck:
 
     @property
     def message(self) -> str:
-        relation = (
-            ("exceeds" if self.tripped else "does not exceed")
-            if self.direction == "above"
-            else ("is below" if self.tripped else "is not below")
-        )
-        flag = "--fail-above" if self.direction == "above" else "--fail-below"
-        return f"{self.statistic} {self.value:.4f} {relation} {flag} {self.threshold}"
+        relation = _GATE_RELATIONS[self.direction, self.tripped]
+        return f"{self.statistic} {self.value:.4f} {relation} --fail-{self.direction} {self.threshold}"
 
     def to_dict(self) -> dict:
         return {
