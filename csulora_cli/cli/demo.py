@@ -50,4 +50,7 @@ def run_demo(output: Output, keep: Path | None = None) -> None:
             CorrectRequest(adapters=(adapter,), out=root / "corrected", subspace=spec, overwrite=True), output
         )
         output.reports(reports, dry_run=False)
-        output.stdout.print(f"corrected adapter written to {root / 'corrected'}")
+        where = f"corrected adapter written to {root / 'corrected'}"
+        if keep is None:  # the folder goes with the temporary directory: say so, and how to keep it
+            where += " (a temporary folder, removed now; csulora demo --keep DIR keeps it)"
+        output.stdout.print(where, highlight=False)
