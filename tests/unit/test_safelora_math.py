@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from csulora_cli.correction.decompose import decompose_update
 from csulora_cli.correction.methods import METHODS
-from csulora_cli.correction.methods.safelora import select_modules
+from csulora_cli.correction.methods.safelora import EXACT_CAPTURED_ENERGY, select_modules
 from csulora_cli.correction.params import CorrectionParams
 from csulora_cli.subspace.estimate import EstimationParams, estimate_basis
 
@@ -113,7 +113,13 @@ def test_a_cut_basis_gives_the_top_k_part_of_c_and_says_so(module, keep):
     assert error <= 1e-10 * max(float(torch.linalg.matrix_norm(expected)), 1e-300)
     if float(torch.linalg.matrix_norm(expected)) > 0:
         assert cosine == pytest.approx(expected_cosine, abs=1e-9)
-    assert f"k={keep}" in SAFELORA.note(subspace) and "exact only" in SAFELORA.note(subspace)
+    # The note says the rule is inexact whenever the cut basis misses more than the tolerance of ||V||^2; a
+    # square Gaussian V can have a last singular value so small that dropping it misses less (m = n = 23,
+    # k = 22 was drawn), and then the note rightly stays silent.
+    if subspace.captured_energy < EXACT_CAPTURED_ENERGY:
+        assert f"k={keep}" in SAFELORA.note(subspace) and "exact only" in SAFELORA.note(subspace)
+    else:
+        assert SAFELORA.note(subspace) == ""
 
 
 @SETTINGS
