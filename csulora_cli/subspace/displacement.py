@@ -35,19 +35,19 @@ def form_displacement(base: TensorSource, aligned: TensorSource, key: str, devic
     rows, columns = base.entry(key).shape
     matrix = torch.empty(rows, columns, dtype=torch.float32, device=device)
     step = max(1, BLOCK_BYTES // (columns * 4))
-    sampled_energy, sampled_rows = 0.0, 0
+    sampled_energy, sampled_rows, total_energy = 0.0, 0, 0.0
     for start in range(0, rows, step):
         stop = min(rows, start + step)
         block = matrix[start:stop]
         block.copy_(aligned.read_rows(key, start, stop))
         base_block = base.read_rows(key, start, stop).to(device)
         block.sub_(base_block)
+        total_energy += frobenius_energy(block)  # while the block is still in the CPU's caches
         sampled = base_block[(-start) % REFERENCE_ROW_STRIDE :: REFERENCE_ROW_STRIDE]
         sampled_energy += frobenius_energy(sampled)
         sampled_rows += sampled.shape[0]
         del base_block, sampled
     reference_energy = sampled_energy * rows / max(sampled_rows, 1)
-    total_energy = frobenius_energy(matrix)
     if not math.isfinite(total_energy):  # a NaN/Inf weight makes the energy non-finite
         del matrix
         _refuse_non_finite(base, aligned, key)
