@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import os
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -33,6 +34,9 @@ class LocalSource:
         self._shard_of = self._read_layout()
         self._headers: dict[Path, SafetensorsHeader] = {}
         self._digests: dict[Path, str] = {}
+        # content_id may be asked from several threads (digests computed ahead, the reader thread): one
+        # lock per shard, so that each shard is hashed once and other shards are not held up meanwhile.
+        self._digest_locks = {shard: threading.Lock() for shard in set(self._shard_of.values())}
 
     def _read_layout(self) -> dict[str, Path]:
         if not self.folder.is_dir():
@@ -113,8 +117,9 @@ class LocalSource:
     def content_id(self, key: str) -> str:
         self.entry(key)
         shard = self._shard_of[key]
-        if shard not in self._digests:
-            self._digests[shard] = file_sha256(shard, self._digest_memo_dir)
+        with self._digest_locks[shard]:
+            if shard not in self._digests:
+                self._digests[shard] = file_sha256(shard, self._digest_memo_dir)
         return f"sha256:{self._digests[shard]}:{key}"
 
     def describe(self) -> dict:

@@ -61,7 +61,7 @@ def basis_records(provider: BasisProvider, targets: list[Target]) -> tuple[list[
                 "base_key": target.base_key,
                 "transposed": target.transposed,
                 "file": None if origin.file is None else origin.file.name,
-                "sha256": None if origin.file is None else sha256_of(origin.file),
+                "sha256": None if origin.file is None else origin.sha256 or sha256_of(origin.file),
                 "base_content": origin.base_content,
                 "aligned_content": origin.aligned_content,
             }

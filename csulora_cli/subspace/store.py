@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,10 +83,11 @@ def _checksum(*tensors: torch.Tensor) -> str:
 _STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
-def write_basis_file(path: Path, basis: SubspaceBasis, record: dict, storage: str = "float32") -> None:
+def write_basis_file(path: Path, basis: SubspaceBasis, record: dict, storage: str = "float32") -> str:
     """Write atomically: a reader sees the old file, the new file, or none, never a partial one.
 
-    `storage` is the dtype of the basis and right vectors; readers upcast them to float32.
+    `storage` is the dtype of the basis and right vectors; readers upcast them to float32. Returns the
+    file's sha256, hashed from the bytes in memory (a report then need not read the file back).
     """
     vectors = _STORAGE_DTYPES[storage]
     tensors = {
@@ -106,6 +108,7 @@ def write_basis_file(path: Path, basis: SubspaceBasis, record: dict, storage: st
     # and its size (safetensors' own file writer reports it as a generic SafetensorError).
     data = save(tensors, metadata={"csulora": json.dumps(record, sort_keys=True)})
     write_atomically(path, data, fsync=True)
+    return hashlib.sha256(data).hexdigest()
 
 
 def read_basis_file(path: Path) -> tuple[SubspaceBasis, dict]:
@@ -143,6 +146,10 @@ class BasisCache:
         self.warn = warn
         self.required = required
         self.writable = True
+        # Estimators save from several threads: the first failure turns saving off and warns, once.
+        self._failure = threading.Lock()
+        # sha256 of the files this run wrote, by path, for the report's provenance.
+        self.written: dict[Path, str] = {}
 
     def path_for(self, request: BasisRequest) -> Path:
         key = fingerprint(request)
@@ -167,11 +174,14 @@ class BasisCache:
             return
         path = self.path_for(request)
         try:
-            write_basis_file(path, basis, basis_record(request))
+            self.written[path] = write_basis_file(path, basis, basis_record(request))
         except (OSError, DiskFullError) as error:
             if self.required:
                 raise _cache_write_error(error, path, hint="pass {cache_dir} to use another folder") from None
-            self.writable = False
+            with self._failure:
+                if not self.writable:
+                    return
+                self.writable = False
             # A warning, not a request: the run goes on, so no hint to act (nor a flag the API would not know).
             failure = _cache_write_error(error, path, hint=None)
             self.warn(f"{failure.one_line()}; the bases of this run are kept in memory and not cached")
