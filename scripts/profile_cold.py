@@ -67,7 +67,19 @@ def main() -> None:
 
 def py_spy(argv: list[str], samples: Path, top: int) -> None:
     """Sample the CLI process with py-spy and print where its threads spend their samples."""
-    command = ["py-spy", "record", "--format", "raw", "--native", "--threads", "--rate", "50", "-o", str(samples)]
+    beside = Path(sys.executable).with_name("py-spy")  # installed into the same environment
+    command = [
+        str(beside) if beside.exists() else "py-spy",
+        "record",
+        "--format",
+        "raw",
+        "--native",
+        "--threads",
+        "--rate",
+        "50",
+        "-o",
+        str(samples),
+    ]
     command += ["--", sys.executable, "-m", "csulora_cli.cli", *argv]
     started = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, cwd=REPO)
