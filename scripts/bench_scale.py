@@ -52,7 +52,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from csulora_cli.checkpoints.local import LocalSource  # noqa: E402
-from csulora_cli.subspace.estimate import EstimationParams, estimate_basis, frobenius_energy  # noqa: E402
+from csulora_cli.subspace.estimate import EstimationParams, estimate_basis, frobenius_energy, uses_sketch  # noqa: E402
+from csulora_cli.subspace.hardware import bfloat16_is_fast  # noqa: E402
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -469,7 +470,12 @@ def basis_accuracy(base: Path, aligned: Path, layer: int, device: str) -> list[d
         key = f"model.layers.{layer}.{kind}.{target}.weight"
         displacement = (aligned_source.read(key).float() - base_source.read(key).float()).to(device)
         reference_energy = frobenius_energy(base_source.read(key).float())
-        randomized = estimate_basis(displacement, defaults, reference_energy=reference_energy)
+        # The product's own path: a bfloat16 copy steers the finder where bfloat16 products are fast.
+        steer = bfloat16_is_fast(torch.device(device)) and uses_sketch(tuple(displacement.shape), defaults)
+        low_precision = displacement.to(torch.bfloat16) if steer else None
+        randomized = estimate_basis(
+            displacement, defaults, reference_energy=reference_energy, low_precision=low_precision
+        )
         exact = estimate_basis(displacement, EstimationParams(exact=True), reference_energy=reference_energy)
         k = randomized.select(0.99).rank
         cosines = torch.linalg.svdvals(randomized.basis[:, :k].T.double() @ exact.basis[:, :k].double())
@@ -478,6 +484,7 @@ def basis_accuracy(base: Path, aligned: Path, layer: int, device: str) -> list[d
             {
                 "module": key,
                 "shape": list(displacement.shape),
+                "bfloat16_steering": steer,
                 "k_at_0.99": k,
                 "max_principal_angle_deg": angle,
                 "captured_randomized": randomized.select(0.99).captured_energy,

@@ -6,6 +6,7 @@ pipeline never learns which one it is talking to.
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,9 +19,10 @@ import torch
 from ..checkpoints.protocol import TensorSource
 from ..errors import MissingTensorError, ShapeMismatchError
 from . import linalg
-from .displacement import form_displacement
-from .estimate import EstimationParams, SubspaceBasis, estimate_basis
+from .displacement import Workspace, form_displacement
+from .estimate import EstimationParams, SubspaceBasis, estimate_basis, uses_sketch
 from .folder import SubspaceFolder
+from .hardware import bfloat16_is_fast
 from .keys import Target
 from .store import BasisCache, BasisRequest
 
@@ -85,6 +87,9 @@ class EstimatingProvider:
         self.cache = cache
         self.params = params
         self.device = device
+        self._bfloat16_is_fast = bfloat16_is_fast(device)
+        # Each estimator thread forms V in memory of its own, reused from module to module.
+        self._per_thread = threading.local()
         self._base_keys = set(base.keys())
         self._aligned_keys = set(aligned.keys())
 
@@ -193,13 +198,25 @@ class EstimatingProvider:
         return request, cached
 
     def _estimate(self, target: Target) -> SubspaceBasis:
-        displacement = form_displacement(self.base, self.aligned, target.base_key, self.device)
-        matrix = displacement.matrix.T if target.transposed else displacement.matrix
+        shape = self.base.entry(target.base_key).shape
+        oriented = (shape[1], shape[0]) if target.transposed else (shape[0], shape[1])
+        # A bfloat16 copy of V steers the randomized finder where bfloat16 products are fast (estimate.py).
+        cheap = torch.bfloat16 if self._bfloat16_is_fast and uses_sketch(oriented, self.params) else None
+        if not hasattr(self._per_thread, "workspace"):
+            self._per_thread.workspace = Workspace()
+        displacement = form_displacement(
+            self.base, self.aligned, target.base_key, self.device, cheap, self._per_thread.workspace
+        )
+        matrix, low_precision = displacement.matrix, displacement.low_precision
+        if target.transposed:
+            matrix = matrix.T
+            low_precision = None if low_precision is None else low_precision.T
         return estimate_basis(
             matrix,
             self.params,
             reference_energy=displacement.reference_energy,
             total_energy=displacement.total_energy,
+            low_precision=low_precision,
         )
 
     def describe(self) -> dict:

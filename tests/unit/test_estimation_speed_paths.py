@@ -1,5 +1,6 @@
 """The fast paths of estimation keep its results: Cholesky QR (linalg.orthonormal_basis), the shared
-thread setting (linalg.threads) and several estimators at once (providers.estimation_workers)."""
+thread setting (linalg.threads), several estimators at once (providers.estimation_workers) and the
+bfloat16 copy that steers the randomized finder (estimate._randomized_singular, hardware)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import pytest
 import torch
 
 from csulora_cli.api import EstimateRequest, estimate_subspace
-from csulora_cli.subspace import linalg, providers
-from csulora_cli.subspace.estimate import EstimationParams, estimate_basis
+from csulora_cli.subspace import estimate as estimate_module
+from csulora_cli.subspace import hardware, linalg, providers
+from csulora_cli.subspace.estimate import EstimationParams, estimate_basis, uses_sketch
 from csulora_cli.subspace.folder import SubspaceFolder
 
 
@@ -161,3 +163,93 @@ def test_several_estimators_give_the_bases_of_one(demo_models, tmp_path, monkeyp
         # Same directions (products on one thread or two differ only in round-off).
         assert torch.allclose(first.singular_values, second.singular_values, rtol=1e-4)
         assert torch.allclose((first.basis * second.basis).sum(0).abs(), torch.ones(first.basis.shape[1]), atol=1e-3)
+
+
+# --- bfloat16 steering of the randomized finder -------------------------------------------------------
+
+
+def _gapped_float32(m: int, n: int, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    left, _ = torch.linalg.qr(torch.randn(m, n, generator=generator, dtype=torch.float64))
+    right, _ = torch.linalg.qr(torch.randn(n, n, generator=generator, dtype=torch.float64))
+    index = torch.arange(n, dtype=torch.float64)
+    spectrum = torch.where(index < k, 0.9**index, 0.1 * 0.9**index)
+    return ((left * spectrum) @ right.T).float(), left
+
+
+def test_bfloat16_steering_finds_the_same_subspace_and_keeps_everything_else_exact():
+    displacement, exact_left = _gapped_float32(2048, 1200, 12, seed=5)
+    params = EstimationParams(max_rank=40)
+    plain = estimate_basis(displacement, params, reference_energy=1.0)
+    steered = estimate_basis(displacement, params, reference_energy=1.0, low_precision=displacement.to(torch.bfloat16))
+    assert steered.basis.dtype == torch.float32 and steered.right.dtype == torch.float32
+    identity = torch.eye(40)
+    assert float((steered.basis.T @ steered.basis - identity).abs().max()) < 1e-5
+    # Rayleigh-Ritz on the subspace found is done in float32: V^T u_j = S_j w_j to float32 round-off.
+    paired = displacement.T @ steered.basis - steered.right * steered.singular_values
+    assert float(paired.abs().max()) <= 1e-5 * float(steered.singular_values[0])
+    for estimate in (plain, steered):
+        cosines = torch.linalg.svdvals(estimate.basis[:, :12].double().T @ exact_left[:, :12])
+        assert math.acos(min(1.0, float(cosines.min()))) < 1e-2  # the float32 bound of test_subspace_math
+    assert steered.select(0.9).rank == plain.select(0.9).rank
+    assert steered.select(0.9).captured_energy == pytest.approx(plain.select(0.9).captured_energy, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("shape", "params", "randomized"),
+    [
+        ((2048, 2048), EstimationParams(), True),
+        ((512, 2048), EstimationParams(), False),  # the sketch would be over half of 512: Gram route
+        ((2048, 2048), EstimationParams(exact=True), False),
+        ((60, 40), EstimationParams(max_rank=4), True),
+    ],
+)
+def test_uses_sketch_names_the_randomized_path(shape, params, randomized, monkeypatch):
+    assert uses_sketch(shape, params) is randomized
+    taken = []
+    finder = estimate_module._randomized_singular
+
+    def spy(*args):
+        taken.append(True)
+        return finder(*args)
+
+    monkeypatch.setattr(estimate_module, "_randomized_singular", spy)
+    estimate_basis(torch.randn(*shape), params, reference_energy=1.0)
+    assert bool(taken) is randomized
+
+
+@pytest.mark.parametrize(
+    ("flags", "fast"), [("fpu avx2 avx512_bf16 sse", True), ("fpu amx_bf16", True), ("fpu avx2", False)]
+)
+def test_bfloat16_is_fast_only_with_the_cpu_flags_for_it(flags, fast, monkeypatch):
+    monkeypatch.setattr(hardware, "_cpu_flags", lambda: frozenset(flags.split()))
+    assert hardware.bfloat16_is_fast(torch.device("cpu")) is fast
+    assert hardware.bfloat16_is_fast(torch.device("meta")) is False
+
+
+def test_estimation_steered_in_bfloat16_or_not_gives_the_same_subspaces(demo_models, tmp_path, monkeypatch):
+    base, aligned, adapter = demo_models
+    params = EstimationParams(max_rank=4)  # a sketch narrow enough for the randomized path on demo shapes
+    folders = {}
+    for fast in (False, True):
+        monkeypatch.setattr(providers, "bfloat16_is_fast", lambda device, fast=fast: fast)
+        out = tmp_path / f"bf16-{fast}"
+        estimate_subspace(
+            EstimateRequest(
+                base=str(base),
+                aligned=str(aligned),
+                adapter=adapter,
+                estimation=params,
+                cache_dir=tmp_path / f"cache-{fast}",
+                out=out,
+            )
+        )
+        folders[fast] = SubspaceFolder(out)
+    plain, steered = folders[False], folders[True]
+    assert sorted(plain.modules) == sorted(steered.modules)
+    for entry in plain.modules.values():
+        first = plain.load(entry["key"], entry["transposed"])
+        second = steered.load(entry["key"], entry["transposed"])
+        assert torch.allclose(first.singular_values, second.singular_values, rtol=1e-3)
+        cosines = torch.linalg.svdvals(first.basis[:, :2].double().T @ second.basis[:, :2].double())
+        assert float(cosines.min()) > 0.999
