@@ -218,13 +218,18 @@ def _randomized_singular(
     """
     steer = matrix if low_precision is None else low_precision
     sketch = gaussian_sketch(matrix.shape[1], sketch_width, params.seed, matrix.dtype)
-    range_basis = linalg.orthonormal_basis((steer @ sketch.to(matrix.device, steer.dtype)).to(matrix.dtype))
-    for _ in range(params.power_iterations):
+    # Only the last range basis must be orthonormal to round-off (Rayleigh-Ritz projects on it); the
+    # others only carry a span to the next product, so one Cholesky QR round each keeps them conditioned.
+    range_basis = linalg.orthonormal_basis(
+        (steer @ sketch.to(matrix.device, steer.dtype)).to(matrix.dtype), rounds=1 if params.power_iterations else 2
+    )
+    for round_ in range(params.power_iterations):
         # Halko et al.'s Alg. 4.4: orthonormalise the co-range V^T Q too, so that each QR sees a condition
         # number of sigma_1 / sigma_l rather than its square, which float32 Cholesky QR handles on most
         # displacements (an (n, l) QR is cheap beside the products: 3-8 ms for n = 2048-8192).
-        co_range = linalg.orthonormal_basis((steer.T @ range_basis.to(steer.dtype)).to(matrix.dtype))
-        range_basis = linalg.orthonormal_basis(matrix @ co_range)
+        co_range = linalg.orthonormal_basis((steer.T @ range_basis.to(steer.dtype)).to(matrix.dtype), rounds=1)
+        last = round_ == params.power_iterations - 1
+        range_basis = linalg.orthonormal_basis(matrix @ co_range, rounds=2 if last else 1)
     small = range_basis.T @ matrix  # (l, n)
     small_left, singular_values = linalg.left_singular_pairs(small)
     small_left = small_left.to(matrix.dtype)

@@ -71,7 +71,7 @@ CHOLESKY_QR_MIN_ROWS = 1024
 CHOLESKY_QR_REPAIRABLE = 0.1
 
 
-def orthonormal_basis(tall: torch.Tensor) -> torch.Tensor:
+def orthonormal_basis(tall: torch.Tensor, rounds: int = 2) -> torch.Tensor:
     """Orthonormal columns spanning the range of a tall (m, l) matrix, m >= l: the Q of a reduced QR.
 
     CholeskyQR2 (Fukaya et al. 2014, Yamamoto et al. 2015): twice, Q <- Q R^-1 with R the Cholesky
@@ -82,22 +82,25 @@ def orthonormal_basis(tall: torch.Tensor) -> torch.Tensor:
     1/sqrt(eps): 4e3 in float32, 7e7 in float64. So float32 first; a Gram that is not positive definite, or
     a first round that leaves Q too far from orthonormal, moves on to float64, then to Householder, which
     copes with any input, rank-deficient ones included.
+
+    `rounds=1` (CholeskyQR) is for a basis that only has to span the input and be well-conditioned, not
+    orthonormal to round-off: its columns are orthonormal to about eps * cond(input)^2.
     """
     rows, columns = tall.shape
     if rows < max(CHOLESKY_QR_MIN_ROWS, columns):
         return qr(tall)[0]
     precisions = [tall.dtype] if tall.dtype == torch.float64 else [tall.dtype, torch.float64]
     for precision in precisions:
-        basis = _cholesky_qr2(tall.to(precision))
+        basis = _cholesky_qr(tall.to(precision), rounds)
         if basis is not None:
             return basis.to(tall.dtype)
     return qr(tall)[0]
 
 
-def _cholesky_qr2(work: torch.Tensor) -> torch.Tensor | None:
-    """CholeskyQR2 in `work`'s dtype, or None where it is not reliable for this input."""
+def _cholesky_qr(work: torch.Tensor, rounds: int) -> torch.Tensor | None:
+    """CholeskyQR repeated `rounds` times in `work`'s dtype, or None where it is not reliable for this input."""
     identity = torch.eye(work.shape[1], dtype=work.dtype, device=work.device)
-    for round_ in range(2):
+    for round_ in range(rounds):
         gram = work.T @ work
         if round_ == 1 and not float((gram - identity).abs().max()) <= CHOLESKY_QR_REPAIRABLE:  # NaN too
             return None

@@ -65,6 +65,16 @@ def test_cholesky_qr_is_an_orthonormal_basis_of_its_input(condition, dtype, tole
     assert householder_calls == ([(2048, 64)] if householder else [])
 
 
+def test_one_round_spans_the_input_with_a_well_conditioned_basis(householder_calls):
+    tall = _tall(2048, 64, 1e3, seed=6, dtype=torch.float32)
+    basis = linalg.orthonormal_basis(tall, rounds=1)
+    basis64, tall64 = basis.double(), tall.double()
+    assert torch.linalg.cond(basis64) < 1.01  # not orthonormal to round-off, but conditioned
+    projector_residual = tall64 - basis64 @ torch.linalg.lstsq(basis64, tall64).solution
+    assert float(projector_residual.norm()) <= 1e-6 * float(tall64.norm())  # the same span
+    assert householder_calls == []
+
+
 def test_rank_deficient_input_goes_to_householder_and_still_gets_a_full_orthonormal_basis(householder_calls):
     generator = torch.Generator().manual_seed(2)
     tall = torch.randn(2048, 8, generator=generator) @ torch.randn(8, 64, generator=generator)  # rank 8 of 64
