@@ -7,7 +7,6 @@ on disk too.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -18,8 +17,8 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from ..atomic import write_best_effort
 from ..errors import CsuloraError, FormatError, MissingTensorError
+from .digests import file_sha256, keep_only
 from .header import SafetensorsHeader, TensorEntry, read_header
 from .layout import INDEX_FILE, SINGLE_FILE, read_weight_map
 
@@ -84,7 +83,8 @@ class LocalSource:
         return entry
 
     def plan_reads(self, keys: Iterable[str]) -> None:
-        pass  # every byte is already on disk
+        # Every byte is already on disk; shards hashed ahead that no key needs are not hashed after all.
+        keep_only({self._shard_of[key] for key in keys if key in self._shard_of}, set(self._shard_of.values()))
 
     def read_many(self, keys: Iterable[str]) -> Iterator[tuple[str, torch.Tensor]]:
         by_shard: dict[Path, list[str]] = {}
@@ -157,23 +157,3 @@ def read_json_object(path: Path) -> dict:
     except (OSError, ValueError):
         return {}
     return loaded if isinstance(loaded, dict) else {}
-
-
-def file_sha256(path: Path, memo_dir: Path | None) -> str:
-    """SHA-256 of a file, remembered by (path, size, mtime, inode) so unchanged shards hash once."""
-    stat = path.stat()
-    identity = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}"
-    memo_path = None
-    if memo_dir is not None:
-        memo_path = memo_dir / (hashlib.sha256(identity.encode()).hexdigest() + ".json")
-        try:
-            memo = json.loads(memo_path.read_text())
-            if memo.get("identity") == identity and isinstance(memo.get("sha256"), str):
-                return memo["sha256"]
-        except (OSError, ValueError):
-            pass
-    with open(path, "rb") as handle:
-        digest = hashlib.file_digest(handle, "sha256").hexdigest()
-    if memo_path is not None:
-        write_best_effort(memo_path, json.dumps({"identity": identity, "sha256": digest}))
-    return digest

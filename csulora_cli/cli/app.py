@@ -14,6 +14,7 @@ import typer
 
 from .. import __version__
 from ..correction.params import STATISTIC_NAMES, CorrectionParams
+from ..pipeline.cache_layout import hash_local_models_ahead
 from ..subspace.params import DEFAULT_ENERGY, STORAGES
 from . import options
 from .boundary import CsuloraGroup
@@ -116,6 +117,7 @@ def estimate_subspace_command(
     quiet: QuietOpt = False,
 ) -> None:
     """Estimate and cache the safety subspace of each module (or write a portable subspace folder)."""
+    hash_local_models_ahead([base, aligned], options.as_path(cache_dir))  # beside the imports below
     from .. import api
 
     output = Output(json_output, quiet)
@@ -193,6 +195,8 @@ def correct_command(
     quiet: QuietOpt = False,
 ) -> None:
     """Write corrected adapters and their reports."""
+    if subspace is None:
+        hash_local_models_ahead([base, aligned], options.as_path(cache_dir))  # beside the imports below
     from .. import api
 
     options.refuse_estimation_flags_with_subspace(ctx, subspace)
@@ -267,6 +271,8 @@ def inspect_command(
     quiet: QuietOpt = False,
 ) -> None:
     """Show an adapter's modules, or with a subspace, what `correct` would remove."""
+    if subspace is None:
+        hash_local_models_ahead([base, aligned], options.as_path(cache_dir))  # beside the imports below
     from .. import api
     from ..errors import GateTripped
 

@@ -1,13 +1,11 @@
-"""Wiring a run's bases: the cache folder's layout, the device, and which provider serves the bases.
+"""Wiring a run's bases: the device, and which provider serves the bases.
 
-The one place that knows `$CSULORA_CACHE` holds three kinds of record (bases, file digests, Hub
-metadata) and that a `SubspaceSpec` names either a subspace folder or a base/aligned pair.
+The one place that knows that a `SubspaceSpec` names either a subspace folder or a base/aligned pair
+(the cache folder's layout is `cache_layout.py`).
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,28 +23,8 @@ from ..subspace.folder import SubspaceFolder
 from ..subspace.providers import BasisProvider, EstimatingProvider, FolderProvider
 from ..subspace.remote import fetch_subspace
 from ..subspace.store import BasisCache
+from .cache_layout import CacheLayout, default_cache_dir
 from .types import SubspaceSpec
-
-
-def default_cache_dir() -> Path:
-    configured = os.environ.get("CSULORA_CACHE")
-    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "csulora"
-
-
-@dataclass(frozen=True)
-class CacheLayout:
-    """What lives under the cache folder: bases (`BasisCache`), file digests, and Hub metadata."""
-
-    root: Path
-
-    @property
-    def file_digests(self) -> Path:
-        return self.root / "file-digests"
-
-    @property
-    def hub_metadata(self) -> Path:
-        """Resolved refs, commit file lists and shard headers of Hub repos (tensor data stays in the HF cache)."""
-        return self.root / "hub"
 
 
 def resolve_device(name: str) -> torch.device:

@@ -1,0 +1,128 @@
+"""SHA-256 of local shard files: remembered on disk by file identity, and started early when asked.
+
+A cold run hashes every local shard it estimates from once (the content ids in the basis cache's keys,
+docs/method.md section 7); a 1 GB shard takes about a second of one core. `hash_ahead` starts that work
+on background threads as soon as the command line names local model folders, so it runs beside the
+interpreter's imports (1.5 s in which the other core has nothing to do) instead of after them.
+Torch-free on purpose: the command line calls it before importing torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import queue
+import threading
+from collections.abc import Iterable
+from concurrent.futures import CancelledError, Future
+from pathlib import Path
+
+from ..atomic import write_best_effort
+from .layout import INDEX_FILE, SINGLE_FILE
+
+# Threads hashing ahead: one per core of the machines this was measured on (2), and one shard each.
+AHEAD_WORKERS = 2
+
+# Keyed by the file's identity, not its path: a file rewritten since its digest was started is hashed anew.
+_ahead: dict[str, Future] = {}
+_queue: queue.SimpleQueue[tuple[Path, Path | None, Future]] = queue.SimpleQueue()
+_workers: list[threading.Thread] = []
+
+
+def file_sha256(path: Path, memo_dir: Path | None) -> str:
+    """SHA-256 of a file, remembered by (path, size, mtime, inode) so unchanged shards hash once.
+
+    A digest started ahead for this file is waited for rather than computed twice.
+    """
+    try:
+        started = _ahead.get(_identity(path))
+    except OSError:
+        started = None  # _compute raises it by name
+    if started is not None and not started.cancelled():
+        try:
+            return started.result()
+        except (Exception, CancelledError):  # noqa: BLE001 - computed again below, where an error is raised by name
+            pass
+    return _compute(path, memo_dir)
+
+
+def _identity(path: Path) -> str:
+    """Path, size, mtime and inode: what the on-disk memo trusts to mean unchanged bytes."""
+    stat = path.stat()
+    return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}"
+
+
+def _compute(path: Path, memo_dir: Path | None) -> str:
+    identity = _identity(path)
+    memo_path = None
+    if memo_dir is not None:
+        memo_path = memo_dir / (hashlib.sha256(identity.encode()).hexdigest() + ".json")
+        try:
+            memo = json.loads(memo_path.read_text())
+            if memo.get("identity") == identity and isinstance(memo.get("sha256"), str):
+                return memo["sha256"]
+        except (OSError, ValueError):
+            pass
+    with open(path, "rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    if memo_path is not None:
+        write_best_effort(memo_path, json.dumps({"identity": identity, "sha256": digest}))
+    return digest
+
+
+def local_shards(folder: Path) -> list[Path]:
+    """The safetensors files of a local model folder, in index order; [] for anything else (the readers
+    report a malformed folder by name later, when they open it)."""
+    try:
+        index = folder / INDEX_FILE
+        if index.is_file():
+            weight_map = json.loads(index.read_text()).get("weight_map", {})
+            names = dict.fromkeys(name for name in weight_map.values() if isinstance(name, str))
+            shards = [(folder / name).resolve() for name in names]
+            return [shard for shard in shards if shard.parent == folder.resolve() and shard.is_file()]
+        single = folder / SINGLE_FILE
+        return [single.resolve()] if single.is_file() else []
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
+def hash_ahead(paths: Iterable[Path], memo_dir: Path | None) -> None:
+    """Start hashing these files on daemon threads (a run that ends early does not wait for them)."""
+    for path in paths:
+        try:
+            identity = _identity(path)
+        except OSError:
+            continue  # reported by name when a reader opens it
+        if identity not in _ahead:
+            _ahead[identity] = Future()
+            _queue.put((path, memo_dir, _ahead[identity]))
+    while len(_workers) < AHEAD_WORKERS:
+        worker = threading.Thread(target=_work, name="csulora-hash-ahead", daemon=True)
+        _workers.append(worker)
+        worker.start()
+
+
+def keep_only(needed: Iterable[Path], among: Iterable[Path]) -> None:
+    """Of the files `among`, stop those not `needed` that have not started (a run needs fewer shards)."""
+    keep = {path.resolve() for path in needed}
+    for path in among:
+        if path.resolve() in keep:
+            continue
+        try:
+            identity = _identity(path)
+        except OSError:
+            continue
+        future = _ahead.get(identity)
+        if future is not None and future.cancel():
+            del _ahead[identity]
+
+
+def _work() -> None:
+    while True:
+        path, memo_dir, future = _queue.get()
+        if not future.set_running_or_notify_cancel():
+            continue
+        try:
+            future.set_result(_compute(path, memo_dir))
+        except BaseException as error:  # noqa: BLE001 - handed to whoever asks for this digest
+            future.set_exception(error)
