@@ -23,8 +23,9 @@ from .layout import INDEX_FILE, SINGLE_FILE
 # Threads hashing ahead: one per core of the machines this was measured on (2), and one shard each.
 AHEAD_WORKERS = 2
 
-# Keyed by the file's identity, not its path: a file rewritten since its digest was started is hashed anew.
-_ahead: dict[str, Future] = {}
+# Keyed by the file's identity, not its path (a file rewritten since its digest was started is hashed
+# anew), and by the memo folder the digest is remembered in (another cache gets its own memo).
+_ahead: dict[tuple[str, Path | None], Future] = {}
 _queue: queue.SimpleQueue[tuple[Path, Path | None, Future]] = queue.SimpleQueue()
 _workers: list[threading.Thread] = []
 
@@ -35,7 +36,7 @@ def file_sha256(path: Path, memo_dir: Path | None) -> str:
     A digest started ahead for this file is waited for rather than computed twice.
     """
     try:
-        started = _ahead.get(_identity(path))
+        started = _ahead.get((_identity(path), memo_dir))
     except OSError:
         started = None  # _compute raises it by name
     if started is not None and not started.cancelled():
@@ -93,9 +94,9 @@ def hash_ahead(paths: Iterable[Path], memo_dir: Path | None) -> None:
             identity = _identity(path)
         except OSError:
             continue  # reported by name when a reader opens it
-        if identity not in _ahead:
-            _ahead[identity] = Future()
-            _queue.put((path, memo_dir, _ahead[identity]))
+        if (identity, memo_dir) not in _ahead:
+            _ahead[identity, memo_dir] = future = Future()
+            _queue.put((path, memo_dir, future))
     while len(_workers) < AHEAD_WORKERS:
         worker = threading.Thread(target=_work, name="csulora-hash-ahead", daemon=True)
         _workers.append(worker)
@@ -112,9 +113,9 @@ def keep_only(needed: Iterable[Path], among: Iterable[Path]) -> None:
             identity = _identity(path)
         except OSError:
             continue
-        future = _ahead.get(identity)
-        if future is not None and future.cancel():
-            del _ahead[identity]
+        for key in [key for key in _ahead if key[0] == identity]:
+            if _ahead[key].cancel():
+                del _ahead[key]
 
 
 def _work() -> None:

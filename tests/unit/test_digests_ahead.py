@@ -95,3 +95,11 @@ def test_commands_start_hashing_the_local_shards_before_estimating(demo_models, 
     assert ended.value.code == 0
     expected = digests.local_shards(base) + digests.local_shards(aligned)
     assert started == expected and expected
+
+
+def test_each_cache_remembers_its_own_digests(tmp_path):
+    (path,) = _files(tmp_path, 1)
+    for memo in (tmp_path / "first", tmp_path / "second"):
+        digests.hash_ahead([path], memo)
+        assert digests.file_sha256(path, memo) == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert len(list(memo.glob("*.json"))) == 1
