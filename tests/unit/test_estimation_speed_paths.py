@@ -142,25 +142,29 @@ def test_estimators_share_the_threads_on_a_cpu_only():
         torch.set_num_threads(previous)
 
 
-def test_several_estimators_give_the_bases_of_one(demo_models, tmp_path, monkeypatch):
+def _estimate_folder(demo_models, out, params: EstimationParams) -> SubspaceFolder:
+    """estimate-subspace into `out`, through a cache of its own (so nothing is found from another run)."""
     base, aligned, adapter = demo_models
+    request = EstimateRequest(
+        base=str(base),
+        aligned=str(aligned),
+        adapter=adapter,
+        estimation=params,
+        cache_dir=out.with_suffix(".cache"),
+        out=out,
+    )
+    estimate_subspace(request)
+    return SubspaceFolder(out)
+
+
+def test_several_estimators_give_the_bases_of_one(demo_models, tmp_path, monkeypatch):
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
     folders = {}
     try:
         for workers in (1, 2):
             monkeypatch.setattr(providers, "MAX_ESTIMATION_WORKERS", workers)
-            out = tmp_path / f"workers-{workers}"
-            estimate_subspace(
-                EstimateRequest(
-                    base=str(base),
-                    aligned=str(aligned),
-                    adapter=adapter,
-                    cache_dir=tmp_path / f"cache-{workers}",
-                    out=out,
-                )
-            )
-            folders[workers] = SubspaceFolder(out)
+            folders[workers] = _estimate_folder(demo_models, tmp_path / f"workers-{workers}", EstimationParams())
     finally:
         torch.set_num_threads(previous)
     assert torch.get_num_threads() == previous
@@ -238,23 +242,11 @@ def test_bfloat16_is_fast_only_with_the_cpu_flags_for_it(flags, fast, monkeypatc
 
 
 def test_estimation_steered_in_bfloat16_or_not_gives_the_same_subspaces(demo_models, tmp_path, monkeypatch):
-    base, aligned, adapter = demo_models
     params = EstimationParams(max_rank=4)  # a sketch narrow enough for the randomized path on demo shapes
     folders = {}
     for fast in (False, True):
         monkeypatch.setattr(providers, "bfloat16_is_fast", lambda device, fast=fast: fast)
-        out = tmp_path / f"bf16-{fast}"
-        estimate_subspace(
-            EstimateRequest(
-                base=str(base),
-                aligned=str(aligned),
-                adapter=adapter,
-                estimation=params,
-                cache_dir=tmp_path / f"cache-{fast}",
-                out=out,
-            )
-        )
-        folders[fast] = SubspaceFolder(out)
+        folders[fast] = _estimate_folder(demo_models, tmp_path / f"bf16-{fast}", params)
     plain, steered = folders[False], folders[True]
     assert sorted(plain.modules) == sorted(steered.modules)
     for entry in plain.modules.values():
