@@ -69,7 +69,9 @@ def test_one_round_spans_the_input_with_a_well_conditioned_basis(householder_cal
     tall = _tall(2048, 64, 1e3, seed=6, dtype=torch.float32)
     basis = linalg.orthonormal_basis(tall, rounds=1)
     basis64, tall64 = basis.double(), tall.double()
-    assert torch.linalg.cond(basis64) < 1.01  # not orthonormal to round-off, but conditioned
+    # Not orthonormal to round-off but conditioned: one round leaves Q^T Q - I of order eps * cond(input)^2,
+    # 6e-8 * 1e6 here (1.0105 measured on one machine, 1.009 on another).
+    assert torch.linalg.cond(basis64) < 1.2
     projector_residual = tall64 - basis64 @ torch.linalg.lstsq(basis64, tall64).solution
     assert float(projector_residual.norm()) <= 1e-6 * float(tall64.norm())  # the same span
     assert householder_calls == []
