@@ -52,8 +52,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from csulora_cli.checkpoints.local import LocalSource  # noqa: E402
-from csulora_cli.subspace.estimate import EstimationParams, estimate_basis, frobenius_energy, uses_sketch  # noqa: E402
-from csulora_cli.subspace.hardware import bfloat16_is_fast  # noqa: E402
+from csulora_cli.subspace.estimate import EstimationParams, estimate_basis, frobenius_energy  # noqa: E402
+from csulora_cli.subspace.providers import steering_dtype  # noqa: E402
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -471,8 +471,9 @@ def basis_accuracy(base: Path, aligned: Path, layer: int, device: str) -> list[d
         displacement = (aligned_source.read(key).float() - base_source.read(key).float()).to(device)
         reference_energy = frobenius_energy(base_source.read(key).float())
         # The product's own path: a bfloat16 copy steers the finder where bfloat16 products are fast.
-        steer = bfloat16_is_fast(torch.device(device)) and uses_sketch(tuple(displacement.shape), defaults)
-        low_precision = displacement.to(torch.bfloat16) if steer else None
+        cheap = steering_dtype(tuple(displacement.shape), defaults, torch.device(device))
+        steer = cheap is not None
+        low_precision = displacement.to(cheap) if steer else None
         randomized = estimate_basis(
             displacement, defaults, reference_energy=reference_energy, low_precision=low_precision
         )

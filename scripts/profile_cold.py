@@ -90,7 +90,7 @@ def py_spy(argv: list[str], samples: Path, top: int) -> None:
     for line in samples.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         frames = stack.split(";")
-        # "thread (TID): NAME": worker threads are named csulora-estimate_N, csulora-digest_N, ...
+        # "thread (TID): NAME": worker threads are named csulora-estimate_N, csulora-reader_N, ...
         by_thread[frames[0].split(": ", 1)[-1].rsplit("_", 1)[0]] += int(count)
         by_leaf[frames[-1].split(" (")[0][:70]] += int(count)
         ours = [frame for frame in frames if "csulora_cli/" in frame]

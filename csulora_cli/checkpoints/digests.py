@@ -2,14 +2,16 @@
 
 A cold run hashes every local shard it estimates from once (the content ids in the basis cache's keys,
 docs/method.md section 7); a 1 GB shard takes about a second of one core. `hash_ahead` starts that work
-on background threads as soon as the command line names local model folders, so it runs beside the
-interpreter's imports (1.5 s in which the other core has nothing to do) instead of after them.
+on background threads: a `LocalSource` starts the shards of the keys a run will read (`plan_reads`),
+and the command line starts them even earlier, as soon as it names local model folders, so that they run
+beside the interpreter's imports (1.5 s in which the other core has nothing to do).
 Torch-free on purpose: the command line calls it before importing torch.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import queue
 import threading
@@ -26,7 +28,10 @@ AHEAD_WORKERS = 2
 # Keyed by the file's identity, not its path (a file rewritten since its digest was started is hashed
 # anew), and by the memo folder the digest is remembered in (another cache gets its own memo).
 _ahead: dict[tuple[str, Path | None], Future] = {}
-_queue: queue.SimpleQueue[tuple[Path, Path | None, Future]] = queue.SimpleQueue()
+# Files wait in the order they are needed: each call's n-th file before any call's (n+1)-th, so the first
+# shard of the base and of the aligned model (the first module needs both) are hashed first, side by side.
+_queue: queue.PriorityQueue[tuple[int, int, Path, Path | None, Future]] = queue.PriorityQueue()
+_submitted = itertools.count()
 _workers: list[threading.Thread] = []
 
 
@@ -88,15 +93,16 @@ def local_shards(folder: Path) -> list[Path]:
 
 
 def hash_ahead(paths: Iterable[Path], memo_dir: Path | None) -> None:
-    """Start hashing these files on daemon threads (a run that ends early does not wait for them)."""
-    for path in paths:
+    """Start hashing these files, in the order given, on daemon threads (a run that ends early does not
+    wait for them). A file already started for the same memo folder is not started again."""
+    for rank, path in enumerate(paths):
         try:
             identity = _identity(path)
         except OSError:
             continue  # reported by name when a reader opens it
         if (identity, memo_dir) not in _ahead:
             _ahead[identity, memo_dir] = future = Future()
-            _queue.put((path, memo_dir, future))
+            _queue.put((rank, next(_submitted), path, memo_dir, future))
     while len(_workers) < AHEAD_WORKERS:
         worker = threading.Thread(target=_work, name="csulora-hash-ahead", daemon=True)
         _workers.append(worker)
@@ -120,7 +126,7 @@ def keep_only(needed: Iterable[Path], among: Iterable[Path]) -> None:
 
 def _work() -> None:
     while True:
-        path, memo_dir, future = _queue.get()
+        _, _, path, memo_dir, future = _queue.get()
         if not future.set_running_or_notify_cancel():
             continue
         try:

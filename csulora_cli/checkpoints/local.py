@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import torch
 from safetensors import safe_open
 
 from ..errors import CsuloraError, FormatError, MissingTensorError
-from .digests import file_sha256, keep_only
+from .digests import file_sha256, hash_ahead, keep_only
 from .header import SafetensorsHeader, TensorEntry, read_header
 from .layout import INDEX_FILE, SINGLE_FILE, read_weight_map
 
@@ -33,9 +32,6 @@ class LocalSource:
         self._shard_of = self._read_layout()
         self._headers: dict[Path, SafetensorsHeader] = {}
         self._digests: dict[Path, str] = {}
-        # content_id may be asked from several threads (digests computed ahead, the reader thread): one
-        # lock per shard, so that each shard is hashed once and other shards are not held up meanwhile.
-        self._digest_locks = {shard: threading.Lock() for shard in set(self._shard_of.values())}
 
     def _read_layout(self) -> dict[str, Path]:
         if not self.folder.is_dir():
@@ -83,8 +79,12 @@ class LocalSource:
         return entry
 
     def plan_reads(self, keys: Iterable[str]) -> None:
-        # Every byte is already on disk; shards hashed ahead that no key needs are not hashed after all.
-        keep_only({self._shard_of[key] for key in keys if key in self._shard_of}, set(self._shard_of.values()))
+        # Every byte is already on disk. The shards these keys need are hashed from now on, in the order
+        # the keys come (content_id waits for a digest under way rather than hashing twice); shards
+        # started earlier that no key needs are not hashed after all.
+        needed = list(dict.fromkeys(self._shard_of[key] for key in keys if key in self._shard_of))
+        keep_only(needed, set(self._shard_of.values()))
+        hash_ahead(needed, self._digest_memo_dir)
 
     def read_many(self, keys: Iterable[str]) -> Iterator[tuple[str, torch.Tensor]]:
         by_shard: dict[Path, list[str]] = {}
@@ -117,9 +117,8 @@ class LocalSource:
     def content_id(self, key: str) -> str:
         self.entry(key)
         shard = self._shard_of[key]
-        with self._digest_locks[shard]:
-            if shard not in self._digests:
-                self._digests[shard] = file_sha256(shard, self._digest_memo_dir)
+        if shard not in self._digests:
+            self._digests[shard] = file_sha256(shard, self._digest_memo_dir)
         return f"sha256:{self._digests[shard]}:{key}"
 
     def describe(self) -> dict:

@@ -40,4 +40,5 @@ def hash_local_models_ahead(models: list[str | None], cache_dir: Path | None) ->
     folders = [Path(model) for model in models if model and Path(model).is_dir()]
     if folders:
         memo_dir = CacheLayout(cache_dir or default_cache_dir()).file_digests
-        digests.hash_ahead([shard for folder in folders for shard in digests.local_shards(folder)], memo_dir)
+        for folder in folders:
+            digests.hash_ahead(digests.local_shards(folder), memo_dir)

@@ -153,11 +153,10 @@ def estimate_basis(
             empty, displacement.new_zeros((0,)), total_energy, reference_energy, displacement.new_zeros((n, 0))
         )
 
-    sketch_width = min(keep + params.oversample, m, n)
     if params.exact:
         left, singular_values, right_t = torch.linalg.svd(displacement, full_matrices=False)
         right = right_t.T
-    elif sketch_width > EXACT_WHEN_SKETCH_FRACTION_ABOVE * min(m, n):
+    elif not uses_sketch((m, n), params):
         # Nearly as wide as the matrix: no sketch. A short-wide matrix goes through its (m, m) Gram.
         if m <= n:
             left, singular_values = linalg.left_singular_pairs(displacement)
@@ -168,6 +167,7 @@ def estimate_basis(
             right = right_t.T
         left, singular_values = left.to(displacement.dtype), singular_values.to(displacement.dtype)
     else:
+        sketch_width = min(keep + params.oversample, m, n)
         left, singular_values, right = _randomized_singular(displacement, sketch_width, params, low_precision)
     return SubspaceBasis(
         basis=left[:, :keep].contiguous(),

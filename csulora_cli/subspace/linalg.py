@@ -36,7 +36,7 @@ def threads(count: int, device: torch.device | None = None) -> Iterator[None]:
         if not _asked:
             _restore_to = torch.get_num_threads()
         _asked[count] += 1
-        _apply(min(min(_asked), _restore_to))
+        _apply()
     try:
         yield
     finally:
@@ -44,10 +44,12 @@ def threads(count: int, device: torch.device | None = None) -> Iterator[None]:
             _asked[count] -= 1
             if not _asked[count]:
                 del _asked[count]
-            _apply(min(min(_asked), _restore_to) if _asked else _restore_to)
+            _apply()
 
 
-def _apply(count: int) -> None:
+def _apply() -> None:
+    """Under the lock: the smallest count asked for, or the process's own when no block is open."""
+    count = min(min(_asked), _restore_to) if _asked else _restore_to
     if torch.get_num_threads() != count:
         torch.set_num_threads(count)
 
@@ -99,11 +101,12 @@ def orthonormal_basis(tall: torch.Tensor, rounds: int = 2) -> torch.Tensor:
 
 def _cholesky_qr(work: torch.Tensor, rounds: int) -> torch.Tensor | None:
     """CholeskyQR repeated `rounds` times in `work`'s dtype, or None where it is not reliable for this input."""
-    identity = torch.eye(work.shape[1], dtype=work.dtype, device=work.device)
     for round_ in range(rounds):
         gram = work.T @ work
-        if round_ == 1 and not float((gram - identity).abs().max()) <= CHOLESKY_QR_REPAIRABLE:  # NaN too
-            return None
+        if round_ == 1:
+            identity = torch.eye(work.shape[1], dtype=work.dtype, device=work.device)
+            if not float((gram - identity).abs().max()) <= CHOLESKY_QR_REPAIRABLE:  # NaN too
+                return None
         lower, info = torch.linalg.cholesky_ex(gram)
         if int(info) != 0:
             return None

@@ -36,10 +36,6 @@ PREFETCH_MODULES = 1
 # 16.6-17.1 s against 19.3-22.3 s, measured on 2 cores). Each estimator holds one displacement, so memory
 # grows by one module's float32 copy per estimator; hence no more than two.
 MAX_ESTIMATION_WORKERS = 2
-# Content ids (a local shard's sha256, the cache key's half) are computed from the start, this many at a
-# time, in the order the modules come: hashing a 1 GB shard takes about a second, and computed only when
-# its first module came up, it held the run up at every shard (4.3 s of a 35 s cold run on the 1B pair).
-DIGEST_WORKERS = 2
 
 
 @dataclass(frozen=True)
@@ -87,7 +83,6 @@ class EstimatingProvider:
         self.cache = cache
         self.params = params
         self.device = device
-        self._bfloat16_is_fast = bfloat16_is_fast(device)
         # Each estimator thread forms V in memory of its own, reused from module to module.
         self._per_thread = threading.local()
         self._base_keys = set(base.keys())
@@ -142,15 +137,9 @@ class EstimatingProvider:
         self.check(targets)
         for source in (self.base, self.aligned):
             source.plan_reads([target.base_key for target in targets])
-        digests = ThreadPoolExecutor(max_workers=DIGEST_WORKERS, thread_name_prefix="csulora-digest")
-        for target in targets:
-            for source in (self.base, self.aligned):
-                # A failure here is raised again, by name, when the reader asks for the same id.
-                digests.submit(source.content_id, target.base_key)
-        try:
-            yield from self._bases_in_order(targets)
-        finally:
-            digests.shutdown(wait=False, cancel_futures=True)
+        # Local sources start hashing the shards the targets need here (checkpoints/digests.py): hashed
+        # only when its first module came up, each 1 GB shard held the run up (4.3 s of a 35 s cold run).
+        yield from self._bases_in_order(targets)
 
     def _bases_in_order(self, targets: list[Target]) -> Iterator[tuple[Target, SubspaceBasis, bool]]:
         """Modules go to `workers` estimators; the reader looks each one up (and prefetches it) first."""
@@ -198,10 +187,9 @@ class EstimatingProvider:
         return request, cached
 
     def _estimate(self, target: Target) -> SubspaceBasis:
-        shape = self.base.entry(target.base_key).shape
-        oriented = (shape[1], shape[0]) if target.transposed else (shape[0], shape[1])
-        # A bfloat16 copy of V steers the randomized finder where bfloat16 products are fast (estimate.py).
-        cheap = torch.bfloat16 if self._bfloat16_is_fast and uses_sketch(oriented, self.params) else None
+        rows, columns = self.base.entry(target.base_key).shape
+        oriented = (columns, rows) if target.transposed else (rows, columns)
+        cheap = steering_dtype(oriented, self.params, self.device)
         if not hasattr(self._per_thread, "workspace"):
             self._per_thread.workspace = Workspace()
         displacement = form_displacement(
@@ -239,6 +227,12 @@ class EstimatingProvider:
         if not path.is_file():
             return BasisOrigin(None, request.base_content, request.aligned_content)
         return BasisOrigin(path, request.base_content, request.aligned_content, self.cache.written.get(path))
+
+
+def steering_dtype(shape: tuple[int, int], params: EstimationParams, device: torch.device) -> torch.dtype | None:
+    """The dtype of the copy of V that steers the randomized finder (estimate._randomized_singular):
+    bfloat16 where bfloat16 products are fast and the matrix takes the randomized path, else none."""
+    return torch.bfloat16 if uses_sketch(shape, params) and bfloat16_is_fast(device) else None
 
 
 def estimation_workers(device: torch.device) -> tuple[int, int]:

@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from csulora_cli.checkpoints import digests
+from csulora_cli.checkpoints import local as local_source  # binds hash_ahead now, before any spy replaces it
 from csulora_cli.cli import main as cli_main
 
 
@@ -48,7 +49,7 @@ def test_shards_no_key_needs_are_not_hashed(tmp_path, monkeypatch):
     monkeypatch.setattr(digests, "_compute", slow)
     monkeypatch.setattr(digests, "AHEAD_WORKERS", 1)
     monkeypatch.setattr(digests, "_workers", [])
-    monkeypatch.setattr(digests, "_queue", digests.queue.SimpleQueue())
+    monkeypatch.setattr(digests, "_queue", digests.queue.PriorityQueue())
     digests.hash_ahead(paths, None)
     digests.keep_only(needed=[paths[0]], among=paths)  # the first is running; the others had not started
     release.set()
@@ -103,3 +104,41 @@ def test_each_cache_remembers_its_own_digests(tmp_path):
         digests.hash_ahead([path], memo)
         assert digests.file_sha256(path, memo) == hashlib.sha256(path.read_bytes()).hexdigest()
         assert len(list(memo.glob("*.json"))) == 1
+
+
+def test_the_nth_file_of_every_model_is_hashed_before_any_models_next(tmp_path, monkeypatch):
+    base, aligned = tmp_path / "base", tmp_path / "aligned"
+    base.mkdir(), aligned.mkdir()
+    base_files, aligned_files = _files(base, 2), _files(aligned, 2)
+    hashed, release = [], threading.Event()
+    compute = digests._compute
+
+    def recorded(path, memo_dir):
+        release.wait(5)  # nothing starts before both models are queued
+        hashed.append(f"{path.parent.name}/{path.name}")
+        return compute(path, memo_dir)
+
+    monkeypatch.setattr(digests, "_compute", recorded)
+    monkeypatch.setattr(digests, "AHEAD_WORKERS", 1)
+    monkeypatch.setattr(digests, "_workers", [])
+    monkeypatch.setattr(digests, "_queue", digests.queue.PriorityQueue())
+    digests.hash_ahead(base_files, None)
+    digests.hash_ahead(aligned_files, None)
+    release.set()
+    digests.file_sha256(aligned_files[1], None)
+    first, second = (path.name for path in base_files)
+    # The worker took base's first file while aligned's were not queued yet; the rest follow the ranks.
+    assert hashed == [f"base/{first}", f"aligned/{first}", f"base/{second}", f"aligned/{second}"]
+
+
+def test_a_local_source_starts_hashing_the_shards_its_keys_need(demo_models, monkeypatch):
+    base, _, _ = demo_models
+    started = []
+    hash_ahead = digests.hash_ahead
+    monkeypatch.setattr(digests, "hash_ahead", lambda paths, memo: started.extend(paths) or hash_ahead(paths, memo))
+    monkeypatch.setattr(local_source, "hash_ahead", digests.hash_ahead)
+    source = local_source.LocalSource(base)
+    keys = sorted(source.keys())
+    source.plan_reads(keys[:1])
+    assert started == [source._shard_of[keys[0]]]
+    assert source.content_id(keys[0]).startswith("sha256:")
