@@ -77,7 +77,7 @@ def orthonormal_basis(tall: torch.Tensor, rounds: int = 2) -> torch.Tensor:
     """Orthonormal columns spanning the range of a tall (m, l) matrix, m >= l: the Q of a reduced QR.
 
     CholeskyQR2 (Fukaya et al. 2014, Yamamoto et al. 2015): twice, Q <- Q R^-1 with R the Cholesky
-    factor of the Gram Q^T Q. Its work is a Gram product and a triangular solve, GEMM-shaped and fast on
+    factor of the Gram Q^T Q. Its work is a Gram product and a product with R^-1 (l x l), GEMM-shaped and fast on
     any number of threads, where a Householder QR is LAPACK's slowest kind of kernel: 8192 x 266 in float32
     took 78 ms on one thread that way, 39 ms as CholeskyQR2 with float64 Grams, 15 ms in float32
     (measured, 2 cores). CholeskyQR2 is stable while the input's condition number is below about
@@ -101,16 +101,20 @@ def orthonormal_basis(tall: torch.Tensor, rounds: int = 2) -> torch.Tensor:
 
 def _cholesky_qr(work: torch.Tensor, rounds: int) -> torch.Tensor | None:
     """CholeskyQR repeated `rounds` times in `work`'s dtype, or None where it is not reliable for this input."""
+    identity = torch.eye(work.shape[1], dtype=work.dtype, device=work.device)
     for round_ in range(rounds):
         gram = work.T @ work
         if round_ == 1:
-            identity = torch.eye(work.shape[1], dtype=work.dtype, device=work.device)
             if not float((gram - identity).abs().max()) <= CHOLESKY_QR_REPAIRABLE:  # NaN too
                 return None
         lower, info = torch.linalg.cholesky_ex(gram)
         if int(info) != 0:
             return None
-        work = torch.linalg.solve_triangular(lower.mH, work, upper=True, left=False)
+        # Q = work R^-1 as a product with the (l, l) inverse rather than a triangular solve against the tall
+        # matrix: 13 ms against 29 ms for 8192 x 266 on one core (MKL's right-sided solve is far below GEMM
+        # speed), and as accurate here (orthonormality and span to the same digits on inputs of condition
+        # 10 to 3e3, measured).
+        work = work @ torch.linalg.solve_triangular(lower.mH, identity, upper=True)
     return work
 
 
