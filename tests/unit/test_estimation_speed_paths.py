@@ -5,6 +5,8 @@ bfloat16 copy that steers the randomized finder (estimate._randomized_singular, 
 from __future__ import annotations
 
 import math
+import threading
+import time
 from contextlib import ExitStack
 
 import pytest
@@ -15,6 +17,7 @@ from csulora_cli.subspace import estimate as estimate_module
 from csulora_cli.subspace import hardware, linalg, providers
 from csulora_cli.subspace.estimate import EstimationParams, estimate_basis, uses_sketch
 from csulora_cli.subspace.folder import SubspaceFolder
+from csulora_cli.subspace.keys import Target
 
 
 def _tall(rows: int, columns: int, condition: float, seed: int, dtype: torch.dtype) -> torch.Tensor:
@@ -257,3 +260,49 @@ def test_estimation_steered_in_bfloat16_or_not_gives_the_same_subspaces(demo_mod
         assert torch.allclose(first.singular_values, second.singular_values, rtol=1e-3)
         cosines = torch.linalg.svdvals(first.basis[:, :2].double().T @ second.basis[:, :2].double())
         assert float(cosines.min()) > 0.999
+
+
+# --- scheduling of the estimators -------------------------------------------------------------------
+
+
+class _NoKeys:
+    def keys(self) -> list[str]:
+        return []
+
+
+def test_a_free_estimator_takes_the_next_module_while_the_first_is_still_running(monkeypatch):
+    """Bases come out in target order, but a slow first module does not hold the other estimator idle:
+    it goes on with later modules, up to the bounded number of finished bases that may wait."""
+    monkeypatch.setattr(providers, "estimation_workers", lambda device: (2, 1))
+    provider = providers.EstimatingProvider(_NoKeys(), _NoKeys(), None, EstimationParams(), torch.device("cpu"))
+    targets = [Target(f"layers.{index}.weight", False) for index in range(12)]
+    started: list[Target] = []
+    first_released = threading.Event()
+    started_while_first_ran: list[int] = []
+
+    def produce(target, lookup):
+        started.append(target)
+        if target == targets[0]:
+            assert first_released.wait(10)
+        return f"basis of {target.base_key}", False
+
+    def release_first_once_the_others_settle():
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len(started) < 3:
+            time.sleep(0.01)
+        time.sleep(0.3)  # time enough for anything more to start
+        started_while_first_ran.append(len(started))
+        first_released.set()
+
+    monkeypatch.setattr(provider, "_fetch", lambda target: (None, None))
+    monkeypatch.setattr(provider, "_produce", produce)
+    releaser = threading.Thread(target=release_first_once_the_others_settle)
+    releaser.start()
+    yielded = [(target, basis) for target, basis, _ in provider._bases_in_order(targets)]
+    releaser.join()
+
+    assert yielded == [(target, f"basis of {target.base_key}") for target in targets]
+    window = 2 + providers.PREFETCH_MODULES + providers.MAX_WAITING_BASES
+    # Every module the window allows was estimated while the first one ran (in-order submission gave 3),
+    # and no more: finished bases waiting for the first are bounded.
+    assert started_while_first_ran == [window]
