@@ -133,8 +133,9 @@ class EstimatingProvider:
     def bases(self, targets: list[Target]) -> Iterator[tuple[Target, SubspaceBasis, bool]]:
         """Bases in target order; a reader thread hashes, looks up and prefetches the next modules meanwhile.
 
-        At most PREFETCH_MODULES modules are looked ahead, so the disk (or network) and the cores work at
-        the same time while memory stays bounded by one module's float32 displacement.
+        Beyond the modules the estimators work on, at most PREFETCH_MODULES are looked up and prefetched
+        ahead, so the disk (or network) and the cores work at the same time while memory stays bounded by
+        one module's displacement per estimator and MAX_WAITING_BASES finished bases.
         """
         self.check(targets)
         for source in (self.base, self.aligned):
