@@ -283,14 +283,16 @@ def test_a_free_estimator_takes_the_next_module_while_the_first_is_still_running
     def produce(target, lookup):
         started.append(target)
         if target == targets[0]:
-            assert first_released.wait(10)
+            assert first_released.wait(30)
         return f"basis of {target.base_key}", False
 
+    window = 2 + providers.PREFETCH_MODULES + providers.MAX_WAITING_BASES
+
     def release_first_once_the_others_settle():
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and len(started) < 3:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and len(started) < window:
             time.sleep(0.01)
-        time.sleep(0.3)  # time enough for anything more to start
+        time.sleep(0.2)  # anything beyond the window would have started by now
         started_while_first_ran.append(len(started))
         first_released.set()
 
@@ -302,7 +304,6 @@ def test_a_free_estimator_takes_the_next_module_while_the_first_is_still_running
     releaser.join()
 
     assert yielded == [(target, f"basis of {target.base_key}") for target in targets]
-    window = 2 + providers.PREFETCH_MODULES + providers.MAX_WAITING_BASES
     # Every module the window allows was estimated while the first one ran (in-order submission gave 3),
     # and no more: finished bases waiting for the first are bounded.
     assert started_while_first_ran == [window]
