@@ -75,12 +75,14 @@ def measure_correction(
     corrected = update.scale * (corrected_b @ update.row_factor.T)
     update_energy = frobenius_dot(original, original)
     corrected_energy = frobenius_dot(corrected, corrected)
-    removed_energy = frobenius_dot(original - corrected, original - corrected)
+    removed = original - corrected
+    removed_energy = frobenius_dot(removed, removed)
     if subspace.rank and two_sided:
         inside = update.scale * (subspace.basis.T @ update.lora_b) @ (update.lora_a @ subspace.right)
         aligned_energy = frobenius_dot(inside, inside)
     elif subspace.rank:
-        aligned_energy = frobenius_dot(subspace.basis.T @ original, subspace.basis.T @ original)
+        inside = subspace.basis.T @ original
+        aligned_energy = frobenius_dot(inside, inside)
     else:
         aligned_energy = 0.0
     cosine = cosine_of(frobenius_dot(original, corrected), update_energy, corrected_energy)
