@@ -18,6 +18,27 @@ def fresh_registry(monkeypatch):
     monkeypatch.setattr(digests, "_ahead", {})
 
 
+@pytest.fixture
+def one_gated_worker(monkeypatch):
+    """One hash-ahead worker, on a queue of its own, whose digests start only once `release` is set.
+
+    Yields (started, release): `started` lists "folder/name" of each file as the worker takes it up.
+    """
+    started, release = [], threading.Event()
+    compute = digests._compute
+
+    def gated(path, memo_dir):
+        started.append(f"{path.parent.name}/{path.name}")
+        release.wait(5)
+        return compute(path, memo_dir)
+
+    monkeypatch.setattr(digests, "_compute", gated)
+    monkeypatch.setattr(digests, "AHEAD_WORKERS", 1)
+    monkeypatch.setattr(digests, "_workers", [])
+    monkeypatch.setattr(digests, "_queue", digests.queue.PriorityQueue())
+    return started, release
+
+
 def _files(tmp_path, count: int) -> list:
     paths = []
     for index in range(count):
@@ -36,25 +57,14 @@ def test_digests_started_ahead_are_the_files_sha256_and_are_remembered(tmp_path)
     assert len(list(memo.glob("*.json"))) == 3  # the next run finds them without hashing
 
 
-def test_shards_no_key_needs_are_not_hashed(tmp_path, monkeypatch):
+def test_shards_no_key_needs_are_not_hashed(tmp_path, one_gated_worker):
     paths = _files(tmp_path, 3)
-    hashed, release = [], threading.Event()
-    compute = digests._compute
-
-    def slow(path, memo_dir):
-        hashed.append(path.name)
-        release.wait(5)
-        return compute(path, memo_dir)
-
-    monkeypatch.setattr(digests, "_compute", slow)
-    monkeypatch.setattr(digests, "AHEAD_WORKERS", 1)
-    monkeypatch.setattr(digests, "_workers", [])
-    monkeypatch.setattr(digests, "_queue", digests.queue.PriorityQueue())
+    hashed, release = one_gated_worker
     digests.hash_ahead(paths, None)
     digests.keep_only(needed=[paths[0]], among=paths)  # the first is running; the others had not started
     release.set()
     assert digests.file_sha256(paths[0], None) == hashlib.sha256(paths[0].read_bytes()).hexdigest()
-    assert hashed == [paths[0].name]
+    assert hashed == [f"{tmp_path.name}/{paths[0].name}"]
     assert len(digests._ahead) == 1
 
 
@@ -106,22 +116,11 @@ def test_each_cache_remembers_its_own_digests(tmp_path):
         assert len(list(memo.glob("*.json"))) == 1
 
 
-def test_the_nth_file_of_every_model_is_hashed_before_any_models_next(tmp_path, monkeypatch):
+def test_the_nth_file_of_every_model_is_hashed_before_any_models_next(tmp_path, one_gated_worker):
     base, aligned = tmp_path / "base", tmp_path / "aligned"
     base.mkdir(), aligned.mkdir()
     base_files, aligned_files = _files(base, 2), _files(aligned, 2)
-    hashed, release = [], threading.Event()
-    compute = digests._compute
-
-    def recorded(path, memo_dir):
-        release.wait(5)  # nothing starts before both models are queued
-        hashed.append(f"{path.parent.name}/{path.name}")
-        return compute(path, memo_dir)
-
-    monkeypatch.setattr(digests, "_compute", recorded)
-    monkeypatch.setattr(digests, "AHEAD_WORKERS", 1)
-    monkeypatch.setattr(digests, "_workers", [])
-    monkeypatch.setattr(digests, "_queue", digests.queue.PriorityQueue())
+    hashed, release = one_gated_worker  # the worker's first file waits until both models are queued
     digests.hash_ahead(base_files, None)
     digests.hash_ahead(aligned_files, None)
     release.set()
