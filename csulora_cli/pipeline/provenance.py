@@ -6,12 +6,12 @@ Links are never followed (an adapter folder's links are refused when it is read)
 
 from __future__ import annotations
 
-import hashlib
 import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 from ..adapters.peft import LoraAdapter
+from ..checkpoints.digests import sha256_of_file
 from ..report.records import REPORT_FILE
 from ..subspace.keys import Target
 from ..subspace.providers import BasisProvider
@@ -25,20 +25,15 @@ def utc_now() -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def sha256_of(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
 def adapter_file_digests(adapter: LoraAdapter) -> dict[str, str]:
     """The adapter's own files, the ones csulora reads or copies."""
-    return {name: sha256_of(adapter.folder / name) for name in adapter.files}
+    return {name: sha256_of_file(adapter.folder / name) for name in adapter.files}
 
 
 def output_file_digests(folder: Path) -> dict[str, str]:
     """Every file under an output folder, by relative POSIX path, except the report (which holds these)."""
     return {
-        path.relative_to(folder).as_posix(): sha256_of(path)
+        path.relative_to(folder).as_posix(): sha256_of_file(path)
         for path in sorted(output_files(folder))
         if path.relative_to(folder).as_posix() != REPORT_FILE
     }
@@ -61,7 +56,7 @@ def basis_records(provider: BasisProvider, targets: list[Target]) -> tuple[list[
                 "base_key": target.base_key,
                 "transposed": target.transposed,
                 "file": None if origin.file is None else origin.file.name,
-                "sha256": None if origin.file is None else origin.sha256 or sha256_of(origin.file),
+                "sha256": None if origin.file is None else origin.sha256 or sha256_of_file(origin.file),
                 "base_content": origin.base_content,
                 "aligned_content": origin.aligned_content,
             }
