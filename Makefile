@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 TORCH_PIP_ARGS ?=
 
-.PHONY: install demo test lint format docs check-runtime benchmark-scale benchmark-safety benchmark-detect reliability-table clean
+.PHONY: install demo test test-all suite-time lint format docs check-runtime benchmark-scale benchmark-safety benchmark-detect reliability-table clean
 
 install: $(VENV)/.installed
 
@@ -20,8 +20,23 @@ $(VENV)/.installed: pyproject.toml Makefile
 demo: install
 	$(BIN)/csulora demo
 
+# The fast tier, run before every commit (docs/development.md says what belongs in which tier).
 test: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# Both tiers: the fast one plus the slow one (real transformers/peft builds, process kills, the console
+# script's exit codes, benchmark smokes), then the README's Slurm array where it can run. CI runs this.
+test-all: install
 	$(BIN)/python -m pytest -q
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		$(MAKE) --no-print-directory test-slurm; \
+	else \
+		echo "skipping make test-slurm: it needs root and apt-get (to install and run a single-node Slurm)"; \
+	fi
+
+# The fast tier's total and its 15 slowest tests, so the budget stays visible.
+suite-time: install
+	$(BIN)/python -m scripts.tools.suite_time
 
 lint: install
 	$(BIN)/ruff format --check csulora_cli tests scripts
@@ -33,7 +48,7 @@ format: install
 
 # docs/cli.md, the command reference, from the typer app (tests/cli/test_docs.py fails when it is stale).
 docs: install
-	$(BIN)/python scripts/cli_reference.py
+	$(BIN)/python -m scripts.tools.cli_reference
 
 # The runtime must not lean on the test extras: install without them and run the CLI.
 check-runtime:
@@ -50,29 +65,29 @@ check-runtime:
 
 # Figures for docs/performance.md (tens of GB of synthetic checkpoints under scripts/out/; ~15 min).
 benchmark-scale: install
-	$(BIN)/python scripts/bench_scale.py --shape 1b --shape 3b --adapters 32
+	$(BIN)/python -m scripts.bench.scale --shape 1b --shape 3b --adapters 32
 
-# Safety against utility on a toy model trained here (scripts/out/toy_safety.{json,md,png}; a few minutes).
+# Safety against utility on a toy model trained here (docs/results/toy_safety.{json,md,png}; a few minutes).
 # matplotlib (the `bench` extra) only draws the PNG.
 benchmark-safety: install
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test,bench]'
-	$(BIN)/python scripts/toy_safety_benchmark.py
+	$(BIN)/python -m scripts.evidence.toy_safety
 
-# Which detection statistic flags adapters trained with trigger data (scripts/out/toy_detect.{json,md,png};
+# Which detection statistic flags adapters trained with trigger data (docs/results/toy_detect.{json,md,png};
 # ~45 min on 2 busy cores: 5 seeds x 32 adapters). matplotlib (the `bench` extra) only draws the PNGs.
 benchmark-detect: install
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test,bench]'
-	$(BIN)/python scripts/toy_detect_benchmark.py
+	$(BIN)/python -m scripts.evidence.toy_detect
 
 # The table of bad inputs in docs/reliability.md.
 reliability-table: install
-	$(BIN)/python scripts/reliability_table.py
+	$(BIN)/python -m scripts.tools.reliability_table
 
-# The README's Slurm array, run as written on a single-node Slurm that scripts/slurm_e2e.sh starts and
+# The README's Slurm array, run as written on a single-node Slurm that scripts/ci/slurm_e2e.sh starts and
 # stops itself (as root; installs Debian's slurmctld, slurmd, slurm-client and munge when missing).
 .PHONY: test-slurm
 test-slurm: install
-	scripts/slurm_e2e.sh
+	scripts/ci/slurm_e2e.sh
 
 clean:
 	rm -rf $(VENV) .venv-runtime build *.egg-info

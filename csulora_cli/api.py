@@ -15,20 +15,9 @@ from .events import Events, SilentEvents
 from .pipeline.basis_source import resolve_device
 from .pipeline.correct import correct
 from .pipeline.estimate import estimate_subspace
-from .pipeline.inspect import inspect
-from .pipeline.types import (
-    CorrectRequest,
-    EstimateRequest,
-    EstimateResult,
-    GateCheck,
-    InspectRequest,
-    InspectResult,
-    ModuleSubspace,
-    ModuleSummary,
-    PushSpec,
-    SubspaceSpec,
-    VerifyResult,
-)
+from .pipeline.inspect import detect_adapter, inspect
+from .pipeline.requests import CorrectRequest, EstimateRequest, InspectRequest, PushSpec, SubspaceSpec
+from .pipeline.results import EstimateResult, GateCheck, InspectResult, ModuleSubspace, ModuleSummary, VerifyResult
 from .pipeline.verify import verify_outputs
 from .subspace.params import EstimationParams
 
@@ -50,6 +39,7 @@ __all__ = [
     "SubspaceSpec",
     "VerifyResult",
     "correct",
+    "detect_adapter",
     "estimate_subspace",
     "inspect",
     "resolve_device",

@@ -21,6 +21,11 @@ def _as_named(name: str) -> str | None:
     return name
 
 
+def spell_parameters(text: str, spell: Callable[[str], str | None] = _as_named) -> str:
+    """`{name}` placeholders in a message, each as `spell` writes it (None: left as typed)."""
+    return _PARAMETER.sub(lambda match: spell(match[1]) or match[0], text)
+
+
 class CsuloraError(Exception):
     """A problem with the user's input; `where` names the file or tensor at fault, `parameter` the value."""
 
@@ -38,14 +43,11 @@ class CsuloraError(Exception):
     def one_line(self, spell: Callable[[str], str | None] = _as_named) -> str:
         """The error as one line; `spell` turns a parameter name into what the reader typed (None: leave it)."""
 
-        def spelled(match: re.Match) -> str:
-            return spell(match[1]) or match[0]
-
         where = (spell(self.parameter) or self.parameter) if self.parameter and not self.where else self.where
-        message = _PARAMETER.sub(spelled, self.message)
+        message = spell_parameters(self.message, spell)
         text = f"{where}: {message}" if where else message
         if self.hint:
-            text += f" ({_PARAMETER.sub(spelled, self.hint)})"
+            text += f" ({spell_parameters(self.hint, spell)})"
         return " ".join(text.split())
 
     def __str__(self) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .atomic import write_atomically
-from .correction.detection import STATISTICS, AdapterDetection
+from .correction.statistics import STATISTICS, AdapterDetection
 from .errors import CsuloraError
 
 # The block index of PEFT module names across model families: Llama `layers.3`, GPT-2 `h.3`, BERT `layer.3`.

@@ -104,6 +104,33 @@ def run_cli(*args, env: dict[str, str | None] | None = None, cwd: Path | None = 
     return CliResult(strings, result.exit_code, result.stdout, result.stderr)
 
 
+# huggingface_hub reads these variables once, at import, into `constants`: an in-process run against the
+# Hub stand-in sets the constants each would have set (the process-wide import stays offline otherwise).
+_HUB_TIMEOUTS = ("HF_HUB_ETAG_TIMEOUT", "HF_HUB_DOWNLOAD_TIMEOUT")
+
+
+def run_cli_on_hub(*args, env: dict[str, str | None], cwd: Path | None = None) -> CliResult:
+    """`run_cli` with huggingface_hub's constants set from `env`'s HF_ENDPOINT, HF_HUB_OFFLINE, HF_HOME and
+    timeouts, as a fresh process started with that environment would have them (Xet off: the stand-in
+    speaks LFS). Other variables (HF_TOKEN, CSULORA_CACHE) are read at run time and pass through."""
+    from unittest import mock
+
+    from huggingface_hub import constants
+
+    endpoint = str(env["HF_ENDPOINT"]).rstrip("/")
+    values = {
+        "ENDPOINT": endpoint,
+        "HUGGINGFACE_CO_URL_TEMPLATE": endpoint + "/{repo_id}/resolve/{revision}/{filename}",
+        "HF_HUB_OFFLINE": env.get("HF_HUB_OFFLINE") == "1",
+        "HF_HUB_DISABLE_XET": True,
+    }
+    if env.get("HF_HOME") is not None:
+        values["HF_HUB_CACHE"] = str(Path(env["HF_HOME"]) / "hub")
+    values |= {name: float(env[name]) for name in _HUB_TIMEOUTS if env.get(name) is not None}
+    with mock.patch.multiple(constants, **values):
+        return run_cli(*args, env=env, cwd=cwd)
+
+
 def run_console_script(
     *args, env: dict[str, str | None] | None = None, cwd: Path | None = None, timeout: float = 300
 ) -> CliResult:

@@ -66,11 +66,22 @@ def _identity(path: Path) -> str:
     return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}"
 
 
+def _memo_path(identity: str, memo_dir: Path) -> Path:
+    return memo_dir / (hashlib.sha256(identity.encode()).hexdigest() + ".json")
+
+
+def remember_sha256(path: Path, digest: str, memo_dir: Path) -> None:
+    """Record the digest of a file just written, computed from the bytes as they were written: a later
+    `file_sha256` of the unchanged file then reads the memo instead of the file."""
+    identity = _identity(path)
+    write_best_effort(_memo_path(identity, memo_dir), json.dumps({"identity": identity, "sha256": digest}))
+
+
 def _compute(path: Path, memo_dir: Path | None) -> str:
     identity = _identity(path)
     memo_path = None
     if memo_dir is not None:
-        memo_path = memo_dir / (hashlib.sha256(identity.encode()).hexdigest() + ".json")
+        memo_path = _memo_path(identity, memo_dir)
         try:
             memo = json.loads(memo_path.read_text())
             if memo.get("identity") == identity and isinstance(memo.get("sha256"), str):

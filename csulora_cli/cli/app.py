@@ -50,7 +50,7 @@ from .options import (
     TokenOpt,
     TwoSidedOpt,
 )
-from .output import Output
+from .output import Output, gate_line
 
 app = typer.Typer(
     name="csulora",
@@ -136,22 +136,23 @@ def estimate_subspace_command(
     hash_local_models_ahead([base, aligned], options.as_path(cache_dir))  # beside the imports below
     api = _library()
 
-    output = Output(json_output, quiet)
+    output = Output(json_output, quiet, flag_of=ctx.find_root().command.flag_of)
+    flags = options.EstimationFlags.of(ctx)
     request = api.EstimateRequest(
         base=base,
         aligned=aligned,
         modules=modules,
         adapter=adapter,
         layers=layers,
-        estimation=options.estimation(rank, exact, seed, power_iterations),
+        estimation=flags.estimation(),
         energy=energy,
         cache_dir=options.as_path(cache_dir),
         device=device,
-        hub=options.hub_options(fetch, token),
+        hub=flags.hub_options(),
         out=options.as_path(out),
         overwrite=overwrite,
         storage=storage,
-        push=options.push_spec(ctx, push_to_hub, private, revision),
+        push=options.push_spec(ctx),
     )
     with output.progress():
         result = api.estimate_subspace(request, output)
@@ -216,21 +217,19 @@ def correct_command(
     api = _library()
 
     options.refuse_estimation_flags_with_subspace(ctx, subspace)
-    output = Output(json_output, quiet)
+    output = Output(json_output, quiet, flag_of=ctx.find_root().command.flag_of)
     request = api.CorrectRequest(
         adapters=tuple(adapters),
         out=options.as_path(out),
         out_dir=options.as_path(out_dir),
-        subspace=options.subspace_spec(
-            ctx, subspace, base, aligned, rank, exact, seed, power_iterations, energy, cache_dir, device, fetch, token
-        ),
+        subspace=options.subspace_spec(ctx),
         method=method,
-        correction=options.correction(lambda_, eps, safelora_select, safelora_threshold, safelora_layers, two_sided),
+        correction=options.correction(ctx),
         dry_run=dry_run,
         overwrite=overwrite,
         recorrect=recorrect,
         command_line=options.command_line(ctx),
-        push=options.push_spec(ctx, push_to_hub, private, revision),
+        push=options.push_spec(ctx),
     )
     with output.progress():
         reports = api.correct(request, output)
@@ -293,14 +292,12 @@ def inspect_command(
     from ..errors import GateTripped
 
     options.refuse_estimation_flags_with_subspace(ctx, subspace)
-    output = Output(json_output, quiet)
+    output = Output(json_output, quiet, flag_of=ctx.find_root().command.flag_of)
     request = api.InspectRequest(
         adapter=adapter,
-        subspace=options.subspace_spec(
-            ctx, subspace, base, aligned, rank, exact, seed, power_iterations, energy, cache_dir, device, fetch, token
-        ),
+        subspace=options.subspace_spec(ctx),
         method=method,
-        correction=options.correction(lambda_, eps, safelora_select, safelora_threshold, safelora_layers, two_sided),
+        correction=options.correction(ctx),
         fail_above=fail_above,
         fail_below=fail_below,
         gate=gate,
@@ -311,7 +308,7 @@ def inspect_command(
         result = api.inspect(request, output)
     output.inspect(result)
     if result.gate is not None and result.gate.tripped:
-        raise GateTripped(result.gate.message)
+        raise GateTripped(gate_line(result.gate))
 
 
 @app.command("verify")

@@ -1,11 +1,12 @@
 """Options shared by several commands, defined once, and the builders that turn flags into typed values.
 
-Nothing here imports torch: `--help` and `--version` must start at once. The request types are imported
-inside the builders, which only run once a command has been chosen.
+Nothing here imports torch: `--help` and `--version` must start at once (the request types are plain
+data, so the builders import them directly).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -15,6 +16,7 @@ from ..checkpoints.hub.options import FETCH_MODES, HubOptions
 from ..correction.params import METHOD_NAMES, SAFELORA_SELECTIONS, CorrectionParams
 from ..errors import UsageError
 from ..pipeline.devices import DEVICES
+from ..pipeline.requests import PushSpec, SubspaceSpec
 from ..subspace.params import EstimationParams
 
 # Flags that take no value show no placeholder; the others show what they take.
@@ -174,66 +176,78 @@ def _typed(ctx: typer.Context, name: str) -> bool:
     return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
 
 
-def subspace_spec(
-    ctx: typer.Context,
-    subspace,
-    base,
-    aligned,
-    rank: int,
-    exact: bool,
-    seed: int,
-    power_iterations: int,
-    energy: float,
-    cache_dir,
-    device: str,
-    fetch: str,
-    token: str | None,
-):
-    from ..pipeline.types import SubspaceSpec
+@dataclass(frozen=True)
+class EstimationFlags:
+    """How bases are estimated and from where they are read: the flags `estimate-subspace`, `correct` and
+    `inspect` share (`subspace`, `base` and `aligned` are None where a command has no such flag)."""
 
+    rank: int
+    energy: float
+    exact: bool
+    seed: int
+    power_iterations: int
+    device: str
+    cache_dir: Path | None
+    fetch: str
+    token: str | None
+    subspace: str | None = None
+    base: str | None = None
+    aligned: str | None = None
+
+    @classmethod
+    def of(cls, ctx: typer.Context) -> EstimationFlags:
+        """The group's values as the command received them (typed, from --config, or defaults)."""
+        return cls(**{field.name: ctx.params[field.name] for field in fields(cls) if field.name in ctx.params})
+
+    def estimation(self) -> EstimationParams:
+        return EstimationParams(
+            max_rank=self.rank, exact=self.exact, seed=self.seed, power_iterations=self.power_iterations
+        )
+
+    def hub_options(self) -> HubOptions:
+        return HubOptions(fetch=self.fetch, token=self.token or None)
+
+
+def subspace_spec(ctx: typer.Context) -> SubspaceSpec:
+    """Where `correct` and `inspect` take bases from. Beside a subspace folder, a typed `--rank` caps its
+    stored columns; estimation uses the default rank there (the folder's bases are already estimated)."""
+    flags = EstimationFlags.of(ctx)
+    rank_cap = flags.rank if flags.subspace is not None and _typed(ctx, "rank") else None
+    if flags.subspace is not None:
+        flags = replace(flags, rank=DEFAULTS.max_rank)
     return SubspaceSpec(
-        subspace=subspace,
-        base=base,
-        aligned=aligned,
-        estimation=estimation(DEFAULTS.max_rank if subspace is not None else rank, exact, seed, power_iterations),
-        rank_cap=rank if subspace is not None and _typed(ctx, "rank") else None,
-        energy=energy,
-        cache_dir=as_path(cache_dir),
-        device=device,
-        hub=hub_options(fetch, token),
+        subspace=flags.subspace,
+        base=flags.base,
+        aligned=flags.aligned,
+        estimation=flags.estimation(),
+        rank_cap=rank_cap,
+        energy=flags.energy,
+        cache_dir=as_path(flags.cache_dir),
+        device=flags.device,
+        hub=flags.hub_options(),
     )
 
 
-def push_spec(ctx: typer.Context, repo: str | None, private: bool, revision: str | None):
+def push_spec(ctx: typer.Context) -> PushSpec | None:
     """Where `--push-to-hub` sends the outputs, or None; `--private` and `--revision` typed without it are refused."""
-    from ..pipeline.types import PushSpec
-
+    repo = ctx.params["push_to_hub"]
     if repo is None:
         for name in ("private", "revision"):
             if _typed(ctx, name):
                 raise UsageError("applies to a push: give {push_to_hub} REPO too", parameter=name)
         return None
-    return PushSpec(repo=repo, private=private, revision=revision)
+    return PushSpec(repo=repo, private=ctx.params["private"], revision=ctx.params["revision"])
 
 
-def estimation(rank: int, exact: bool, seed: int, power_iterations: int) -> EstimationParams:
-    return EstimationParams(max_rank=rank, exact=exact, seed=seed, power_iterations=power_iterations)
-
-
-def hub_options(fetch: str, token: str | None) -> HubOptions:
-    return HubOptions(fetch=fetch, token=token or None)
-
-
-def correction(
-    lambda_: float, eps: float, select: str, threshold: float, layers: int, two_sided: bool
-) -> CorrectionParams:
+def correction(ctx: typer.Context) -> CorrectionParams:
+    """The correction flags (`--lambda`, `--eps`, the Safe LoRA selection, `--two-sided`) as params."""
     return CorrectionParams(
-        lambda_=lambda_,
-        eps=eps,
-        safelora_select=select,
-        safelora_threshold=threshold,
-        safelora_layers=layers,
-        two_sided=two_sided,
+        lambda_=ctx.params["lambda_"],
+        eps=ctx.params["eps"],
+        safelora_select=ctx.params["safelora_select"],
+        safelora_threshold=ctx.params["safelora_threshold"],
+        safelora_layers=ctx.params["safelora_layers"],
+        two_sided=ctx.params["two_sided"],
     )
 
 

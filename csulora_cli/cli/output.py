@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -20,11 +20,12 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from ..errors import spell_parameters
 from ..events import Advance
 from ..report.envelope import envelope
 
-if TYPE_CHECKING:  # the result types import torch; printing needs only their values
-    from ..pipeline.types import EstimateResult, InspectResult, VerifyResult
+if TYPE_CHECKING:  # printing needs only the values of these
+    from ..pipeline.results import EstimateResult, InspectResult, VerifyResult
     from ..report.records import AdapterReport, PushRecord
 
 
@@ -43,7 +44,9 @@ class _CountColumn(ProgressColumn):
 class Output:
     """Human, JSON or quiet output; implements the API's `Events` for progress and warnings."""
 
-    def __init__(self, json_mode: bool = False, quiet: bool = False):
+    def __init__(
+        self, json_mode: bool = False, quiet: bool = False, flag_of: Callable[[str], str | None] | None = None
+    ):
         self.json_mode = json_mode
         self.quiet = quiet
         # Piped output (CI logs, `| less`) gets a wide table rather than rich's 80-column default.
@@ -51,6 +54,8 @@ class Output:
         self.stdout = Console(file=sys.stdout, width=piped_width)
         self.stderr = Console(file=sys.stderr, soft_wrap=True)
         self._progress: Progress | None = None
+        # Library warnings name parameters as `{name}`; `flag_of` (the app's) spells them as its flags.
+        self._flag_of = flag_of
 
     @contextmanager
     def progress(self) -> Iterator[None]:
@@ -73,6 +78,8 @@ class Output:
     # Events
     def warn(self, message: str) -> None:
         if not self.quiet:
+            if self._flag_of is not None:
+                message = spell_parameters(message, self._flag_of)
             self.stderr.print(f"csulora: warning: {message}", highlight=False, markup=False)
 
     def start(self, description: str, total: int | None, *, in_bytes: bool = False) -> Advance:
@@ -172,7 +179,7 @@ class Output:
         else:
             self.summary_table(result)
         if result.gate is not None and not result.gate.tripped:
-            self.stdout.print(f"gate passed: {result.gate.message}", highlight=False, markup=False)
+            self.stdout.print(f"gate passed: {gate_line(result.gate)}", highlight=False, markup=False)
 
     def summary_table(self, result: InspectResult) -> None:
         table = _table(
@@ -219,3 +226,8 @@ def _table(title: str, columns: tuple[str, ...], left: tuple[str, ...] = ("modul
             overflow="fold" if column == "module" else "ellipsis",
         )
     return table
+
+
+def gate_line(gate) -> str:
+    """A gate's verdict as the user typed it: `off_share 0.4100 exceeds --fail-above 0.3`."""
+    return f"{gate.statistic} {gate.value:.4f} {gate.relation} --fail-{gate.direction} {gate.threshold}"

@@ -3,7 +3,7 @@
 `render_reference()` walks the click group behind `app`: the root options, then each command in the
 order `csulora --help` lists them, with its usage line, help text, arguments and a table of every
 option. The text depends on nothing but the app (no terminal width, no clock, no paths), so
-`scripts/cli_reference.py --check` and tests/cli/test_docs.py can compare it with the committed file.
+`scripts/tools/cli_reference.py --check` and tests/cli/test_docs.py can compare it with the committed file.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def render_reference() -> str:
     lines = [
         "# Command reference",
         "",
-        "<!-- Generated from the typer app by `make docs` (scripts/cli_reference.py, csulora_cli/cli/reference.py).",
+        "<!-- Generated from the typer app by `make docs` (csulora_cli/cli/reference.py).",
         "     Do not edit: change the help in csulora_cli/cli/app.py or options.py and regenerate. -->",
         "",
         "Every command, argument and option of `csulora`, as `csulora COMMAND --help` knows them. The",

@@ -6,19 +6,11 @@ classes; every figure is a Frobenius product of (m, r)-sized factors, never an (
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from ..subspace.estimate import SelectedSubspace
 from .decompose import LowRankUpdate, aligned_fractions, cosine_of, frobenius_dot, two_sided_aligned_fractions
-
-
-@dataclass(frozen=True)
-class DirectionCounts:
-    aligned: int
-    partial: int
-    off: int
+from .figures import CorrectionFigures, DirectionCounts
 
 
 def classify_directions(aligned: torch.Tensor, mask: torch.Tensor, eps: float) -> DirectionCounts:
@@ -32,34 +24,6 @@ def classify_directions(aligned: torch.Tensor, mask: torch.Tensor, eps: float) -
         partial=int((~fully & ~outside).sum()),
         off=int(outside.sum()),
     )
-
-
-@dataclass(frozen=True)
-class CorrectionFigures:
-    """docs/method.md section 6, for one module; energies are absolute, fractions relative to ||dW||^2."""
-
-    update_energy: float
-    corrected_energy: float
-    removed_energy: float
-    aligned_energy: float
-    cosine: float
-    directions: DirectionCounts
-
-    @property
-    def attenuation_fraction(self) -> float:
-        return _fraction(self.removed_energy, self.update_energy)
-
-    @property
-    def aligned_fraction(self) -> float:
-        return _fraction(self.aligned_energy, self.update_energy)
-
-    @property
-    def off_subspace_fraction(self) -> float:
-        return 0.0 if self.update_energy == 0.0 else max(0.0, 1.0 - self.aligned_fraction)
-
-
-def _fraction(part: float, whole: float) -> float:
-    return 0.0 if whole == 0.0 else part / whole
 
 
 def measure_correction(

@@ -14,17 +14,18 @@ from ..adapters.peft import CONFIG_FILE, LoraAdapter
 from ..checkpoints.hub.client import HubClient
 from ..checkpoints.hub.options import HubOptions
 from ..checkpoints.hub.refs import parse_hub_ref
-from ..checkpoints.open_source import open_source
 from ..checkpoints.protocol import TensorSource
+from ..checkpoints.resolve import resolve_model
 from ..errors import CsuloraError, UsageError
 from ..events import Events
 from ..subspace.estimate import EstimationParams
+from ..subspace.estimating import EstimatingProvider
 from ..subspace.folder import SubspaceFolder
-from ..subspace.providers import BasisProvider, EstimatingProvider, FolderProvider
+from ..subspace.providers import BasisProvider, FolderProvider
 from ..subspace.remote import fetch_subspace
 from ..subspace.store import BasisCache
-from .cache_layout import CacheLayout, default_cache_dir
-from .types import SubspaceSpec
+from .cache_layout import CacheLayout
+from .requests import SubspaceSpec
 
 
 def resolve_device(name: str) -> torch.device:
@@ -36,8 +37,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 def hub_client(cache_dir: Path | None, options: HubOptions, events: Events) -> HubClient:
-    """One run's Hub client, keeping its records (refs, listings, headers) under the cache folder."""
-    return HubClient(options, CacheLayout(cache_dir or default_cache_dir()).hub_metadata, events)
+    """The run's one Hub client, keeping its records (refs, listings, headers) under the cache folder: made
+    once by each command and handed to everything that reads from the Hub."""
+    return HubClient(options, CacheLayout.at(cache_dir).hub_metadata, events)
 
 
 def estimating_provider(
@@ -46,11 +48,12 @@ def estimating_provider(
     params: EstimationParams,
     cache_dir: Path | None,
     device: torch.device,
-    hub_options: HubOptions,
+    hub: HubClient,
     events: Events,
     *,
     aligned_origin: str | None = None,
     cache_required: bool = False,
+    compare_first: bool = False,
 ) -> EstimatingProvider:
     """A provider estimating from `base` and `aligned` through the cache.
 
@@ -58,20 +61,20 @@ def estimating_provider(
     (an adapter's config), so an error opening it says so; `cache_required` when the cache is the
     run's only product, so a cache that cannot be written fails the run instead of being a warning.
     """
-    layout = CacheLayout(cache_dir or default_cache_dir())
-    hub = hub_client(cache_dir, hub_options, events)
+    layout = CacheLayout.at(cache_dir)
     return EstimatingProvider(
-        open_source(base, digest_memo_dir=layout.file_digests, hub=hub),
+        resolve_model(base, digest_memo_dir=layout.file_digests, hub=hub),
         _open_named_source(aligned, aligned_origin, digest_memo_dir=layout.file_digests, hub=hub),
-        BasisCache(layout.root, events.warn, required=cache_required),
+        BasisCache(layout.root, events.warn, required=cache_required, digest_memo_dir=layout.file_digests),
         params,
         device,
+        compare_first=compare_first,
     )
 
 
 def _open_named_source(spec: str, origin: str | None, **options) -> TensorSource:
     try:
-        return open_source(spec, **options)
+        return resolve_model(spec, **options)
     except CsuloraError as error:
         # A path the user never typed (a relative base_model_name_or_path read from another folder, a
         # Hub id) is a puzzle unless the error says where it came from.
@@ -80,12 +83,12 @@ def _open_named_source(spec: str, origin: str | None, **options) -> TensorSource
         raise
 
 
-def open_provider(spec: SubspaceSpec, adapters: list[LoraAdapter], events: Events) -> BasisProvider:
+def open_provider(spec: SubspaceSpec, adapters: list[LoraAdapter], hub: HubClient, events: Events) -> BasisProvider:
     """Bases from the spec's subspace folder, or estimated from its pair (the aligned model defaulting to the
     adapters' common `base_model_name_or_path`)."""
     device = resolve_device(spec.device)
     if spec.subspace is not None:
-        return _folder_provider(spec, adapters, device, events)
+        return _folder_provider(spec, adapters, device, hub)
     if spec.base is None:
         raise UsageError("a subspace is needed: pass {subspace} DIR or {base} BASE", parameter="base")
     if spec.aligned:
@@ -93,17 +96,17 @@ def open_provider(spec: SubspaceSpec, adapters: list[LoraAdapter], events: Event
     else:
         aligned, origin = _aligned_from_adapters(adapters)
     return estimating_provider(
-        spec.base, aligned, spec.estimation, spec.cache_dir, device, spec.hub, events, aligned_origin=origin
+        spec.base, aligned, spec.estimation, spec.cache_dir, device, hub, events, aligned_origin=origin
     )
 
 
-def _folder_provider(spec: SubspaceSpec, adapters: list[LoraAdapter], device, events: Events) -> FolderProvider:
+def _folder_provider(spec: SubspaceSpec, adapters: list[LoraAdapter], device, hub: HubClient) -> FolderProvider:
     """A local subspace folder if one exists at that path, else a subspace repo on the Hub."""
     path = Path(spec.subspace).expanduser()
     ref = None if path.exists() else parse_hub_ref(str(spec.subspace))
     if ref is None:
         return FolderProvider(SubspaceFolder(path), device)
-    folder, record = fetch_subspace(ref, hub_client(spec.cache_dir, spec.hub, events), adapters)
+    folder, record = fetch_subspace(ref, hub, adapters)
     return FolderProvider(SubspaceFolder(folder), device, hub=record)
 
 

@@ -24,6 +24,12 @@ class CacheLayout:
 
     root: Path
 
+    @classmethod
+    def at(cls, cache_dir: Path | None) -> CacheLayout:
+        """The layout under `cache_dir`, or under the default cache folder when none was given: the one place
+        that resolves where the cache is."""
+        return cls(cache_dir or default_cache_dir())
+
     @property
     def file_digests(self) -> Path:
         return self.root / "file-digests"
@@ -39,6 +45,6 @@ def hash_local_models_ahead(models: list[str | None], cache_dir: Path | None) ->
     their shards are named by their LFS sha256)."""
     folders = [Path(model) for model in models if model and Path(model).is_dir()]
     if folders:
-        memo_dir = CacheLayout(cache_dir or default_cache_dir()).file_digests
+        memo_dir = CacheLayout.at(cache_dir).file_digests
         for folder in folders:
             digests.hash_ahead(digests.local_shards(folder), memo_dir)

@@ -6,64 +6,24 @@ and shapes here); outputs are filled in temporary folders and renamed into place
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import replace
-from pathlib import Path
+from contextlib import ExitStack
 
-from ..adapters.peft import LoraAdapter, LoraModule
+from ..adapters.peft import LoraModule
 from ..adapters.writer import AdapterWriter
-from ..atomic import atomic_folder, check_destination, write_new_file
 from ..correction.methods import get_method
 from ..correction.params import CorrectionParams
 from ..errors import CsuloraError, UsageError
 from ..events import Events, SilentEvents
-from ..report.card import render_card
 from ..report.records import REPORT_FILE, AdapterReport, ModuleReport, Provenance
 from ..subspace.keys import Target
 from ..subspace.targets import targets_for_adapter
 from .adapter_source import OpenedAdapter, open_adapter
 from .basis_source import hub_client, open_provider
 from .module import Outcome, correct_module
-from .provenance import adapter_file_digests, basis_records, output_file_digests, utc_now
+from .outputs import check_destinations, finish_output, open_output_folders, output_folders_for
+from .provenance import adapter_file_digests, basis_records, utc_now
 from .publish import plan_correct_pushes, push_corrected
-from .types import CorrectRequest
-
-
-def _destinations(opened: list[OpenedAdapter], request: CorrectRequest) -> list[Path | None]:
-    """Each adapter's output folder: `out` for the one adapter, else `out_dir / <its output path>`."""
-    if request.dry_run:
-        return [None] * len(opened)
-    if request.out is not None:
-        return [request.out]
-    return [request.out_dir / path for path in relative_output_paths(opened)]
-
-
-def relative_output_paths(opened: list[OpenedAdapter]) -> list[Path]:
-    """Where each adapter goes below `--out-dir`: a local folder by its path relative to the common parent
-    of the local ones (`runs/a/adapter`, `runs/b/adapter` -> `a/adapter`, `b/adapter`; one -> its folder
-    name), a Hub repo by its id (`org/name`).
-
-    Two inputs that would land in one folder, or one inside the other, are refused naming both.
-    """
-    local = [item.adapter.folder.resolve() for item in opened if item.output_name is None]
-    common = Path(os.path.commonpath([folder.parent for folder in local])) if local else None
-    relative = [
-        item.output_name if item.output_name is not None else item.adapter.folder.resolve().relative_to(common)
-        for item in opened
-    ]
-    for i, first in enumerate(relative):
-        for j in range(i + 1, len(relative)):
-            second = relative[j]
-            if first == second or first in second.parents or second in first.parents:
-                how = "are the same folder" if first == second else "would nest one output inside the other"
-                raise UsageError(
-                    f"adapters {opened[i].label} and {opened[j].label} {how} under {{out_dir}} ({first} and {second})",
-                    parameter="adapters",
-                )
-    return relative
+from .requests import CorrectRequest
 
 
 def _refuse_corrected(opened: list[OpenedAdapter], recorrect: bool) -> None:
@@ -98,16 +58,16 @@ def correct(request: CorrectRequest, events: Events = SilentEvents()) -> list[Ad
                 f"factors (modules_to_save or saved embedding layers, e.g. {adapter.passthrough_keys[0]}); they "
                 "replace the model's own weights on load and are copied unchanged, not corrected"
             )
-    destinations = _destinations(opened, request)
+    destinations = output_folders_for(opened, request)
     if not request.dry_run:
-        _check_destinations(request, destinations)
+        check_destinations(request, destinations)
     pushes = plan_correct_pushes(request, destinations)
     adapter_files = [adapter_file_digests(adapter) for adapter in adapters]
-    provider = open_provider(request.subspace, adapters, events)
+    provider = open_provider(request.subspace, adapters, hub, events)
     _check_rank_cap(request.subspace.rank_cap, provider.describe())
     targets = [targets_for_adapter(adapter, provider) for adapter in adapters]
     with ExitStack() as outputs:
-        folders = _open_output_folders(outputs, request, destinations)
+        folders = open_output_folders(outputs, request, destinations)
         writers = [
             None if folder is None else AdapterWriter(adapter, folder)
             for adapter, folder in zip(adapters, folders, strict=True)
@@ -130,21 +90,10 @@ def correct(request: CorrectRequest, events: Events = SilentEvents()) -> list[Ad
                 opened[index], destinations[index], module_reports[index], subspace, provenance, method, request
             )
             if writers[index] is not None:
-                report = _finish_output(writers[index].folder, adapter, report)
+                report = finish_output(writers[index].folder, adapter, report)
             reports.append(report)
     # The outputs are renamed into place, complete, when `outputs` closes: only then are they pushed.
     return push_corrected(pushes, reports, request, events)
-
-
-def _finish_output(folder: Path, adapter: LoraAdapter, report: AdapterReport) -> AdapterReport:
-    """Write the model card, then the report holding the digests of every other file written."""
-    write_new_file(folder / "README.md", render_card(adapter, report).encode())
-    provenance = replace(report.provenance, outputs=output_file_digests(folder))
-    report = replace(report, provenance=provenance)
-    # A corrected adapter corrected again (--recorrect) brought its old report along with its other files.
-    (folder / REPORT_FILE).unlink(missing_ok=True)
-    write_new_file(folder / REPORT_FILE, (json.dumps(report.to_dict(), indent=2) + "\n").encode())
-    return report
 
 
 def _check_rank_cap(rank_cap: int | None, subspace: dict) -> None:
@@ -174,63 +123,6 @@ def _source_label(source) -> str:
     return str(source.get("repo") or source.get("path") or source)
 
 
-def _check_destinations(request: CorrectRequest, destinations: list[Path]) -> None:
-    """Refuse before any work: an existing output without --overwrite, or a folder we cannot write."""
-    if request.out is not None:
-        check_destination(destinations[0], request.overwrite)
-        return
-    out_dir = request.out_dir
-    if not out_dir.exists():
-        check_destination(out_dir, overwrite=False)
-        return
-    if not out_dir.is_dir():
-        raise CsuloraError("output exists and is not a folder", where=str(out_dir))
-    for destination in destinations:
-        if destination.exists() or destination.parent.is_dir():
-            check_destination(destination, request.overwrite)
-
-
-def _open_output_folders(outputs: ExitStack, request: CorrectRequest, destinations: list) -> list[Path | None]:
-    """Temporary folders to fill, renamed into place when `outputs` closes without an error.
-
-    A new `--out-dir` appears whole, in one rename; adding to an existing one renames each adapter's
-    folder on its own (each whole), creating the folders above it as needed (removed again on failure
-    when they stay empty).
-    """
-    if request.dry_run:
-        return [None] * len(destinations)
-    if request.out is not None:
-        return [outputs.enter_context(atomic_folder(destinations[0], request.overwrite))]
-    out_dir = request.out_dir
-    if not out_dir.exists():
-        batch = outputs.enter_context(atomic_folder(out_dir, overwrite=False))
-        folders = [batch / destination.relative_to(out_dir) for destination in destinations]
-        for folder in folders:
-            folder.mkdir(parents=True)
-        return folders
-    folders = []
-    for destination in destinations:
-        outputs.enter_context(_parents_created_for(destination.parent, out_dir))
-        folders.append(outputs.enter_context(atomic_folder(destination, request.overwrite)))
-    return folders
-
-
-@contextmanager
-def _parents_created_for(folder: Path, root: Path) -> Iterator[None]:
-    """Create `folder` (below `root`) if needed; on failure remove what was created and is still empty."""
-    created = [parent for parent in [folder, *folder.parents] if parent != root and root in parent.parents]
-    created = [parent for parent in reversed(created) if not parent.exists()]
-    for parent in created:
-        parent.mkdir()
-    try:
-        yield
-    except BaseException:
-        for parent in reversed(created):
-            with suppress(OSError):
-                parent.rmdir()
-        raise
-
-
 def _correct_modules(adapters, targets, writers, provider, method, request: CorrectRequest, events: Events):
     """Module by module: one basis, then that module of every adapter; returns reports per adapter.
 
@@ -238,20 +130,20 @@ def _correct_modules(adapters, targets, writers, provider, method, request: Corr
     its candidates (adapter-sized) are kept until the last module is scored, then selected per adapter.
     """
     spec = request.subspace
-    users: dict[Target, list[tuple[int, LoraModule]]] = {}
+    modules_of_target: dict[Target, list[tuple[int, LoraModule]]] = {}
     for index, adapter in enumerate(adapters):
         for module in adapter.modules:
-            users.setdefault(targets[index][module.name], []).append((index, module))
+            modules_of_target.setdefault(targets[index][module.name], []).append((index, module))
     reports: list[dict[str, ModuleReport]] = [{} for _ in adapters]
     pending: list[dict[str, tuple[LoraModule, Outcome]]] = [{} for _ in adapters]
     max_rank = spec.columns_kept
-    advance = events.start("correcting modules", len(users))
-    for target, basis, _ in provider.bases(list(users)):
+    advance = events.start("correcting modules", len(modules_of_target))
+    for target, basis, _ in provider.bases(list(modules_of_target)):
         subspace = basis.select(spec.energy, max_rank)
-        for index, module in users[target]:
+        for index, module in modules_of_target[target]:
             lora_a, lora_b = adapters[index].factors(module)
             outcome = correct_module(module, lora_a, lora_b, target, subspace, basis, method, request.correction)
-            if outcome.kept is not None:
+            if outcome.report_if_unselected is not None:
                 pending[index][module.name] = (module, outcome)
                 continue
             reports[index][module.name] = outcome.report
@@ -276,7 +168,7 @@ def _write_selected(candidates: dict, writer, method, params: CorrectionParams) 
         module, outcome = candidates[name]
         if selected and writer is not None:
             writer.replace(module.b_key, outcome.new_b)
-        reports[name] = outcome.report if selected else outcome.kept
+        reports[name] = outcome.report if selected else outcome.report_if_unselected
     return reports
 
 
@@ -291,7 +183,7 @@ def _warn_inexact(reports: list[dict[str, ModuleReport]], events: Events) -> Non
         lowest = min(r.captured_energy for r in inexact)
         events.warn(
             f"safelora: {len(inexact)} module(s) use a basis holding less than all of V's energy (lowest "
-            f"{lowest:.4f}), so C B keeps only C's top-k part; pass --energy 1 and a --rank covering the "
+            f"{lowest:.4f}), so C B keeps only C's top-k part; pass {{energy}} 1 and a {{max_rank}} covering the "
             "module width for the exact rule"
         )
 

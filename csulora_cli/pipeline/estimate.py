@@ -11,25 +11,31 @@ from ..subspace.targets import model_type, targets_by_name, targets_for_adapter
 from .adapter_source import open_adapter
 from .basis_source import estimating_provider, hub_client, resolve_device
 from .publish import plan_subspace_push, push_subspace
-from .types import EstimateRequest, EstimateResult, ModuleSubspace
+from .requests import EstimateRequest
+from .results import EstimateResult, ModuleSubspace
 
 
 def estimate_subspace(request: EstimateRequest, events: Events = SilentEvents()) -> EstimateResult:
     layers = parse_layers(request.layers) if request.layers is not None else None
     push = plan_subspace_push(request)
+    hub = hub_client(request.cache_dir, request.hub, events)
+    # By default, every 2-D weight *that differs* (README, estimate-subspace): those alignment left alone
+    # are found by comparing them block by block, without forming their V.
+    skip_unchanged = request.adapter is None and request.modules is None
     provider = estimating_provider(
         request.base,
         request.aligned,
         request.estimation,
         request.cache_dir,
         resolve_device(request.device),
-        request.hub,
+        hub,
         events,
         # Without a folder to write, the cache is what this command produces: failing to write it fails.
         cache_required=request.out is None,
+        compare_first=skip_unchanged,
     )
     if request.adapter is not None:
-        adapter = open_adapter(request.adapter, hub_client(request.cache_dir, request.hub, events)).adapter
+        adapter = open_adapter(request.adapter, hub).adapter
         targets = list(dict.fromkeys(targets_for_adapter(adapter, provider).values()))
     else:
         targets = targets_by_name(provider.base, provider.aligned, request.modules, model_type(provider.base))
@@ -45,9 +51,6 @@ def estimate_subspace(request: EstimateRequest, events: Events = SilentEvents())
         check_subspace_folder(request.out, sources, request.estimation, request.overwrite, request.storage)
     advance = events.start("estimating subspaces", len(targets))
     modules = []
-    # By default, every 2-D weight *that differs* (README, estimate-subspace); whether it differs is
-    # known once it is read.
-    skip_unchanged = request.adapter is None and request.modules is None
     # The folder is prepared at the first basis that holds a displacement: a pair that differs nowhere
     # leaves nothing behind (below). Bases without one wait until then.
     waiting: list[tuple[Target, SubspaceBasis]] = []

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from ..adapters.peft import LoraAdapter, LoraModule
 from ..correction.decompose import decompose_update
-from ..correction.detection import STATISTICS, AdapterDetection, ModuleDetection
+from ..correction.params import CorrectionParams
+from ..correction.statistics import STATISTICS, AdapterDetection, ModuleDetection
 from ..errors import CsuloraError
 from ..events import Events, SilentEvents
 from ..heatmap import heatmap_grid, write_heatmap
@@ -14,11 +17,12 @@ from ..report.records import AdapterReport
 from .adapter_source import open_adapter
 from .basis_source import hub_client
 from .correct import correct
-from .types import CorrectRequest, GateCheck, InspectRequest, InspectResult, ModuleSummary
+from .requests import CorrectRequest, InspectRequest, SubspaceSpec
+from .results import GateCheck, InspectResult, ModuleSummary
 
 
 def inspect(request: InspectRequest, events: Events = SilentEvents()) -> InspectResult:
-    if not request.subspace.given:
+    if not request.subspace.has_source:
         opened = open_adapter(request.adapter, hub_client(request.subspace.cache_dir, request.subspace.hub, events))
         summaries = [_summary(opened.adapter, module) for module in opened.adapter.modules]
         return InspectResult(adapter=opened.label, summaries=summaries)
@@ -42,6 +46,20 @@ def inspect(request: InspectRequest, events: Events = SilentEvents()) -> Inspect
         grid = heatmap_grid(detection_of(report), request.statistic)
         write_heatmap(grid, request.plot, title=f"{where}: {request.statistic}")
     return InspectResult(adapter=where, report=report, gate=_gate(request, report))
+
+
+def detect_adapter(
+    adapter_folder: Path, subspace: SubspaceSpec, two_sided: bool = False, events: Events = SilentEvents()
+) -> AdapterDetection:
+    """Every module's detection sums (docs/method.md section 9), in adapter order; nothing is written.
+
+    The in-subspace statistics use the k columns `correct` would (`subspace.energy`, its column cap); the
+    signed ones (`reversal`, `reversing_share`) use every stored triplet, the closest V the store holds.
+    """
+    request = InspectRequest(
+        adapter=adapter_folder, subspace=subspace, method="none", correction=CorrectionParams(two_sided=two_sided)
+    )
+    return detection_of(inspect(request, events).report)
 
 
 def detection_of(report: AdapterReport) -> AdapterDetection:

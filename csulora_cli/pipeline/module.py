@@ -8,10 +8,11 @@ import torch
 
 from ..adapters.peft import LoraModule
 from ..correction.decompose import decompose_update
-from ..correction.detection import DetectionEnergies, detection_energies
+from ..correction.detection import detection_energies
 from ..correction.measures import measure_correction
 from ..correction.methods import CorrectionMethod
 from ..correction.params import CorrectionParams
+from ..correction.statistics import DetectionEnergies
 from ..errors import CsuloraError
 from ..report.records import ModuleReport
 from ..subspace.estimate import SelectedSubspace, SubspaceBasis
@@ -23,7 +24,7 @@ from ..subspace.targets import resolved_kind
 class Outcome:
     report: ModuleReport
     new_b: torch.Tensor | None  # in the stored dtype; None when B is kept
-    kept: ModuleReport | None = None  # a selecting method's report should the module not be selected
+    report_if_unselected: ModuleReport | None = None  # a selecting method's report should the module not be selected
 
 
 def correct_module(
@@ -86,7 +87,7 @@ def correct_module(
     return Outcome(
         module_report(written, "corrected", note, selected=True, similarity=similarity),
         new_b,
-        kept=module_report(lora_b, "unchanged", note, selected=False, similarity=similarity),
+        report_if_unselected=module_report(lora_b, "unchanged", note, selected=False, similarity=similarity),
     )
 
 

@@ -19,7 +19,8 @@ from ..report.records import AdapterReport, PushRecord
 from ..report.subspace_card import CARD_FILE, render_subspace_card
 from ..subspace.folder import SubspaceFolder
 from ..subspace.store import read_basis_file
-from .types import CorrectRequest, EstimateRequest, EstimateResult, PushSpec
+from .requests import CorrectRequest, EstimateRequest, PushSpec
+from .results import EstimateResult
 
 # Hub repo ids are unique regardless of case: `org/A` and `org/a` are one repo.
 _SAME_REPO = str.lower

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..report.records import REPORT_FILE
 from .provenance import output_file_digests
-from .types import VerifyResult
+from .results import VerifyResult
 
 
 def verify_outputs(folders: tuple[Path, ...]) -> list[VerifyResult]:

@@ -1,6 +1,6 @@
 """The correction report (docs/method.md section 6): typed per-module records, totals and their JSON form.
 
-Figures arrive already computed (`correction.measures.CorrectionFigures`); this module only arranges them.
+Figures arrive already computed (`correction.figures.CorrectionFigures`); this module only arranges them.
 """
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..correction.detection import STATISTICS, DetectionEnergies, total_energies
-from ..correction.measures import CorrectionFigures
+from ..correction.figures import CorrectionFigures
+from ..correction.statistics import STATISTICS, DetectionEnergies, total_energies
 from .envelope import SCHEMA_VERSION, tool_record
 
 REPORT_FILE = "csulora_report.json"

@@ -39,7 +39,7 @@ class Displacement:
 
 
 class Workspace:
-    """Memory for V (and its cheap copy) kept from one module to the next: each estimator thread has one.
+    """Memory for V (and its bfloat16 steering copy) kept from one module to the next: each estimator thread has one.
 
     A fresh 64 MB tensor is mapped anew by the allocator and faults in page by page on first touch: 30 ms
     of the 100 ms it took to form an 8192 x 2048 V (measured), more than reading both tensors. A module's
@@ -93,6 +93,22 @@ def form_displacement(
         del matrix
         _refuse_non_finite(base, aligned, key)
     return Displacement(matrix, total_energy, reference_energy, low_precision)
+
+
+def holds_the_same_weights(base: TensorSource, aligned: TensorSource, key: str) -> bool:
+    """Whether both models store the same `key`, compared a block of rows at a time as stored: an unchanged
+    weight (an embedding alignment left alone) is found with a few MB in memory, never a whole V.
+
+    Tensors stored in different dtypes count as different; forming V then decides.
+    """
+    rows, columns = base.entry(key).shape
+    step = max(1, BLOCK_BYTES // (columns * 4))
+    return all(
+        torch.equal(
+            base.read_rows(key, start, min(rows, start + step)), aligned.read_rows(key, start, min(rows, start + step))
+        )
+        for start in range(0, rows, step)
+    )
 
 
 def _refuse_non_finite(base: TensorSource, aligned: TensorSource, key: str) -> None:

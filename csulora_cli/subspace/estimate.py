@@ -126,6 +126,24 @@ def uses_sketch(shape: tuple[int, ...], params: EstimationParams) -> bool:
     return not params.exact and keep > 0 and sketch_width <= EXACT_WHEN_SKETCH_FRACTION_ABOVE * min(m, n)
 
 
+def no_displacement(
+    m: int,
+    n: int,
+    total_energy: float = 0.0,
+    reference_energy: float = 0.0,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | None = None,
+) -> SubspaceBasis:
+    """The basis of a displacement with nothing to keep: no columns, no signal."""
+    return SubspaceBasis(
+        torch.zeros((m, 0), dtype=dtype, device=device),
+        torch.zeros((0,), dtype=dtype, device=device),
+        total_energy,
+        reference_energy,
+        torch.zeros((n, 0), dtype=dtype, device=device),
+    )
+
+
 def estimate_basis(
     displacement: torch.Tensor,
     params: EstimationParams,
@@ -148,10 +166,7 @@ def estimate_basis(
         total_energy = frobenius_energy(displacement)
     keep = min(params.max_rank, m, n)
     if keep == 0 or total_energy == 0.0 or not math.isfinite(total_energy):  # callers refuse non-finite input
-        empty = displacement.new_zeros((m, 0))
-        return SubspaceBasis(
-            empty, displacement.new_zeros((0,)), total_energy, reference_energy, displacement.new_zeros((n, 0))
-        )
+        return no_displacement(m, n, total_energy, reference_energy, displacement.dtype, displacement.device)
 
     if params.exact:
         left, singular_values, right_t = torch.linalg.svd(displacement, full_matrices=False)

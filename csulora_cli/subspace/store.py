@@ -21,6 +21,7 @@ from safetensors.torch import save
 
 from .. import __version__
 from ..atomic import write_atomically
+from ..checkpoints.digests import file_sha256, remember_sha256
 from ..checkpoints.header import raw_bytes
 from ..errors import CsuloraError, DiskFullError, FormatError
 from .estimate import EstimationParams, SubspaceBasis
@@ -141,10 +142,13 @@ class BasisCache:
     its bases in memory and stops trying to store them.
     """
 
-    def __init__(self, directory: Path, warn: Warn, *, required: bool = False):
+    def __init__(self, directory: Path, warn: Warn, *, required: bool = False, digest_memo_dir: Path | None = None):
         self.directory = directory
         self.warn = warn
         self.required = required
+        # Where file digests are remembered (checkpoints/digests.py): a basis file is hashed as it is written,
+        # and a warm run reads that digest back instead of hashing the file again for its report.
+        self.digest_memo_dir = digest_memo_dir
         self.writable = True
         # Estimators save from several threads: the first failure turns saving off and warns, once.
         self._failure = threading.Lock()
@@ -169,12 +173,18 @@ class BasisCache:
             return None
         return basis
 
+    def sha256_of(self, path: Path) -> str:
+        """A basis file's digest for the report: from this run's write, the memo, or (once) the file."""
+        return self.written.get(path) or file_sha256(path, self.digest_memo_dir)
+
     def save(self, request: BasisRequest, basis: SubspaceBasis) -> None:
         if not self.writable:
             return
         path = self.path_for(request)
         try:
             self.written[path] = write_basis_file(path, basis, basis_record(request))
+            if self.digest_memo_dir is not None:
+                remember_sha256(path, self.written[path], self.digest_memo_dir)
         except (OSError, DiskFullError) as error:
             if self.required:
                 raise _cache_write_error(error, path, hint="pass {cache_dir} to use another folder") from None

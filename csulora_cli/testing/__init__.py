@@ -1,6 +1,5 @@
-"""What the demo, the tests and the scripts build their fixtures with (`builders.py`), and a local
-stand-in for the Hugging Face Hub that the real `huggingface_hub` client talks to (`hub_server.py`).
+"""Tiny seeded checkpoints and adapters (`builders.py`) that the demo, the tests and the scripts all build.
 
-Shipped with the package so that nothing outside `tests/` imports from `tests/`; nothing in the
-package's own commands uses the Hub stand-in.
+Shipped with the package because `csulora demo` uses them; test infrastructure that only tests and
+scripts need (the Hub stand-in) lives in `scripts/tools/` and does not ship.
 """

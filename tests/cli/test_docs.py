@@ -1,5 +1,5 @@
 """Every command has working `--help`, the README names every command and every long option, and
-docs/cli.md is what the app renders now (scripts/cli_reference.py writes it)."""
+docs/cli.md is what the app renders now (scripts/tools/cli_reference.py writes it)."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def test_readme_documents_the_command_and_its_options(name):
 
 def test_the_command_reference_is_current():
     text = CLI_REFERENCE.read_text(encoding="utf-8") if CLI_REFERENCE.is_file() else None
-    assert text == render_reference(), "docs/cli.md is stale: run python scripts/cli_reference.py"
+    assert text == render_reference(), "docs/cli.md is stale: run python -m scripts.tools.cli_reference"
 
 
 def test_the_command_reference_has_every_command_and_option():

@@ -10,8 +10,8 @@ import importlib.util
 
 import pytest
 
-from csulora_cli.correction.detection import STATISTICS
 from csulora_cli.correction.params import STATISTIC_NAMES
+from csulora_cli.correction.statistics import STATISTICS
 from tests.helpers import assert_ok, assert_one_line_error, run_cli
 
 

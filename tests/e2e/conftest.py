@@ -18,7 +18,7 @@ import pytest
 from huggingface_hub import constants
 from huggingface_hub.utils import http_backoff
 
-from csulora_cli.testing.hub_server import FakeHub
+from scripts.tools.hub_standin.server import FakeHub
 from tests.helpers import WRITER
 
 

@@ -52,6 +52,7 @@ ENERGY = 0.95
 
 pytestmark = [
     pytest.mark.cuda,
+    pytest.mark.slow,
     pytest.mark.skipif(
         any(device.startswith("cuda") for device in DEVICES) and not torch.cuda.is_available(),
         reason="torch sees no CUDA device (set CSULORA_TEST_DEVICE=cpu to dry-run these comparisons on the CPU)",

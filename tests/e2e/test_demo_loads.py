@@ -21,6 +21,7 @@ peft = pytest.importorskip("peft")
 
 pytestmark = [
     pytest.mark.compat,
+    pytest.mark.slow,
     pytest.mark.filterwarnings("ignore::UserWarning"),
     pytest.mark.filterwarnings("ignore::FutureWarning"),
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),

@@ -1,7 +1,8 @@
 """Hub sources end to end: the real `huggingface_hub` client against a local server speaking the Hub's routes.
 
-Each test starts `FakeHub` on 127.0.0.1, points the CLI at it with HF_ENDPOINT (HF_HOME in a temporary
-folder), and checks on the server's request log what was fetched.
+Each test starts `FakeHub` on 127.0.0.1 in a thread of the test process, runs the CLI in process against
+it (HF_ENDPOINT and the other variables huggingface_hub reads at import set through `run_cli_on_hub`),
+and checks on the server's request log what was fetched.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub import constants
 
 from csulora_cli.testing.builders import (
     TinyLlama,
@@ -21,12 +23,14 @@ from csulora_cli.testing.builders import (
     write_adapter,
     write_checkpoint,
 )
-from csulora_cli.testing.hub_server import FakeHub
+from scripts.tools.hub_standin import FakeHub
 from tests.helpers import (
     RANK,
     assert_ok,
     assert_one_line_error,
     load_tensors,
+    run_cli,
+    run_cli_on_hub,
     run_console_script,
     safetensors_header,
     safetensors_header_bytes,
@@ -60,7 +64,9 @@ _ALL = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_pr
 
 
 @pytest.fixture
-def hub(checkpoints):
+def hub(checkpoints, tmp_path_factory, monkeypatch):
+    # An HF cache of each test's own: the stand-in's commit ids repeat across tests that push the same files.
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path_factory.mktemp("hf-cache")))
     with FakeHub() as server:
         server.push("org/base", checkpoints["base"])
         server.push("org/aligned", checkpoints["aligned"])
@@ -71,10 +77,12 @@ def hub_env(hub: FakeHub, **extra) -> dict:
     return {"HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": None, "HF_HUB_DISABLE_TELEMETRY": "1"} | extra
 
 
+def run_on_hub(hub: FakeHub, *args, env=None):
+    return run_cli_on_hub(*args, env=hub_env(hub, **(env or {})))
+
+
 def correct(adapter: Path, out: Path, hub: FakeHub, *args, env=None):
-    return run_console_script(
-        "correct", adapter, "--base", "org/base", "--rank", RANK, "--out", out, *args, env=hub_env(hub, **(env or {}))
-    )
+    return run_on_hub(hub, "correct", adapter, "--base", "org/base", "--rank", RANK, "--out", out, *args, env=env)
 
 
 def needed_bytes(folder: Path, targets: tuple[str, ...]) -> tuple[int, int]:
@@ -112,7 +120,7 @@ def test_correct_fetches_only_the_targeted_tensors_by_range(hub, checkpoints, tm
 
     # Same numbers as the local run on the same checkpoints.
     local = assert_ok(
-        run_console_script(
+        run_cli(
             "correct",
             checkpoints["adapter-qv"],
             "--base",
@@ -191,10 +199,9 @@ def test_pinned_commit_needs_no_request_once_cached(hub, checkpoints, tmp_path):
     aligned_commit = hub.repos["org/aligned"].refs["main"]
     args = ("--base", f"org/base@{base_commit}", "--aligned", f"org/aligned@{aligned_commit}")
     adapter = checkpoints["adapter-qv"]
-    env = hub_env(hub)
-    assert_ok(run_console_script("correct", adapter, *args, "--rank", RANK, "--out", tmp_path / "a", env=env))
+    assert_ok(run_on_hub(hub, "correct", adapter, *args, "--rank", RANK, "--out", tmp_path / "a"))
     hub.clear_log()
-    assert_ok(run_console_script("correct", adapter, *args, "--rank", RANK, "--out", tmp_path / "b", env=env))
+    assert_ok(run_on_hub(hub, "correct", adapter, *args, "--rank", RANK, "--out", tmp_path / "b"))
     assert hub.log == []
 
 
@@ -211,7 +218,8 @@ def test_a_moved_branch_never_reuses_a_stale_basis_and_a_pinned_commit_stays(hub
     assert any(not torch.equal(b, b_tensors(tmp_path / "before")[k]) for k, b in b_tensors(tmp_path / "after").items())
 
     assert_ok(
-        run_console_script(
+        run_on_hub(
+            hub,
             "correct",
             adapter,
             "--base",
@@ -222,7 +230,6 @@ def test_a_moved_branch_never_reuses_a_stale_basis_and_a_pinned_commit_stays(hub
             RANK,
             "--out",
             tmp_path / "pinned",
-            env=hub_env(hub),
         )
     )
     pinned = json.loads((tmp_path / "pinned" / "csulora_report.json").read_text())
@@ -294,9 +301,9 @@ def test_auto_fetch_chooses_by_the_share_of_each_shard_needed(hub, checkpoints, 
 
 def test_estimate_subspace_and_inspect_take_hub_repos(hub, checkpoints, tmp_path):
     out = tmp_path / "subspace"
-    env = hub_env(hub)
     result = assert_ok(
-        run_console_script(
+        run_on_hub(
+            hub,
             "estimate-subspace",
             "org/base",
             "org/aligned",
@@ -307,16 +314,13 @@ def test_estimate_subspace_and_inspect_take_hub_repos(hub, checkpoints, tmp_path
             "--out",
             out,
             "--json",
-            env=env,
         )
     )
     assert len(result.subspace()["modules"]) == SHAPE.layers
     index = json.loads((out / "subspace.json").read_text())
     assert index["sources"]["aligned"]["commit"] == hub.repos["org/aligned"].refs["main"]
     inspected = assert_ok(
-        run_console_script(
-            "inspect", checkpoints["adapter-qv"], "--base", "org/base", "--rank", RANK, "--json", env=env
-        )
+        run_on_hub(hub, "inspect", checkpoints["adapter-qv"], "--base", "org/base", "--rank", RANK, "--json")
     )
     assert inspected.report()["subspace"]["base"]["kind"] == "hub"
 
@@ -402,8 +406,8 @@ def test_hub_failures_are_one_clean_line_without_the_token(case, mention, hub, c
     elif case == "no network":
         env = {"HF_ENDPOINT": f"http://127.0.0.1:{_closed_port()}"}
     elif case == "timeout":
-        hub.stall_seconds = 3
-        env = {"HF_HUB_ETAG_TIMEOUT": "1", "HF_HUB_DOWNLOAD_TIMEOUT": "1"}
+        hub.stall_seconds = 1
+        env = {"HF_HUB_ETAG_TIMEOUT": "0.25", "HF_HUB_DOWNLOAD_TIMEOUT": "0.25"}
     elif case == "offline, not cached":
         env = {"HF_HUB_OFFLINE": "1"}
     elif case == "bad fetch mode":
@@ -421,23 +425,30 @@ def test_private_and_gated_repos_with_a_token(how, hub, checkpoints, tmp_path):
     hub.push("org/gated", checkpoints["base"], token=SECRET, gated=True)
     extra, env = (("--token", SECRET), {}) if how == "flag" else ((), {"HF_TOKEN": SECRET})
     args = ("--base", "org/gated", "--aligned", "org/private", "--rank", RANK, "--out", tmp_path / "out", "--json")
-    result = assert_ok(run_console_script("correct", checkpoints["adapter-qv"], *args, *extra, env=hub_env(hub, **env)))
+    result = assert_ok(run_on_hub(hub, "correct", checkpoints["adapter-qv"], *args, *extra, env=env))
     assert any(r.authorization == f"Bearer {SECRET}" for r in hub.data_requests())
     written = "".join(path.read_text(errors="replace") for path in (tmp_path / "out").iterdir())
     assert SECRET not in result.stdout + result.stderr + written
 
 
+@pytest.mark.slow
 def test_token_stays_out_of_debug_tracebacks(hub, checkpoints, tmp_path):
+    """The interpreter prints the traceback CSULORA_DEBUG asks for: a real process is the point."""
     hub.push("org/private", checkpoints["aligned"], token=SECRET)
-    result = correct(
+    result = run_console_script(
+        "correct",
         checkpoints["adapter-qv"],
+        "--base",
+        "org/base",
+        "--rank",
+        RANK,
+        "--out",
         tmp_path / "out",
-        hub,
         "--aligned",
         "org/missing",
         "--token",
         SECRET,
-        env={"CSULORA_DEBUG": "1"},
+        env=hub_env(hub, CSULORA_DEBUG="1"),
     )
     assert result.rc == 1
     assert "Traceback" in result.stderr

@@ -28,7 +28,7 @@ def checkpoint(tmp_path_factory):
     return folder
 
 
-def open_source(metadata_dir, fetch: str) -> HubSource:
+def hub_source(metadata_dir, fetch: str) -> HubSource:
     return HubSource(parse_hub_ref("org/base"), HubClient(HubOptions(fetch=fetch), metadata_dir, SilentEvents()))
 
 
@@ -36,7 +36,7 @@ def open_source(metadata_dir, fetch: str) -> HubSource:
 def test_a_listing_without_sizes_still_reads_every_tensor(fetch, hub_online, checkpoint, tmp_path):
     hub_online.push("org/base", checkpoint)
     hub_online.omit_listing_sizes = True
-    source = open_source(tmp_path / "meta", fetch)
+    source = hub_source(tmp_path / "meta", fetch)
     assert all(f.size is None for f in source.snapshot.files.values())  # the listing said nothing
     local = LocalSource(checkpoint)
     keys = [key for key in local.keys() if key.endswith("q_proj.weight") or key.endswith("down_proj.weight")]
@@ -50,9 +50,9 @@ def test_sizes_learned_once_serve_a_later_run_without_requests(hub_online, check
     hub_online.push("org/base", checkpoint)
     hub_online.omit_listing_sizes = True
     key = "model.layers.1.self_attn.q_proj.weight"
-    first = open_source(tmp_path / "meta", "ranges").read(key)
+    first = hub_source(tmp_path / "meta", "ranges").read(key)
     hub_online.clear_log()
-    again = open_source(tmp_path / "meta", "ranges")
+    again = hub_source(tmp_path / "meta", "ranges")
     again.entry(key)  # headers and sizes from the first run's records: only the listing is asked for
     assert [r.path for r in hub_online.log] == ["/api/models/org/base/revision/main"]
     assert torch.equal(again.read(key), first)
@@ -62,11 +62,11 @@ def test_without_a_recorded_size_the_hub_head_answer_gives_it(hub_online, checkp
     hub_online.push("org/base", checkpoint)
     hub_online.omit_listing_sizes = True
     key = "model.layers.0.mlp.up_proj.weight"
-    first = open_source(tmp_path / "meta", "ranges").read(key)
+    first = hub_source(tmp_path / "meta", "ranges").read(key)
     for record in (tmp_path / "meta" / "headers").glob("*.size"):
         record.unlink()  # headers memoised, sizes not: as after an older version of csulora
     hub_online.clear_log()
-    again = open_source(tmp_path / "meta", "ranges")
+    again = hub_source(tmp_path / "meta", "ranges")
     assert torch.equal(again.read(key), first)
     heads = [r for r in hub_online.log if r.method == "HEAD"]
     assert [r.path.rsplit("/", 1)[-1] for r in heads] == [again._file_of[key]]

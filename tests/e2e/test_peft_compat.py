@@ -28,6 +28,7 @@ safetensors_torch = pytest.importorskip("safetensors.torch")
 
 pytestmark = [
     pytest.mark.compat,
+    pytest.mark.slow,
     # PEFT and transformers chat about deprecations and auto-set options; none of it matters here.
     pytest.mark.filterwarnings("ignore::UserWarning"),
     pytest.mark.filterwarnings("ignore::FutureWarning"),

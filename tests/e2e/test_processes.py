@@ -22,6 +22,9 @@ from tests.helpers import CSULORA, run_console_script
 # Kills land at these fractions of an uninterrupted run's duration (measured first), so they fall while
 # the process works however fast the machine is. Not later than two thirds: the measured run starts with
 # cold page caches, and the runs after it can be a third faster (a kill at 0.9 then lands after the end).
+# Real processes are the point here, and they cost seconds each: the slow tier.
+pytestmark = pytest.mark.slow
+
 KILL_FRACTIONS = (0.2, 0.35, 0.5, 0.65)
 CONCURRENT_PROCESSES = 4
 

@@ -21,7 +21,10 @@ from tests.helpers import CSULORA, read_report
 README = Path(__file__).resolve().parents[2] / "README.md"
 MARKER = re.compile(r"<!-- tested as written: tests/e2e/test_readme_examples\.py \((\w+)\) -->")
 
-pytestmark = pytest.mark.skipif(shutil.which("jq") is None, reason="the README's one-liners use jq")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("jq") is None, reason="the README's one-liners use jq"),
+]
 
 
 def readme_examples() -> dict[str, list[str]]:

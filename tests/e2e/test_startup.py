@@ -1,6 +1,6 @@
 """`--version` and every `--help` answer without importing torch (a fresh interpreter is the point), and
 the help says what a user needs: `-h`, the choices of each choice flag, `[@revision]`, no placeholder
-after a flag that takes no value. Timings are measured by scripts/startup_time.py, not asserted here.
+after a flag that takes no value. Timings are measured by scripts/bench/startup_time.py, not asserted here.
 """
 
 from __future__ import annotations

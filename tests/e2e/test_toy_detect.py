@@ -1,6 +1,6 @@
 """Smoke test of the toy detection benchmark: two seeds at tiny sizes, through the real script.
 
-The figures are the benchmark's business (scripts/toy_detect_benchmark.py); this checks that it runs end
+The figures are the benchmark's business (scripts/evidence/toy_detect.py); this checks that it runs end
 to end and that its output has the promised shape: every statistic scored, AUROC and catch rates in range.
 """
 
@@ -17,22 +17,34 @@ import pytest
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
-from csulora_cli.correction.detection import STATISTICS  # noqa: E402
+from csulora_cli.correction.statistics import STATISTICS  # noqa: E402
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "toy_detect_benchmark.py"
+REPO = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.compat
+pytestmark = [pytest.mark.compat, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def record(tmp_path_factory):
     out = tmp_path_factory.mktemp("toy_detect")
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--seeds", "2", "--out", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "scripts.evidence.toy_detect",
+            "--quick",
+            "--seeds",
+            "2",
+            "--out",
+            str(out),
+            "--raw",
+            str(out),
+        ],
         capture_output=True,
         text=True,
         timeout=600,
         stdin=subprocess.DEVNULL,
+        cwd=REPO,
     )
     assert done.returncode == 0, f"stdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-3000:]}"
     assert (out / "toy_detect.md").read_text().startswith("# Toy detection benchmark")

@@ -1,6 +1,6 @@
 """Smoke test of the toy safety benchmark: one seed at tiny sizes, through the real script and CLI.
 
-The figures themselves are the benchmark's business (scripts/toy_safety_benchmark.py); this checks that
+The figures themselves are the benchmark's business (scripts/evidence/toy_safety.py); this checks that
 the pipeline runs end to end and that its output has the promised shape and sense.
 """
 
@@ -19,9 +19,9 @@ pytest.importorskip("peft")
 
 from csulora_cli.correction.methods import METHODS  # noqa: E402
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "toy_safety_benchmark.py"
+REPO = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.compat
+pytestmark = [pytest.mark.compat, pytest.mark.slow]
 SCORES = ("asr", "utility", "utility_token", "original_task")
 
 
@@ -29,11 +29,23 @@ SCORES = ("asr", "utility", "utility_token", "original_task")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("toy_safety")
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--seeds", "1", "--out", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "scripts.evidence.toy_safety",
+            "--quick",
+            "--seeds",
+            "1",
+            "--out",
+            str(out),
+            "--raw",
+            str(out),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
         stdin=subprocess.DEVNULL,
+        cwd=REPO,
     )
     assert done.returncode == 0, f"stdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-3000:]}"
     return out, done.stdout, json.loads((out / "toy_safety.json").read_text())
@@ -60,7 +72,11 @@ def test_alignment_lowers_asr_and_the_attack_raises_it(run):
 def quick_methods() -> set[str]:
     """The methods of the benchmark's --quick settings, as the script itself lists them."""
     listed = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--list-settings"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "scripts.evidence.toy_safety", "--quick", "--list-settings"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
     )
     return {json.loads(line)["method"] for line in listed.stdout.splitlines() if line.strip()}
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import csulora_cli.subspace.providers as bases_module
+import csulora_cli.subspace.estimating as bases_module
 from csulora_cli.api import CorrectRequest, InspectRequest, SubspaceSpec, correct, inspect
 from csulora_cli.correction.params import CorrectionParams
 from csulora_cli.errors import CsuloraError, OutputExistsError, UsageError

@@ -7,11 +7,12 @@ import cannot hide a cycle.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "csulora_cli"
-# What the request/result types may pull in: the standard library, torch, and the package's own math.
-HEAVY = {"huggingface_hub", "safetensors", "rich", "typer", "click", "yaml", "httpx", "numpy"}
+# What the request and result types must not pull in: plain data imports no numerical core and no I/O library.
+HEAVY = {"torch", "huggingface_hub", "safetensors", "rich", "typer", "click", "yaml", "httpx", "numpy"}
 # A room may import an earlier one, never a later one. Data moves checkpoints -> subspace -> correction
 # -> adapters -> report, but an adapter's *reading* comes first (targets map its modules to base keys),
 # so `adapters` stands before `subspace` here; its writer needs nothing of the math either.
@@ -84,8 +85,8 @@ def test_package_init_files_import_nothing_heavy():
             assert not imports_of(path)[1] - {"__future__"}, f"{name} imports {imports_of(path)[1]}"
 
 
-def test_request_and_result_types_import_nothing_that_does_io():
-    reachable, pending = set(), ["csulora_cli.pipeline.types"]
+def test_request_and_result_types_import_nothing_heavy():
+    reachable, pending = set(), ["csulora_cli.pipeline.requests", "csulora_cli.pipeline.results"]
     while pending:
         name = pending.pop()
         if name in reachable:
@@ -109,3 +110,108 @@ def test_rooms_import_only_earlier_rooms():
             if source_room and target_room and ROOMS.index(target_room) > ROOMS.index(source_room):
                 backwards.append(f"{name} -> {target}")
     assert not backwards, backwards
+
+
+# A flag as the command line spells it, inside a string: `--rank`, `--fail-above`.
+FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
+# Model cards are documentation a reader runs commands from: they show command lines, flags included.
+SHOWS_COMMAND_LINES = {"csulora_cli.report.card", "csulora_cli.report.subspace_card"}
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    """ids of the string constants that are docstrings (module, class, function)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                found.add(id(first.value))
+    return found
+
+
+def test_library_messages_name_parameters_not_flags():
+    """Outside cli/, a message names a parameter as `{name}` (or `parameter=`); only the CLI spells flags."""
+    spelled = []
+    for name, path in MODULES.items():
+        if name.startswith("csulora_cli.cli") or name in SHOWS_COMMAND_LINES:
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = _docstrings(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                spelled += [f"{name}:{node.lineno}: {flag}" for flag in FLAG.findall(node.value)]
+    assert not spelled, spelled
+
+
+# Where files may be written directly: the helper itself, and the fixture builders (into folders the caller
+# made for them: a test's tmp_path, the demo's own temporary folder).
+WRITES_DIRECTLY = {"csulora_cli.atomic", "csulora_cli.testing.builders"}
+DIRECT_WRITES = {"write_text", "write_bytes", "save_file", "mkstemp", "NamedTemporaryFile", "replace", "rename"}
+
+
+def test_files_are_written_only_through_the_atomic_helper():
+    direct = []
+    for name, path in MODULES.items():
+        if name in WRITES_DIRECTLY:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            called = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            writes_mode = (
+                called == "open"
+                and len(node.args) > 1
+                and isinstance(node.args[1], ast.Constant)
+                and any(mode in str(node.args[1].value) for mode in "wax")
+            )
+            # `str.replace` shares its name with `os.replace`: only calls on `os` or a Path-like count.
+            if called in ("replace", "rename") and not (
+                isinstance(node.func, ast.Attribute) and getattr(node.func.value, "id", "") == "os"
+            ):
+                continue
+            if called in DIRECT_WRITES or writes_mode:
+                direct.append(f"{name}:{node.lineno}: {called}")
+    assert not direct, direct
+
+
+SCRIPTS = PACKAGE.parent / "scripts"
+
+
+def _script_imports(path: Path) -> set[str]:
+    """Every module a script imports, by absolute name (relative imports resolved within `scripts`)."""
+    package = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts[:-1])
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            found.add(".".join(base + ([node.module] if node.module else [])))
+    return found
+
+
+def test_scripts_are_modules_that_never_import_tests_nor_edit_the_path():
+    """scripts/ runs as `python -m scripts.<kind>.<name>`: importable as it is, and tests may import it, so
+    the dependency between the two folders points one way."""
+    problems = []
+    for path in sorted(SCRIPTS.rglob("*.py")):
+        relative = path.relative_to(PACKAGE.parent)
+        for folder in path.relative_to(SCRIPTS).parents:
+            if not (SCRIPTS / folder / "__init__.py").is_file():
+                problems.append(f"{SCRIPTS.name / folder} has no __init__.py")
+        imported = _script_imports(path)
+        problems += [f"{relative} imports {name}" for name in imported if name.split(".")[0] == "tests"]
+        if "sys.path" in path.read_text():
+            problems.append(f"{relative} edits sys.path")
+    assert not problems, sorted(set(problems))
+
+
+def test_scripts_reach_the_package_only_through_modules_that_exist():
+    """A script importing a package module that a refactor moved fails here, not in a benchmark run."""
+    missing = []
+    for path in sorted(SCRIPTS.rglob("*.py")):
+        for name in _script_imports(path):
+            if name.startswith("csulora_cli") and name not in MODULES:
+                missing.append(f"{path.relative_to(PACKAGE.parent)} imports {name}")
+    assert not missing, missing
+

@@ -9,8 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from csulora_cli.api import InspectRequest, SubspaceSpec, inspect
-from csulora_cli.pipeline.detect import detect_adapter
+from csulora_cli.api import InspectRequest, SubspaceSpec, detect_adapter, inspect
 from csulora_cli.subspace.estimate import EstimationParams
 
 

@@ -14,12 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from csulora_cli.correction.decompose import decompose_update
-from csulora_cli.correction.detection import (
+from csulora_cli.correction.detection import detection_energies
+from csulora_cli.correction.statistics import (
     STATISTICS,
     AdapterDetection,
     DetectionEnergies,
     ModuleDetection,
-    detection_energies,
     enrichment,
     off_share,
     reversal,

@@ -1,5 +1,5 @@
 """The fast paths of estimation keep its results: Cholesky QR (linalg.orthonormal_basis), the shared
-thread setting (linalg.threads), several estimators at once (providers.estimation_workers) and the
+thread setting (linalg.threads), several estimators at once (estimating.estimation_workers) and the
 bfloat16 copy that steers the randomized finder (estimate._randomized_singular, hardware)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 
 from csulora_cli.api import EstimateRequest, estimate_subspace
 from csulora_cli.subspace import estimate as estimate_module
-from csulora_cli.subspace import hardware, linalg, providers
+from csulora_cli.subspace import estimating, hardware, linalg
 from csulora_cli.subspace.estimate import EstimationParams, estimate_basis, uses_sketch
 from csulora_cli.subspace.folder import SubspaceFolder
 from csulora_cli.subspace.keys import Target
@@ -137,12 +137,12 @@ def test_estimators_share_the_threads_on_a_cpu_only():
     previous = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        assert providers.estimation_workers(torch.device("cpu")) == (2, 1)
-        assert providers.estimation_workers(torch.device("meta")) == (1, 2)  # a GPU's work is serial
+        assert estimating.estimation_workers(torch.device("cpu")) == (2, 1)
+        assert estimating.estimation_workers(torch.device("meta")) == (1, 2)  # a GPU's work is serial
         torch.set_num_threads(5)
-        assert providers.estimation_workers(torch.device("cpu")) == (2, 2)
+        assert estimating.estimation_workers(torch.device("cpu")) == (2, 2)
         torch.set_num_threads(1)
-        assert providers.estimation_workers(torch.device("cpu")) == (1, 1)
+        assert estimating.estimation_workers(torch.device("cpu")) == (1, 1)
     finally:
         torch.set_num_threads(previous)
 
@@ -168,7 +168,7 @@ def test_several_estimators_give_the_bases_of_one(demo_models, tmp_path, monkeyp
     folders = {}
     try:
         for workers in (1, 2):
-            monkeypatch.setattr(providers, "MAX_ESTIMATION_WORKERS", workers)
+            monkeypatch.setattr(estimating, "MAX_ESTIMATION_WORKERS", workers)
             folders[workers] = _estimate_folder(demo_models, tmp_path / f"workers-{workers}", EstimationParams())
     finally:
         torch.set_num_threads(previous)
@@ -217,9 +217,9 @@ def test_bfloat16_steering_finds_the_same_subspace_and_keeps_everything_else_exa
 @pytest.mark.parametrize(
     ("shape", "params", "randomized"),
     [
-        ((2048, 2048), EstimationParams(), True),
-        ((512, 2048), EstimationParams(), False),  # the sketch would be over half of 512: Gram route
-        ((2048, 2048), EstimationParams(exact=True), False),
+        ((2048, 600), EstimationParams(), True),
+        ((100, 400), EstimationParams(), False),  # the sketch would be over half of 100: Gram route
+        ((60, 40), EstimationParams(max_rank=4, exact=True), False),  # the last case's shape, which would sketch
         ((60, 40), EstimationParams(max_rank=4), True),
     ],
 )
@@ -250,7 +250,7 @@ def test_estimation_steered_in_bfloat16_or_not_gives_the_same_subspaces(demo_mod
     params = EstimationParams(max_rank=4)  # a sketch narrow enough for the randomized path on demo shapes
     folders = {}
     for fast in (False, True):
-        monkeypatch.setattr(providers, "bfloat16_is_fast", lambda device, fast=fast: fast)
+        monkeypatch.setattr(estimating, "bfloat16_is_fast", lambda device, fast=fast: fast)
         folders[fast] = _estimate_folder(demo_models, tmp_path / f"bf16-{fast}", params)
     plain, steered = folders[False], folders[True]
     assert sorted(plain.modules) == sorted(steered.modules)
@@ -273,8 +273,8 @@ class _NoKeys:
 def test_a_free_estimator_takes_the_next_module_while_the_first_is_still_running(monkeypatch):
     """Bases come out in target order, but a slow first module does not hold the other estimator idle:
     it goes on with later modules, up to the bounded number of finished bases that may wait."""
-    monkeypatch.setattr(providers, "estimation_workers", lambda device: (2, 1))
-    provider = providers.EstimatingProvider(_NoKeys(), _NoKeys(), None, EstimationParams(), torch.device("cpu"))
+    monkeypatch.setattr(estimating, "estimation_workers", lambda device: (2, 1))
+    provider = estimating.EstimatingProvider(_NoKeys(), _NoKeys(), None, EstimationParams(), torch.device("cpu"))
     targets = [Target(f"layers.{index}.weight", False) for index in range(12)]
     started: list[Target] = []
     first_released = threading.Event()
@@ -286,7 +286,7 @@ def test_a_free_estimator_takes_the_next_module_while_the_first_is_still_running
             assert first_released.wait(30)
         return f"basis of {target.base_key}", False
 
-    window = 2 + providers.PREFETCH_MODULES + providers.MAX_WAITING_BASES
+    window = 2 + estimating.PREFETCH_MODULES + estimating.MAX_WAITING_BASES
 
     def release_first_once_the_others_settle():
         deadline = time.monotonic() + 5

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from csulora_cli.correction.detection import AdapterDetection, DetectionEnergies, ModuleDetection
+from csulora_cli.correction.statistics import AdapterDetection, DetectionEnergies, ModuleDetection
 from csulora_cli.errors import CsuloraError
 from csulora_cli.heatmap import INSTALL_HINT, block_and_kind, heatmap_grid, write_heatmap
 

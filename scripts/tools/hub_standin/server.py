@@ -3,7 +3,7 @@
 Reads, for models and datasets: `GET /api/{type}s/{repo}[/revision/{rev}]` (repo info, with per-file
 size, blob id and LFS sha256), `GET /api/{type}s/{repo}/tree/{rev}`, `GET /api/{type}s/{repo}/refs`, and
 `HEAD`/`GET /[datasets/]{repo}/resolve/{rev}/{path}` with `X-Repo-Commit`, `ETag`, `Content-Length` and
-`Range`/206. Writes (`hub_writes.py`): create a repo or branch, README metadata validation, preupload, the LFS
+`Range`/206. Writes (`writes.py`): create a repo or branch, README metadata validation, preupload, the LFS
 batch API, its upload URLs and verify, and the NDJSON commit. Errors carry the `X-Error-Code` headers the real Hub sends
 (RepoNotFound, RevisionNotFound, EntryNotFound, GatedRepo). Every request is logged with the body bytes
 sent and received, so tests can count what moved.
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import tempfile
 import threading
 import time
@@ -27,8 +28,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from . import hub_writes
-from .hub_state import FakeRepo, HubState, Refusal, StoredFile
+from . import writes
+from .state import FakeRepo, HubState, Refusal, StoredFile
 
 __all__ = ["FakeHub", "FakeRepo", "LoggedRequest", "StoredFile"]
 
@@ -53,8 +54,21 @@ class _Dropped(Exception):
     """The connection is closed without an answer (an injected fault)."""
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        # A client that hangs up (a cut body it stopped reading, a timeout) is part of the tests' faults; in
+        # process, socketserver's traceback for it would land in the output of the command under test.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+
 class FakeHub:
-    def __init__(self):
+    """The stand-in, served from a thread of this process on 127.0.0.1 (`port` 0: any free port)."""
+
+    def __init__(self, port: int = 0):
         self.state = HubState()
         self.log: list[LoggedRequest] = []
         self.stall_seconds = 0.0  # answer every request this late (timeouts)
@@ -65,8 +79,7 @@ class FakeHub:
         self.cut_commits = 0  # this many next commits are read whole, then the connection drops, nothing committed
         self.omit_listing_sizes = False
         self._lock = threading.RLock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", port), _handler_for(self))
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
@@ -283,7 +296,7 @@ def _handler_for(hub: FakeHub):
                 ("GET", rf"/api/{_TYPE}/{_REPO}/refs", self._refs),
                 ("GET", rf"/{_PREFIX}{_REPO}/resolve/{_REV}/(.+)", self._resolve),
                 ("POST", r"/api/repos/create", self._create_repo),
-                ("POST", r"/api/validate-yaml", lambda: _json(hub_writes.validate_yaml(self._request_json()))),
+                ("POST", r"/api/validate-yaml", lambda: _json(writes.validate_yaml(self._request_json()))),
                 ("POST", rf"/api/{_TYPE}/{_REPO}/branch/{_REV}", self._create_branch),
                 ("POST", rf"/api/{_TYPE}/{_REPO}/preupload/{_REV}", self._preupload),
                 ("POST", rf"/{_PREFIX}{_REPO}\.git/info/lfs/objects/batch", self._lfs_batch),
@@ -367,34 +380,34 @@ def _handler_for(hub: FakeHub):
         def _create_repo(self):
             request = self._request_json()
             with hub._lock:
-                return _json(hub_writes.create_repo(state, hub.url, self._token(), request))
+                return _json(writes.create_repo(state, hub.url, self._token(), request))
 
         def _create_branch(self, api_type: str, repo_id: str, branch: str):
             request = self._request_json()
             with hub._lock:
-                return _json(hub_writes.create_branch(state, api_type[:-1], repo_id, branch, self._token(), request))
+                return _json(writes.create_branch(state, api_type[:-1], repo_id, branch, self._token(), request))
 
         def _preupload(self, api_type: str, repo_id: str, revision: str):
             request = self._request_json()
             with hub._lock:
-                return _json(hub_writes.preupload(state, api_type[:-1], repo_id, revision, self._token(), request))
+                return _json(writes.preupload(state, api_type[:-1], repo_id, revision, self._token(), request))
 
         def _lfs_batch(self, prefix: str | None, repo_id: str):
             request = self._request_json()
             repo_type = (prefix or "models")[:-1]
             with hub._lock:
-                answer = hub_writes.lfs_batch(state, hub.url, repo_type, repo_id, self._token(), request)
+                answer = writes.lfs_batch(state, hub.url, repo_type, repo_id, self._token(), request)
             return 200, {"Content-Type": "application/vnd.git-lfs+json"}, json.dumps(answer).encode()
 
         def _lfs_verify(self, prefix: str | None, repo_id: str):
             request = self._request_json()
             with hub._lock:
-                return _json(hub_writes.lfs_verify(state, (prefix or "models")[:-1], repo_id, self._token(), request))
+                return _json(writes.lfs_verify(state, (prefix or "models")[:-1], repo_id, self._token(), request))
 
         def _lfs_upload(self, oid: str):
             ticket = parse_qs(urlsplit(self.path).query).get("ticket", [None])[0]
             with hub._lock:
-                size = hub_writes.upload_size(state, oid, ticket)
+                size = writes.upload_size(state, oid, ticket)
             limit = size // 2 if hub.take_fault("cut_uploads") else None
             handle, name = tempfile.mkstemp(dir=state.blob_dir, prefix=".upload-")
             received = Path(name)
@@ -405,7 +418,7 @@ def _handler_for(hub: FakeHub):
                 received.unlink()
                 raise _Dropped
             with hub._lock:
-                hub_writes.accept_upload(state, oid, ticket, received)
+                writes.accept_upload(state, oid, ticket, received)
             return 200, {}, b""
 
         def _commit(self, api_type: str, repo_id: str, revision: str):
@@ -418,7 +431,7 @@ def _handler_for(hub: FakeHub):
                 raise Refusal(400, None, "Invalid NDJSON body") from None
             with hub._lock:
                 token = self._token()
-                return _json(hub_writes.commit(state, hub.url, api_type[:-1], repo_id, revision, token, lines))
+                return _json(writes.commit(state, hub.url, api_type[:-1], repo_id, revision, token, lines))
 
         # Request bodies
         def _read_body(self) -> bytes:

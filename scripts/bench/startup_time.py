@@ -1,6 +1,6 @@
 """How long the console script takes to answer `--version` and `--help` (they must not import torch).
 
-    python scripts/startup_time.py [--repeat 5]
+    python -m scripts.bench.startup_time [--repeat 5]
 
 Prints the median and the slowest wall time of each, in a fresh process every time.
 """

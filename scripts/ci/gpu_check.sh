@@ -12,8 +12,8 @@
 #
 # Usage, from the repository root:
 #
-#   scripts/gpu_check.sh                         # on the GPU machine
-#   GPU_CHECK_DRY_RUN=1 scripts/gpu_check.sh     # anywhere: cpu device, tiny shape, no installs unless needed
+#   scripts/ci/gpu_check.sh                         # on the GPU machine
+#   GPU_CHECK_DRY_RUN=1 scripts/ci/gpu_check.sh     # anywhere: cpu device, tiny shape, no installs unless needed
 #
 # Environment (all optional):
 #   OUT                  where every log and JSON goes (default ./gpu-out)
@@ -24,7 +24,7 @@
 #   GPU_CHECK_BUDGET_S   the whole run's time budget in seconds (default 540); each step gets
 #                        min(its share, what is left) and is stopped by `timeout` when it runs over
 #   BENCH_SHAPE          (default 8b; tiny in a dry run)     BENCH_ADAPTERS (default 2)
-#   BENCH_ARGS           more arguments for scripts/bench_scale.py, e.g. "--no-accuracy" or "--layers 8"
+#   BENCH_ARGS           more arguments for scripts/bench/scale.py, e.g. "--no-accuracy" or "--layers 8"
 #   TORCH_SPEC           what to pip install when torch cannot see CUDA (default torch==2.13.0); may carry
 #                        pip options, e.g. "torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 #                        where pip's own configuration points at a CPU-only index
@@ -202,7 +202,7 @@ bench() {
     # Drawing the 8B weights on the CPU would take minutes (torch's seeded CPU randn runs on one thread);
     # drawn on the GPU, writing the shards sets the pace. --estimate times estimate-subspace alone.
     # shellcheck disable=SC2086  # BENCH_ARGS is split on purpose
-    "$PYTHON" scripts/bench_scale.py --shape "$BENCH_SHAPE" --device "$DEVICE" --generate-device "$DEVICE" \
+    "$PYTHON" scripts/bench/scale.py --shape "$BENCH_SHAPE" --device "$DEVICE" --generate-device "$DEVICE" \
         --adapters "$BENCH_ADAPTERS" --no-reference --estimate --verbose \
         --workdir "$BENCH_DIR" --json-out "$OUT/bench_scale.json" $BENCH_ARGS
 }

@@ -3,7 +3,7 @@
 Each case builds its input in a temporary folder, runs the console script, and records the exit code
 and the stderr line, so the table in the docs is output, not prose:
 
-    python scripts/reliability_table.py > /tmp/table.md
+    python -m scripts.tools.reliability_table > /tmp/table.md
 """
 
 from __future__ import annotations
@@ -20,10 +20,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from csulora_cli.testing.builders import build_demo  # noqa: E402
+from csulora_cli.testing.builders import build_demo
+from scripts.paths import REPO
 
 CSULORA = str(Path(sys.executable).parent / "csulora")
 

@@ -6,9 +6,9 @@ estimating through the cache, a batch, and the JSON of `inspect` and `estimate-s
 `sha256  path` for every file under ROOT, sorted. Reports hold absolute paths, so compare two trees
 by running both at the same ROOT:
 
-    PYTHONPATH=/path/to/old-tree python scripts/output_fingerprints.py /tmp/fp > old.txt
+    PYTHONPATH=/path/to/old-tree python -m scripts.tools.output_fingerprints /tmp/fp > old.txt
     rm -rf /tmp/fp
-    python scripts/output_fingerprints.py /tmp/fp > new.txt
+    python -m scripts.tools.output_fingerprints /tmp/fp > new.txt
     diff old.txt new.txt && echo identical
 """
 

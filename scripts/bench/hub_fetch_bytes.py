@@ -1,11 +1,11 @@
 """Bytes moved from a Hub repo by `csulora correct` of a q/v-only adapter, against a whole-snapshot download.
 
 Writes a synthetic Llama-shaped bf16 pair (the shapes and writer of `bench_scale.py`, sharded ~1 GB),
-serves it from the local Hub stand-in the tests use (`csulora_cli/testing/hub_server.py`: the real routes, counted on
+serves it from the local Hub stand-in the tests use (`csulora_cli/testing/server.py`: the real routes, counted on
 the server), and runs the real CLI against it with HF_ENDPOINT under each `--fetch` mode, each with
 cold caches. Prints a table and writes `scripts/out/hub_fetch_bytes.json`.
 
-    python scripts/hub_fetch_bytes.py [--shape 1b] [--root scripts/out/bench_data]
+    python -m scripts.bench.hub_fetch_bytes [--shape 1b] [--root scripts/out/bench_data]
 """
 
 from __future__ import annotations
@@ -19,12 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
-
-from bench_scale import SHAPES, prepare  # noqa: E402
-
-from csulora_cli.testing.hub_server import FakeHub  # noqa: E402
+from scripts.bench.scale import SHAPES, prepare
+from scripts.paths import RAW
+from scripts.tools.hub_standin import FakeHub
 
 CSULORA = str(Path(sys.executable).parent / "csulora")
 
@@ -68,7 +65,7 @@ def run(hub: FakeHub, adapter: Path, fetch: str, scratch: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", default="1b", choices=sorted(SHAPES))
-    parser.add_argument("--root", type=Path, default=REPO / "scripts" / "out" / "bench_data")
+    parser.add_argument("--root", type=Path, default=RAW / "bench_data")
     args = parser.parse_args()
     folder, adapters = prepare(args.shape, args.root, 1)
     snapshot = sum(path.stat().st_size for name in ("base", "aligned") for path in (folder / name).iterdir())
@@ -87,7 +84,7 @@ def main() -> None:
             f"{row['fetch']:8} {row['bytes'] / 1e6:8.1f} MB {share:7.1%} {row['range_requests']:7d}"
             f" {row['whole_file_requests']:6d} {row['seconds']:6.1f}s"
         )
-    out = REPO / "scripts" / "out" / "hub_fetch_bytes.json"
+    out = RAW / "hub_fetch_bytes.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
 

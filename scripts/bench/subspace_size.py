@@ -17,7 +17,7 @@ float32 one, and the change in the corrected `lora_B` of one benchmark adapter (
 relative to `lora_B` itself and to the correction `B - B'`. Prints a table and writes
 scripts/out/subspace_size.json.
 
-    python scripts/subspace_size.py --shape 1b [--shape 3b]
+    python -m scripts.bench.subspace_size --shape 1b [--shape 3b]
 """
 
 from __future__ import annotations
@@ -26,22 +26,17 @@ import argparse
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
-sys.path.insert(0, str(REPO))
-
-from bench_scale import SHAPES, csulora, measure, prepare  # noqa: E402
-
-from csulora_cli.api import CorrectRequest, SubspaceSpec, correct  # noqa: E402
-from csulora_cli.subspace.estimate import DEFAULT_ENERGY, SubspaceBasis  # noqa: E402
-from csulora_cli.subspace.folder import SUBSPACE_MANIFEST  # noqa: E402
-from csulora_cli.subspace.store import read_basis_file, write_basis_file  # noqa: E402
+from csulora_cli.api import CorrectRequest, SubspaceSpec, correct
+from csulora_cli.subspace.estimate import DEFAULT_ENERGY, SubspaceBasis
+from csulora_cli.subspace.folder import SUBSPACE_MANIFEST
+from csulora_cli.subspace.store import read_basis_file, write_basis_file
+from scripts.bench.scale import SHAPES, csulora, measure, prepare
+from scripts.paths import RAW
 
 # Above this share of the checkpoints' bytes, a published subspace is worth making smaller.
 COMPACT_ABOVE = 0.10
@@ -210,8 +205,8 @@ def print_table(results: list[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", action="append", choices=sorted(SHAPES), help="repeatable; default 1b")
-    parser.add_argument("--workdir", type=Path, default=REPO / "scripts" / "out" / "bench_data")
-    parser.add_argument("--json-out", type=Path, default=REPO / "scripts" / "out" / "subspace_size.json")
+    parser.add_argument("--workdir", type=Path, default=RAW / "bench_data")
+    parser.add_argument("--json-out", type=Path, default=RAW / "subspace_size.json")
     args = parser.parse_args()
     results = []
     for shape in args.shape or ["1b"]:

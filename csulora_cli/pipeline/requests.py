@@ -1,36 +1,24 @@
-"""What flows into and out of the pipeline: frozen requests and results, each value checked when made.
+"""What a command is asked to do: frozen requests, each value checked when the request is made.
 
-Plain data: the functions that take these are `estimate.py`, `correct.py` and `inspect.py`. A request
-that cannot be run (an unknown method, an energy outside (0, 1], two sources of bases) is refused as it
-is built, naming the parameter, before any file is opened.
+Plain data: the functions that take these are `estimate.py`, `correct.py` and `inspect.py`, and what they
+return is in `results.py`. A request that cannot be run (an unknown method, an energy outside (0, 1], two
+sources of bases) is refused as it is built, naming the parameter, before any file is opened. Nothing
+heavy is imported here (no torch, no Hub client): `tests/unit/test_architecture.py` checks it.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..checkpoints.hub.options import HubOptions
-from ..correction.detection import STATISTICS
-from ..correction.methods import METHODS, get_method
-from ..correction.params import CorrectionParams
+from ..correction.params import STATISTIC_NAMES, CorrectionParams, check_method
 from ..errors import UsageError
-from ..report.records import AdapterReport, PushRecord
-from ..subspace.keys import Target, parse_layers
+from ..subspace.keys import parse_layers
 from ..subspace.params import DEFAULT_ENERGY, EstimationParams, check_energy, check_storage
 from .devices import check_device
-
-
-def _check_method(method: str, correction: CorrectionParams) -> None:
-    chosen = get_method(method)
-    if correction.two_sided and not chosen.supports_two_sided:
-        two_sided = ", ".join(name for name, known in METHODS.items() if known.supports_two_sided)
-        raise UsageError(
-            f"{{method}} {chosen.name} has no two-sided form (it has for {two_sided})", parameter="two_sided"
-        )
-
 
 # `{name}` in a push template: the output folder's name (`org/{name}-safe`).
 NAME_PLACEHOLDER = "{name}"
@@ -101,7 +89,8 @@ class SubspaceSpec:
         return self.rank_cap if self.subspace is not None else self.estimation.max_rank
 
     @property
-    def given(self) -> bool:
+    def has_source(self) -> bool:
+        """Whether a subspace folder or a base model was named (inspect runs without either)."""
         return self.subspace is not None or self.base is not None
 
 
@@ -140,56 +129,6 @@ class EstimateRequest:
                 raise UsageError(f"not a valid regular expression ({error})", parameter="modules") from None
         if self.layers is not None:
             parse_layers(self.layers)
-
-
-@dataclass(frozen=True)
-class ModuleSubspace:
-    target: Target
-    stored_rank: int
-    rank: int  # k at the requested energy
-    captured_energy: float
-    displacement_energy: float
-    has_signal: bool
-    from_cache: bool
-
-    @property
-    def module(self) -> str:
-        """The module's name, as `correct` and `inspect` name it (its weight key without `.weight`)."""
-        return self.target.base_key.removesuffix(".weight")
-
-    def to_dict(self) -> dict:
-        return {
-            "module": self.module,
-            "base_key": self.target.base_key,
-            "transposed": self.target.transposed,
-            "subspace": {
-                "k": self.rank,
-                "stored_rank": self.stored_rank,
-                "captured_energy": self.captured_energy,
-                "displacement_energy": self.displacement_energy,
-            },
-            "has_signal": self.has_signal,
-            "from_cache": self.from_cache,
-        }
-
-
-@dataclass(frozen=True)
-class EstimateResult:
-    location: str
-    modules: list[ModuleSubspace]
-    sources: dict = field(default_factory=dict)  # {"base": ..., "aligned": ...}
-    estimation: dict = field(default_factory=dict)
-    energy: float = DEFAULT_ENERGY
-    pushed: PushRecord | None = None
-
-    def to_dict(self) -> dict:
-        return {
-            "location": self.location,
-            "sources": self.sources,
-            "estimation": self.estimation,
-            "energy": self.energy,
-            "modules": [module.to_dict() for module in self.modules],
-        } | ({} if self.pushed is None else {"pushed": self.pushed.to_dict()})
 
 
 @dataclass(frozen=True)
@@ -236,7 +175,7 @@ class CorrectRequest:
                 "an output is needed: {out} for one adapter or {out_dir} for several (or {dry_run})",
                 parameter="out",
             )
-        _check_method(self.method, self.correction)
+        check_method(self.method, self.correction.two_sided)
 
 
 @dataclass(frozen=True)
@@ -254,10 +193,10 @@ class InspectRequest:
     command_line: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
-        _check_method(self.method, self.correction)
-        if self.gate is not None and self.gate not in STATISTICS:
+        check_method(self.method, self.correction.two_sided)
+        if self.gate is not None and self.gate not in STATISTIC_NAMES:
             raise UsageError(
-                f"unknown statistic {self.gate!r}; choose one of {', '.join(STATISTICS)}", parameter="gate"
+                f"unknown statistic {self.gate!r}; choose one of {', '.join(STATISTIC_NAMES)}", parameter="gate"
             )
         if self.fail_above is not None and self.fail_below is not None:
             raise UsageError("give {fail_above} or {fail_below}, not both", parameter="fail_below")
@@ -272,99 +211,9 @@ class InspectRequest:
         needs_subspace = [
             name for name in ("fail_above", "fail_below", "gate", "plot") if getattr(self, name) is not None
         ]
-        if needs_subspace and not self.subspace.given:
+        if needs_subspace and not self.subspace.has_source:
             raise UsageError("needs a subspace: pass {subspace} DIR or {base} BASE", parameter=needs_subspace[0])
 
     @property
     def statistic(self) -> str:
         return self.gate or "off_share"
-
-
-@dataclass(frozen=True)
-class ModuleSummary:
-    """What `inspect` shows without a subspace."""
-
-    module: str
-    kind: str
-    shape: tuple[int, int]
-    rank: int
-    alpha: float
-    scale: float
-    update_energy: float
-    top_singular_value: float
-
-    def to_dict(self) -> dict:
-        return {
-            "module": self.module,
-            "kind": self.kind,
-            "shape": list(self.shape),
-            "rank": self.rank,
-            "alpha": self.alpha,
-            "scale": self.scale,
-            "update_energy": self.update_energy,
-            "top_singular_value": self.top_singular_value,
-        }
-
-
-# How a gate's message reads, by (direction, tripped).
-_GATE_RELATIONS = {
-    ("above", True): "exceeds",
-    ("above", False): "does not exceed",
-    ("below", True): "is below",
-    ("below", False): "is not below",
-}
-
-
-@dataclass(frozen=True)
-class GateCheck:
-    """A CI gate on one statistic of the adapter's totals: tripped when the value passes the threshold."""
-
-    statistic: str
-    direction: str  # "above": trips when value > threshold
-    threshold: float
-    value: float
-
-    @property
-    def tripped(self) -> bool:
-        return self.value > self.threshold if self.direction == "above" else self.value < self.threshold
-
-    @property
-    def message(self) -> str:
-        relation = _GATE_RELATIONS[self.direction, self.tripped]
-        return f"{self.statistic} {self.value:.4f} {relation} --fail-{self.direction} {self.threshold}"
-
-    def to_dict(self) -> dict:
-        return {
-            "statistic": self.statistic,
-            "direction": self.direction,
-            "threshold": self.threshold,
-            "value": self.value,
-            "tripped": self.tripped,
-        }
-
-
-@dataclass(frozen=True)
-class InspectResult:
-    adapter: str = ""
-    summaries: list[ModuleSummary] = field(default_factory=list)
-    report: AdapterReport | None = None
-    gate: GateCheck | None = None
-
-    def adapter_record(self) -> dict:
-        """The adapter's entry in `inspect --json`: its report with a subspace, else its modules."""
-        if self.report is not None:
-            return self.report.to_dict()
-        return {"adapter": self.adapter, "modules": [summary.to_dict() for summary in self.summaries]}
-
-
-@dataclass(frozen=True)
-class VerifyResult:
-    """One output folder checked against its report: `problem` names the first file that does not match."""
-
-    folder: str
-    report_file: str
-    files: dict[str, str]  # what the report records: relative path -> sha256
-    problem: str | None = None
-
-    def to_dict(self) -> dict:
-        return {"folder": self.folder, "files": len(self.files), "ok": self.problem is None, "problem": self.problem}

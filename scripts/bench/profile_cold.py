@@ -1,8 +1,8 @@
 """Profile one cold `csulora correct` on a bench_scale.py pair: top operations by self time.
 
-    python scripts/profile_cold.py --data scripts/out/bench_data/1b            # torch.profiler, CPU activities
-    python scripts/profile_cold.py --data scripts/out/bench_data/1b --cprofile # cProfile: Python functions too
-    python scripts/profile_cold.py --data scripts/out/bench_data/1b --py-spy   # py-spy: every thread, native too
+    python -m scripts.bench.profile_cold --data scripts/out/bench_data/1b            # torch.profiler, CPU activities
+    python -m scripts.bench.profile_cold --data scripts/out/bench_data/1b --cprofile # cProfile: Python functions too
+    python -m scripts.bench.profile_cold --data scripts/out/bench_data/1b --py-spy   # py-spy: every thread, native too
 
 The cache is a fresh temporary folder, so every basis is estimated (a cold run). torch.profiler and
 cProfile record the main thread only, and estimation runs on estimator threads; `--py-spy` samples the
@@ -23,8 +23,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from scripts.paths import REPO
 
 
 def main() -> None:

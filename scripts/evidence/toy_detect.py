@@ -14,16 +14,16 @@ trigger share x LoRA rank, plus the trigger-only adapter at each rank:
   ranks     16 and 4 (the same data and seed at both)
 
 Each adapter is scored on held-out prompts (ASR; its own task's exact match) and by every detection
-statistic of csulora_cli/correction/detection.py (docs/method.md section 9), at several `--energy`
+statistic of csulora_cli/correction/statistics.py (docs/method.md section 9), at several `--energy`
 values, one- and two-sided, both as the adapter's total and as its most suspicious module. Reported per
 statistic: AUROC for "was trained with trigger data" (mean and spread over seeds, and per share), the
 share of trigger adapters caught at a 1% and a 5% false-alarm rate (thresholds set on the benign adapters
 of the other seeds), and the Spearman correlation with the ASR gain over the benign twin.
 
-Writes scripts/out/toy_detect.json, toy_detect.md, and toy_detect.png and toy_detect_heatmap.png when
-matplotlib is installed (pip install -e '.[bench]').
+Writes scripts/out/toy_detect.json (not committed), docs/results/toy_detect.md, and toy_detect.png and
+toy_detect_heatmap.png when matplotlib is installed (pip install -e '.[bench]').
 
-    python scripts/toy_detect_benchmark.py [--seeds 5] [--quick]
+    python -m scripts.evidence.toy_detect [--seeds 5] [--quick]
 """
 
 from __future__ import annotations
@@ -44,13 +44,9 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
-
-import toy_safety_model as toy  # noqa: E402
-
-from csulora_cli.correction.detection import STATISTICS, AdapterDetection  # noqa: E402
+from csulora_cli.correction.statistics import STATISTICS, AdapterDetection
+from scripts.evidence import toy_model as toy
+from scripts.paths import RAW, RESULTS
 
 # --quick only proves the script runs end to end (the test suite's smoke test): fewer steps than the safety
 # benchmark's quick sizes, since no figure of a quick run is read.
@@ -161,8 +157,8 @@ def variants() -> list[tuple[str, str, float | None, bool]]:
 def scores_of(adapter: Path, base: Path, aligned: Path, cache: Path) -> tuple[dict[str, float], dict]:
     """Every variant as the adapter's total and as its most suspicious module; and the per-module sums
     of the default subspace, for the heatmap."""
-    from csulora_cli.pipeline.detect import detect_adapter
-    from csulora_cli.pipeline.types import SubspaceSpec
+    from csulora_cli.api import detect_adapter
+    from csulora_cli.pipeline.requests import SubspaceSpec
 
     scores: dict[str, float] = {}
     detections: dict[tuple[float | None, bool], AdapterDetection] = {}
@@ -554,7 +550,7 @@ def train_and_score(args) -> tuple[dict, dict]:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
     record = {
-        "command": ("python scripts/toy_detect_benchmark.py " + " ".join(sys.argv[1:])).strip(),
+        "command": ("python -m scripts.evidence.toy_detect " + " ".join(sys.argv[1:])).strip(),
         "quick": args.quick,
         "wall_s": time.perf_counter() - started,
         "load_average": (load_before, os.getloadavg()[0]),
@@ -569,7 +565,10 @@ def train_and_score(args) -> tuple[dict, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=5, help="number of seeds (0..N-1); default 5")
-    parser.add_argument("--out", type=Path, default=REPO / "scripts" / "out", help="where the results go")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the table and plots go (default docs/results)")
+    parser.add_argument(
+        "--raw", type=Path, default=RAW, help="where the per-run JSON goes (default scripts/out, not committed)"
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one task and rank (smoke test)")
     parser.add_argument("--workdir", type=Path, help="keep the models and adapters here (default: a temp folder)")
     parser.add_argument(
@@ -589,7 +588,7 @@ def main() -> None:
     if args.from_json:
         record, example = json.loads(args.from_json.read_text()), None
         record.pop("summary", None)
-        record["summarised_by"] = ("python scripts/toy_detect_benchmark.py " + " ".join(sys.argv[1:])).strip()
+        record["summarised_by"] = ("python -m scripts.evidence.toy_detect " + " ".join(sys.argv[1:])).strip()
     else:
         record, example = train_and_score(args)
     rows, seeds = record["adapters"], record["seeds"]
@@ -597,7 +596,8 @@ def main() -> None:
     shares = tuple(sorted({r["trigger_share"] for r in rows} - {1.0}))
     summary = summarise(rows, seeds, shares)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "toy_detect.json").write_text(json.dumps(record | {"summary": summary}, indent=1) + "\n")
+    args.raw.mkdir(parents=True, exist_ok=True)
+    (args.raw / "toy_detect.json").write_text(json.dumps(record | {"summary": summary}, indent=1) + "\n")
     sizes = toy.QUICK if quick else toy.FULL
     load = record.get("load_average", (math.nan, math.nan))
     report = markdown(rows, summary, sizes, record["command"], record["wall_s"], load, seeds, shares)
@@ -621,7 +621,7 @@ def main() -> None:
     if example and draw_heatmap(example["detection"], statistic, args.out / "toy_detect_heatmap.png", title):
         print(f"wrote {args.out / 'toy_detect_heatmap.png'}")
     wall = record["wall_s"]
-    print(f"wrote {args.out / 'toy_detect.json'} and {args.out / 'toy_detect.md'} (the run's wall time {wall:.0f} s)")
+    print(f"wrote {args.raw / 'toy_detect.json'} and {args.out / 'toy_detect.md'} (the run's wall time {wall:.0f} s)")
 
 
 if __name__ == "__main__":

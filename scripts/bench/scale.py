@@ -17,8 +17,8 @@ products for a cold estimate (`estimation_flops`), whence the rate the cold run 
 of the GEMM rate.
 Prints a table and writes scripts/out/bench_scale.json.
 
-    python scripts/bench_scale.py --shape 1b --shape 3b --adapters 32
-    python scripts/bench_scale.py --shape 1b --adapters 2 --spectrum decaying --spectrum flat  # both 1B pairs
+    python -m scripts.bench.scale --shape 1b --shape 3b --adapters 32
+    python -m scripts.bench.scale --shape 1b --adapters 2 --spectrum decaying --spectrum flat  # both 1B pairs
 
 With `--device cuda` every csulora run goes through a small wrapper (`--child-run`) that runs the CLI in
 its own process and reports that process's peak GPU memory (`torch.cuda.max_memory_allocated`), and the
@@ -26,7 +26,7 @@ script also times `estimate-subspace` alone (`--estimate`, on by default with cu
 CLI with the CUDA context already made, against the time to read both checkpoints once. `--generate-device
 cuda` draws the synthetic weights on the GPU (other numbers than the CPU's, and minutes faster at 8B):
 
-    python scripts/bench_scale.py --shape 8b --device cuda --generate-device cuda --adapters 2
+    python -m scripts.bench.scale --shape 8b --device cuda --generate-device cuda --adapters 2
 """
 
 from __future__ import annotations
@@ -49,12 +49,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from csulora_cli.checkpoints.local import LocalSource  # noqa: E402
-from csulora_cli.subspace.estimate import EstimationParams, estimate_basis, frobenius_energy  # noqa: E402
-from csulora_cli.subspace.providers import steering_dtype  # noqa: E402
+from csulora_cli.checkpoints.local import LocalSource
+from csulora_cli.subspace.estimate import EstimationParams, estimate_basis, frobenius_energy
+from csulora_cli.subspace.estimating import steering_dtype
+from scripts.paths import RAW, REPO
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -285,6 +283,7 @@ def measure(command: list[str], env: dict | None = None, child_report: Path | No
         process = subprocess.run(
             timed,
             env=env,
+            cwd=REPO,  # the wrappers run as `python -m scripts.bench.scale`
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -306,7 +305,7 @@ def csulora(*args: str) -> list[str]:
 
 def wrapped_csulora(report: Path, device: str, *args: str) -> list[str]:
     """`csulora ARGS` run by this script's `--child-run` wrapper, which writes `report` (see child_run)."""
-    return [sys.executable, str(Path(__file__).resolve()), "--child-run", str(report), device, *args, "--quiet"]
+    return [sys.executable, "-m", "scripts.bench.scale", "--child-run", str(report), device, *args, "--quiet"]
 
 
 def child_run(report: Path, device: str, argv: list[str]) -> None:
@@ -483,9 +482,9 @@ def basis_accuracy(base: Path, aligned: Path, layer: int, device: str) -> list[d
         displacement = (aligned_source.read(key).float() - base_source.read(key).float()).to(device)
         reference_energy = frobenius_energy(base_source.read(key).float())
         # The product's own path: a bfloat16 copy steers the finder where bfloat16 products are fast.
-        cheap = steering_dtype(tuple(displacement.shape), defaults, torch.device(device))
-        steer = cheap is not None
-        low_precision = displacement.to(cheap) if steer else None
+        steering = steering_dtype(tuple(displacement.shape), defaults, torch.device(device))
+        steer = steering is not None
+        low_precision = displacement.to(steering) if steer else None
         randomized = estimate_basis(
             displacement, defaults, reference_energy=reference_energy, low_precision=low_precision
         )
@@ -599,7 +598,8 @@ def bench(shape_key: str, root: Path, options: Options, progress: Callable[[dict
         result["reference"] = measure(
             [
                 sys.executable,
-                __file__,
+                "-m",
+                "scripts.bench.scale",
                 "--reference-run",
                 str(base),
                 str(aligned),
@@ -704,7 +704,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", action="append", choices=sorted(SHAPES), help="repeatable; default 1b and 3b")
     parser.add_argument("--adapters", type=int, default=32)
-    parser.add_argument("--workdir", type=Path, default=REPO / "scripts" / "out" / "bench_data")
+    parser.add_argument("--workdir", type=Path, default=RAW / "bench_data")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"), help="csulora's --device")
     parser.add_argument("--no-reference", action="store_true", help="skip the reference approach")
     parser.add_argument("--reference-shapes", default="1b", help="shapes whose reference run fits in memory")
@@ -727,7 +727,7 @@ def main() -> None:
     )
     parser.add_argument("--no-accuracy", action="store_true", help="skip the randomized-vs-exact basis check")
     parser.add_argument("--verbose", action="store_true", help="print each step's figures to stderr as it ends")
-    parser.add_argument("--json-out", type=Path, default=REPO / "scripts" / "out" / "bench_scale.json")
+    parser.add_argument("--json-out", type=Path, default=RAW / "bench_scale.json")
     args = parser.parse_args()
     if args.reference_run:
         reference_run(*args.reference_run)

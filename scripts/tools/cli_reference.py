@@ -1,19 +1,16 @@
 """Write docs/cli.md, the command reference, from the typer app (csulora_cli/cli/reference.py renders it).
 
-python scripts/cli_reference.py           # rewrite docs/cli.md (also: make docs)
-python scripts/cli_reference.py --check   # exit 1 if docs/cli.md differs from what the app says
+python -m scripts.tools.cli_reference           # rewrite docs/cli.md (also: make docs)
+python -m scripts.tools.cli_reference --check   # exit 1 if docs/cli.md differs from what the app says
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from csulora_cli.cli.reference import render_reference  # noqa: E402
+from csulora_cli.cli.reference import render_reference
+from scripts.paths import REPO
 
 TARGET = REPO / "docs" / "cli.md"
 
@@ -26,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     current = TARGET.read_text(encoding="utf-8") if TARGET.is_file() else None
     if args.check:
         if current != text:
-            print("docs/cli.md is stale: run python scripts/cli_reference.py", file=sys.stderr)
+            print("docs/cli.md is stale: run python -m scripts.tools.cli_reference", file=sys.stderr)
             return 1
         return 0
     if current != text:

@@ -14,7 +14,7 @@
 #      folder is again byte for byte the single-process one;
 #   7. stops the daemons it started (by their PID files) and removes its temporary folder, on any exit.
 #
-# Usage, from the repository root, as root (slurmd runs jobs as root here): scripts/slurm_e2e.sh
+# Usage, from the repository root, as root (slurmd runs jobs as root here): scripts/ci/slurm_e2e.sh
 # `make test-slurm` builds .venv first and runs it.
 #
 # Environment (all optional):
@@ -195,7 +195,7 @@ MUNGE_SOCKET=$TMP/munge/munge.socket
 
 export SLURM_CONF=$TMP/slurm.conf
 cat >"$SLURM_CONF" <<EOF
-# Single-node Slurm for scripts/slurm_e2e.sh: no systemd, no cgroups, no accounting.
+# Single-node Slurm for scripts/ci/slurm_e2e.sh: no systemd, no cgroups, no accounting.
 ClusterName=csulora-e2e
 SlurmctldHost=$HOST(127.0.0.1)
 SlurmUser=root

@@ -1,6 +1,6 @@
 """What the Hub stand-in knows: repos of each type, their commits and refs, uploaded blobs, and who may do what.
 
-No HTTP here: `hub_server.py` reads requests, calls these, and turns a `Refusal` into the error answer
+No HTTP here: `server.py` reads requests, calls these, and turns a `Refusal` into the error answer
 the real Hub gives (status, `X-Error-Code`, `X-Error-Message`).
 """
 

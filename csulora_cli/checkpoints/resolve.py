@@ -12,7 +12,7 @@ from .local import LocalSource
 from .protocol import TensorSource
 
 
-def open_source(spec: str, *, digest_memo_dir: Path | None = None, hub: HubClient | None = None) -> TensorSource:
+def resolve_model(spec: str, *, digest_memo_dir: Path | None = None, hub: HubClient | None = None) -> TensorSource:
     """A model source from what the user typed: a local folder if one exists, else a Hub repo id."""
     path = Path(spec).expanduser()
     if path.exists():

@@ -2,7 +2,7 @@
 the LFS batch API and its upload URLs, and the NDJSON commit.
 
 Each function takes the request's decoded JSON and returns the JSON to answer, or raises a `Refusal`;
-`hub_server.py` reads and writes the HTTP around them. The stand-in speaks the LFS "basic" transfer;
+`server.py` reads and writes the HTTP around them. The stand-in speaks the LFS "basic" transfer;
 Xet transfers are hf_xet's own protocol and are not spoken here (tests set HF_HUB_DISABLE_XET=1).
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from .hub_state import GITATTRIBUTES, URL_PREFIXES, FakeRepo, HubState, Refusal, StoredFile, stored_in_lfs
+from .state import GITATTRIBUTES, URL_PREFIXES, FakeRepo, HubState, Refusal, StoredFile, stored_in_lfs
 
 
 def repo_url(base_url: str, repo_type: str, repo_id: str) -> str:

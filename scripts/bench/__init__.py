@@ -1,0 +1,1 @@
+"""Speed and memory benchmarks; each prints its figures (docs/performance.md)."""
