@@ -24,13 +24,11 @@ from pathlib import Path
 from ..atomic import write_best_effort
 from .layout import INDEX_FILE, SINGLE_FILE
 
-# Threads hashing ahead: one per core of the machines this was measured on (2), and one shard each.
+# Threads hashing ahead, one shard each.
 AHEAD_WORKERS = 2
-# A file is hashed this many mapped bytes at a time. Each update hashes without the GIL, but must take it
-# back between pieces: in hashlib's 256 KB reads a hashing thread waited for the GIL after every 0.2 ms of
-# work whenever another thread ran Python (the interpreter's imports, the estimators' glue), and two such
-# threads kept 1.2 cores busy instead of 2 (measured). Mapping also skips the copy a read makes (0.15 s of
-# system time per GB). A window is unmapped once hashed, so it is resident only while it is being hashed.
+# A file is hashed this many mapped bytes at a time: large pieces, because each must take the GIL back
+# (small ones starved the hashing threads while the interpreter imported; docs/performance.md), and a
+# mapping, resident only while hashed, skips the copy a read makes.
 HASH_WINDOW_BYTES = 32 << 20
 
 # Keyed by the file's identity, not its path (a file rewritten since its digest was started is hashed

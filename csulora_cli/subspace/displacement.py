@@ -15,10 +15,8 @@ from ..checkpoints.protocol import TensorSource
 from ..errors import CsuloraError
 from .estimate import frobenius_energy
 
-# V is formed this many bytes of float32 rows at a time, from plain reads of the stored tensors: small
-# enough that the block is still in the core's cache for the subtraction, its energy and its bfloat16
-# copy (in memory, converting, subtracting and summing an 8192 x 2048 V took 22 ms in 512 KB blocks and
-# 38 ms in 16 MB blocks on one core; with the reads, 2 MB blocks measured no worse than 512 KB).
+# V is formed this many bytes of float32 rows at a time: a block stays in the core's cache for the
+# subtraction, its energy and its bfloat16 copy (block sizes compared in docs/performance.md).
 BLOCK_BYTES = 2 << 20
 # ||W_b||^2 only scales the no-signal threshold (1e-12 of it), so every 8th row estimates it well enough
 # at an eighth of the cost; NaN/Inf anywhere in W_b still shows in V's energy.

@@ -240,8 +240,7 @@ def _randomized_singular(
     )
     for round_ in range(params.power_iterations):
         # Halko et al.'s Alg. 4.4: orthonormalise the co-range V^T Q too, so that each QR sees a condition
-        # number of sigma_1 / sigma_l rather than its square, which float32 Cholesky QR handles on most
-        # displacements (an (n, l) QR is cheap beside the products: 3-8 ms for n = 2048-8192).
+        # number of sigma_1 / sigma_l rather than its square, which float32 Cholesky QR handles.
         co_range = linalg.orthonormal_basis((steer.T @ range_basis.to(steer.dtype)).to(matrix.dtype), rounds=1)
         last = round_ == params.power_iterations - 1
         range_basis = linalg.orthonormal_basis(matrix @ co_range, rounds=2 if last else 1)

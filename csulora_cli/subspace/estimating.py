@@ -21,17 +21,12 @@ from .keys import Target
 from .providers import BasisOrigin, on_device
 from .store import BasisCache, BasisRequest
 
-# Modules read ahead of the one being decomposed. Reading a module takes a tenth of decomposing it
-# (3.3 s to read every targeted tensor of the 1B pair, 38 s to estimate them), so one is enough to keep
-# the disk and the cores busy at once. Local reads ahead go to the page cache, not to this process.
+# Modules read ahead of those being decomposed: reading takes a tenth of decomposing (docs/performance.md).
 PREFETCH_MODULES = 1
 # Estimated bases that may wait for an earlier module to finish (see `_bases_in_order`).
 MAX_WAITING_BASES = 4
-# Modules estimated at once on the CPU, each on its share of the threads. Two modules on one thread each
-# kept two cores busier than one module on two: the factorisations, casts and Python between the products
-# of one module overlap with the products of the other (the pure estimation of the 1B pair's 112 modules:
-# 16.6-17.1 s against 19.3-22.3 s, measured on 2 cores). Each estimator holds one displacement, so memory
-# grows by one module's float32 copy per estimator; hence no more than two.
+# Modules estimated at once on the CPU, one thread each: one module's factorisations overlap the other's
+# products (docs/performance.md); each holds a displacement in memory, hence no more than two.
 MAX_ESTIMATION_WORKERS = 2
 
 
@@ -111,8 +106,8 @@ class EstimatingProvider:
         self.check(targets)
         for source in (self.base, self.aligned):
             source.plan_reads([target.base_key for target in targets])
-        # Local sources start hashing the shards the targets need here (checkpoints/digests.py): hashed
-        # only when its first module came up, each 1 GB shard held the run up (4.3 s of a 35 s cold run).
+        # Local sources start hashing the shards the targets need now, not when each shard's first module
+        # comes up (checkpoints/digests.py).
         yield from self._bases_in_order(targets)
 
     def _bases_in_order(self, targets: list[Target]) -> Iterator[tuple[Target, SubspaceBasis, bool]]:

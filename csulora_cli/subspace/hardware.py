@@ -7,9 +7,8 @@ from pathlib import Path
 
 import torch
 
-# CPU flags of the bfloat16 matrix units (Intel AMX, AVX-512 BF16 on Intel and AMD): with one of them,
-# oneDNN multiplies bfloat16 matrices 3-6x faster than float32 (8192 x 2048 by 2048 x 266 on one core:
-# 30 ms against 90 ms, measured); without, bfloat16 products are emulated and slower than float32.
+# CPU flags of the bfloat16 matrix units (Intel AMX, AVX-512 BF16): with one, bfloat16 products beat
+# float32 several times over; without, they are emulated and slower (docs/performance.md).
 _BFLOAT16_CPU_FLAGS = {"amx_bf16", "avx512_bf16"}
 
 
