@@ -42,8 +42,8 @@ class AdapterWriter:
         entry = self.entries[key]
         if tuple(tensor.shape) != entry.shape or DTYPE_NAMES.get(tensor.dtype) != entry.dtype:
             raise AssertionError(f"replacement for {key} changed shape or dtype")
-        data = raw_bytes(tensor)
+        stored = raw_bytes(tensor)
         # Same length in place, yet a copy-on-write or compressing filesystem may still need new blocks.
-        with reporting_full_disk(self.target, len(data)), open(self.target, "r+b") as handle:
+        with reporting_full_disk(self.target, len(stored)), open(self.target, "r+b") as handle:
             handle.seek(entry.start)
-            handle.write(data)
+            handle.write(stored)

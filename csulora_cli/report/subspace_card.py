@@ -29,7 +29,7 @@ def render_subspace_card(
     """`modules`: one record per basis (`module`, `transposed`, `k`, `stored_rank`, `captured_energy`,
     `displacement_energy`, `has_signal`); `checkpoints`: the content ids behind the bases, per side."""
     aligned = sources.get("aligned")
-    data = ModelCardData(tags=[TAG], base_model=_hub_repo(aligned))
+    metadata = ModelCardData(tags=[TAG], base_model=_hub_repo(aligned))
     subspace = repo_id if revision == "main" else f"{repo_id}@{revision}"
     parameters = ", ".join(f"{key} {value}" for key, value in estimation.items()) or "not recorded"
     lines = [
@@ -59,7 +59,7 @@ def render_subspace_card(
         "| --- | ---: | ---: | ---: | ---: |",
         *(_module_row(module) for module in modules),
     ]
-    card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n")
+    card = ModelCard(f"---\n{metadata.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n")
     return str(card).rstrip("\n") + "\n"
 
 

@@ -107,9 +107,9 @@ def write_basis_file(path: Path, basis: SubspaceBasis, record: dict, storage: st
     )
     # Serialized in memory and written by `write_atomically`, so a full disk is one error naming this file
     # and its size (safetensors' own file writer reports it as a generic SafetensorError).
-    data = save(tensors, metadata={"csulora": json.dumps(record, sort_keys=True)})
-    write_atomically(path, data, fsync=True)
-    return hashlib.sha256(data).hexdigest()
+    file_bytes = save(tensors, metadata={"csulora": json.dumps(record, sort_keys=True)})
+    write_atomically(path, file_bytes, fsync=True)
+    return hashlib.sha256(file_bytes).hexdigest()
 
 
 def read_basis_file(path: Path) -> tuple[SubspaceBasis, dict]:

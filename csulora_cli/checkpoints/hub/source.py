@@ -183,14 +183,14 @@ class HubSource:
         if local is not None:
             return read_rows_from_file(local, entry, start, stop)
         row_bytes = (entry.end - entry.start) // max(entry.shape[0] if entry.shape else 1, 1)
-        data = self.client.read_range(
+        raw_rows = self.client.read_range(
             self.snapshot,
             filename,
             entry.start + start * row_bytes,
             entry.start + stop * row_bytes,
             self._advance_ranges,
         )
-        return data.view(entry.readable_dtype()).reshape(stop - start, *entry.shape[1:])
+        return raw_rows.view(entry.readable_dtype()).reshape(stop - start, *entry.shape[1:])
 
     def prefetch(self, key: str) -> None:
         """A shard chosen whole is downloaded now; a tensor fetched by range is held in memory until read."""
