@@ -27,6 +27,7 @@ from .options import (
     BaseOpt,
     CacheDirOpt,
     ConfigOpt,
+    ConfirmOrderOpt,
     DeviceOpt,
     EnergyOpt,
     EpsOpt,
@@ -128,6 +129,7 @@ def estimate_subspace_command(
     push_to_hub: PushToHubOpt = None,
     private: PrivateOpt = False,
     revision: RevisionOpt = None,
+    confirm_order: ConfirmOrderOpt = False,
     config: ConfigOpt = None,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -153,6 +155,7 @@ def estimate_subspace_command(
         overwrite=overwrite,
         storage=storage,
         push=options.push_spec(ctx),
+        confirm_order=confirm_order,
     )
     with output.progress():
         result = api.estimate_subspace(request, output)
@@ -208,6 +211,7 @@ def correct_command(
     push_to_hub: PushToHubOpt = None,
     private: PrivateOpt = False,
     revision: RevisionOpt = None,
+    confirm_order: ConfirmOrderOpt = False,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -230,6 +234,7 @@ def correct_command(
         recorrect=recorrect,
         command_line=options.command_line(ctx),
         push=options.push_spec(ctx),
+        order_check="accept" if confirm_order else "warn",
     )
     with output.progress():
         reports = api.correct(request, output)
@@ -281,6 +286,7 @@ def inspect_command(
     cache_dir: CacheDirOpt = None,
     fetch: FetchOpt = "auto",
     token: TokenOpt = None,
+    confirm_order: ConfirmOrderOpt = False,
     config: ConfigOpt = None,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -303,6 +309,7 @@ def inspect_command(
         gate=gate,
         plot=options.as_path(plot),
         command_line=options.command_line(ctx),
+        confirm_order=confirm_order,
     )
     with output.progress():
         result = api.inspect(request, output)
@@ -332,12 +339,23 @@ def verify_command(
 
 @app.command("demo")
 def demo_command(
-    keep: Annotated[Path | None, typer.Option("--keep", metavar="DIR", help="Build the demo here and keep it.")] = None,
+    keep: Annotated[
+        Path | None,
+        typer.Option(
+            "--keep",
+            metavar="DIR",
+            help="Build the demo here and keep it: DIR/base, DIR/aligned, DIR/adapter, and the demo's run in "
+            "DIR/demo-run. An existing DIR that is not empty needs --overwrite.",
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", metavar=FLAG, help="Build the demo in a --keep DIR that is not empty.")
+    ] = False,
 ) -> None:
     """Build a tiny model pair and adapter, then run estimate -> inspect -> correct on them."""
     from .demo import run_demo
 
-    run_demo(Output(), keep)
+    run_demo(Output(), keep, overwrite)
 
 
 @app.callback(invoke_without_command=True)

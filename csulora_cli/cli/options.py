@@ -51,6 +51,15 @@ ConfigOpt = Annotated[
         help="YAML file of option defaults (paths in it are relative to its folder).",
     ),
 ]
+ConfirmOrderOpt = Annotated[
+    bool,
+    typer.Option(
+        "--confirm-order",
+        metavar=FLAG,
+        help="The base/aligned order is right even though a source (an adapter's base_model_name_or_path, a "
+        "model's card or config.json) says otherwise: no warning, and a gate runs.",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", metavar=FLAG, help="Print results as JSON.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", metavar=FLAG, help="No progress bars or warnings.")]
 SubspaceOpt = Annotated[

@@ -37,6 +37,7 @@ def inspect(request: InspectRequest, events: Events = SilentEvents()) -> Inspect
             # Inspecting a corrected adapter is how one checks it: never refused.
             recorrect=True,
             command_line=request.command_line,
+            order_check=request.order_check,
         ),
         events,
     )

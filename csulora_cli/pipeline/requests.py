@@ -23,6 +23,9 @@ from .devices import check_device
 # `{name}` in a push template: the output folder's name (`org/{name}-safe`).
 NAME_PLACEHOLDER = "{name}"
 _COMMIT = re.compile(r"[0-9a-f]{40}")
+# How `correct` treats a base/aligned order the sources contradict (`sides.py`): a warning, a refusal (a
+# gate's verdict depends on the sign of V), or nothing (the user confirmed the order).
+ORDER_CHECKS = ("warn", "refuse", "accept")
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,8 @@ class EstimateRequest:
     overwrite: bool = False
     storage: str = "float32"  # of the --out folder's bases (the cache keeps float32)
     push: PushSpec | None = None  # push the finished subspace folder to a Hub repo
+    # The user confirms a base/aligned order the sources contradict (no warning then).
+    confirm_order: bool = False
 
     def __post_init__(self) -> None:
         self.estimation.check()
@@ -150,8 +155,14 @@ class CorrectRequest:
     command_line: tuple[str, ...] | None = None
     # Push each finished output to a Hub repo (the token is the subspace's `hub.token`).
     push: PushSpec | None = None
+    # A base/aligned order the sources contradict (`sides.py`): "warn", "refuse" or "accept" (confirmed).
+    order_check: str = "warn"
 
     def __post_init__(self) -> None:
+        if self.order_check not in ORDER_CHECKS:
+            raise UsageError(
+                f"must be one of {', '.join(ORDER_CHECKS)}, got {self.order_check!r}", parameter="order_check"
+            )
         if not self.adapters:
             raise UsageError("give at least one adapter folder", parameter="adapters")
         if self.push is not None:
@@ -191,6 +202,8 @@ class InspectRequest:
     gate: str | None = None
     plot: Path | None = None  # a PNG heatmap of the gate's statistic (or the off-subspace share)
     command_line: tuple[str, ...] | None = None
+    # The user confirms a base/aligned order the sources contradict; without it a gate run refuses it.
+    confirm_order: bool = False
 
     def __post_init__(self) -> None:
         check_method(self.method, self.correction.two_sided)
@@ -217,3 +230,11 @@ class InspectRequest:
     @property
     def statistic(self) -> str:
         return self.gate or "off_share"
+
+    @property
+    def order_check(self) -> str:
+        """A gate's verdict depends on the sign of V: a contradicted order is refused there, else a warning."""
+        if self.confirm_order:
+            return "accept"
+        gated = self.fail_above is not None or self.fail_below is not None
+        return "refuse" if gated else "warn"

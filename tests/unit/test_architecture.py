@@ -214,4 +214,3 @@ def test_scripts_reach_the_package_only_through_modules_that_exist():
             if name.startswith("csulora_cli") and name not in MODULES:
                 missing.append(f"{path.relative_to(PACKAGE.parent)} imports {name}")
     assert not missing, missing
-
