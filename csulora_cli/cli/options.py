@@ -185,6 +185,11 @@ def _typed(ctx: typer.Context, name: str) -> bool:
     return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
 
 
+def _from_preset(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "DEFAULT_MAP"
+
+
 @dataclass(frozen=True)
 class EstimationFlags:
     """How bases are estimated and from where they are read: the flags `estimate-subspace`, `correct` and
@@ -218,10 +223,12 @@ class EstimationFlags:
 
 
 def subspace_spec(ctx: typer.Context) -> SubspaceSpec:
-    """Where `correct` and `inspect` take bases from. Beside a subspace folder, a typed `--rank` caps its
-    stored columns; estimation uses the default rank there (the folder's bases are already estimated)."""
+    """Where `correct` and `inspect` take bases from. Beside a subspace folder, `--rank` (typed, or a
+    preset's `rank`) caps its stored columns; estimation uses the default rank there (the folder's bases
+    are already estimated). A preset's cap above what the folder stores keeps every column."""
     flags = EstimationFlags.of(ctx)
-    rank_cap = flags.rank if flags.subspace is not None and _typed(ctx, "rank") else None
+    from_preset = _from_preset(ctx, "rank")
+    rank_cap = flags.rank if flags.subspace is not None and (_typed(ctx, "rank") or from_preset) else None
     if flags.subspace is not None:
         flags = replace(flags, rank=DEFAULTS.max_rank)
     return SubspaceSpec(
@@ -230,6 +237,7 @@ def subspace_spec(ctx: typer.Context) -> SubspaceSpec:
         aligned=flags.aligned,
         estimation=flags.estimation(),
         rank_cap=rank_cap,
+        rank_cap_may_exceed=rank_cap is not None and from_preset,
         energy=flags.energy,
         cache_dir=as_path(flags.cache_dir),
         device=flags.device,

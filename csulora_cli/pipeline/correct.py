@@ -67,7 +67,8 @@ def correct(request: CorrectRequest, events: Events = SilentEvents()) -> list[Ad
     pushes = plan_correct_pushes(request, destinations)
     adapter_files = [adapter_file_digests(adapter) for adapter in adapters]
     provider = open_provider(request.subspace, adapters, hub, events)
-    _check_rank_cap(request.subspace.rank_cap, provider.describe())
+    if not request.subspace.rank_cap_may_exceed:
+        _check_rank_cap(request.subspace.rank_cap, provider.describe())
     check_order(
         provider.describe(), [(item.label, item.adapter.config) for item in opened], request.order_check, events
     )

@@ -73,6 +73,9 @@ class SubspaceSpec:
     # With a subspace folder: keep at most this many of each basis's stored columns (None: all of them,
     # up to `energy`). A pair's bases are cut at `estimation.max_rank` instead.
     rank_cap: int | None = None
+    # A cap above what the folder stores is refused (it would mean nothing), unless it came from a preset,
+    # which serves folders of any rank: then every stored column is kept.
+    rank_cap_may_exceed: bool = False
 
     def __post_init__(self) -> None:
         self.estimation.check()
