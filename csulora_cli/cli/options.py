@@ -61,7 +61,12 @@ ConfirmOrderOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", metavar=FLAG, help="Print results as JSON.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", metavar=FLAG, help="No progress bars or warnings.")]
+QuietOpt = Annotated[
+    bool,
+    typer.Option(
+        "--quiet", "-q", metavar=FLAG, help="Errors only: no tables, warnings or progress (--json still prints)."
+    ),
+]
 SubspaceOpt = Annotated[
     str | None,
     typer.Option(

@@ -20,7 +20,13 @@ from ..subspace.targets import targets_for_adapter
 from .adapter_source import OpenedAdapter, open_adapter
 from .basis_source import hub_client, open_provider
 from .module import Outcome, correct_module
-from .outputs import check_destinations, finish_output, open_output_folders, output_folders_for
+from .outputs import (
+    check_destinations,
+    finish_output,
+    open_output_folders,
+    output_folders_for,
+    warn_existing_outputs,
+)
 from .overlap import local_folder, refuse_output_over_inputs
 from .provenance import adapter_file_digests, basis_records, utc_now
 from .publish import plan_correct_pushes, push_corrected
@@ -64,6 +70,8 @@ def correct(request: CorrectRequest, events: Events = SilentEvents()) -> list[Ad
     if not request.dry_run:
         _refuse_outputs_over_inputs(opened, destinations, request)
         check_destinations(request, destinations)
+    else:
+        warn_existing_outputs(opened, request, events.warn)
     pushes = plan_correct_pushes(request, destinations)
     adapter_files = [adapter_file_digests(adapter) for adapter in adapters]
     provider = open_provider(request.subspace, adapters, hub, events)
