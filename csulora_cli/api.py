@@ -16,8 +16,17 @@ from .pipeline.basis_source import resolve_device
 from .pipeline.correct import correct
 from .pipeline.estimate import estimate_subspace
 from .pipeline.inspect import detect_adapter, inspect
-from .pipeline.requests import CorrectRequest, EstimateRequest, InspectRequest, PushSpec, SubspaceSpec
-from .pipeline.results import EstimateResult, GateCheck, InspectResult, ModuleSubspace, ModuleSummary, VerifyResult
+from .pipeline.publish import push_output
+from .pipeline.requests import CorrectRequest, EstimateRequest, InspectRequest, PushRequest, PushSpec, SubspaceSpec
+from .pipeline.results import (
+    EstimateResult,
+    GateCheck,
+    InspectResult,
+    ModuleSubspace,
+    ModuleSummary,
+    PushedOutput,
+    VerifyResult,
+)
 from .pipeline.verify import verify_outputs
 from .subspace.params import EstimationParams
 
@@ -34,7 +43,9 @@ __all__ = [
     "InspectResult",
     "ModuleSubspace",
     "ModuleSummary",
+    "PushRequest",
     "PushSpec",
+    "PushedOutput",
     "SilentEvents",
     "SubspaceSpec",
     "VerifyResult",
@@ -42,6 +53,7 @@ __all__ = [
     "detect_adapter",
     "estimate_subspace",
     "inspect",
+    "push_output",
     "resolve_device",
     "verify_outputs",
 ]

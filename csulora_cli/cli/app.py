@@ -337,6 +337,44 @@ def verify_command(
         raise CsuloraError(first_problem)
 
 
+@app.command("push")
+def push_command(
+    folder: Annotated[
+        Path,
+        typer.Argument(
+            metavar="FOLDER",
+            help="A finished output: a corrected adapter folder (correct), or a subspace folder "
+            "(estimate-subspace --out).",
+        ),
+    ],
+    repo: Annotated[str, typer.Argument(metavar="REPO", help="The Hub model repo to push to (org/name).")],
+    private: Annotated[
+        bool, typer.Option("--private", metavar=FLAG, help="A repo the push creates is private.")
+    ] = False,
+    revision: Annotated[
+        str | None,
+        typer.Option("--revision", metavar="BRANCH", help="The branch to push to (default main; created from main)."),
+    ] = None,
+    token: TokenOpt = None,
+    json_output: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Push a finished output to a Hub repo in one commit, as --push-to-hub would have (after a failed push).
+
+    A corrected adapter is checked against its csulora_report.json first; a subspace folder gets its model
+    card. The branch then holds exactly the folder: files of an earlier push that the folder no longer has
+    are deleted in the same commit (.gitattributes stays).
+    """
+    api = _library()
+    from ..checkpoints.hub.options import HubOptions
+
+    output = Output(json_output, quiet)
+    request = api.PushRequest(folder=folder, repo=repo, private=private, revision=revision, hub=HubOptions(token=token))
+    with output.progress():
+        result = api.push_output(request, output)
+    output.pushed_output(result)
+
+
 @app.command("demo")
 def demo_command(
     keep: Annotated[

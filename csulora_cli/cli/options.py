@@ -114,7 +114,9 @@ PushToHubOpt = Annotated[
         "--push-to-hub",
         metavar="REPO",
         help="Push the finished output to this Hub repo in one commit (org/name; {name} in it stands for the "
-        "output folder's name, one repo per adapter: org/{name}-safe).",
+        "output folder's name, one repo per adapter: org/{name}-safe). The branch then holds exactly the output: "
+        "files of an earlier push it no longer has are deleted. A failed push keeps the output; csulora push "
+        "FOLDER REPO retries it.",
     ),
 ]
 PrivateOpt = Annotated[

@@ -25,7 +25,7 @@ from ..events import Advance
 from ..report.envelope import envelope
 
 if TYPE_CHECKING:  # printing needs only the values of these
-    from ..pipeline.results import EstimateResult, InspectResult, VerifyResult
+    from ..pipeline.results import EstimateResult, InspectResult, PushedOutput, VerifyResult
     from ..report.records import AdapterReport, PushRecord
 
 
@@ -124,6 +124,12 @@ class Output:
         for report in reports:
             self.report_table(report, dry_run)
             self.pushed(report.output, report.pushed)
+
+    def pushed_output(self, result: PushedOutput) -> None:
+        if self.json_mode:
+            self.emit_json(envelope("push", output=result.to_dict()))
+            return
+        self.pushed(result.folder, result.pushed)
 
     def pushed(self, folder: str | None, record: PushRecord | None) -> None:
         if record is not None:

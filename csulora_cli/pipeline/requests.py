@@ -59,6 +59,25 @@ class PushSpec:
 
 
 @dataclass(frozen=True)
+class PushRequest:
+    """A finished output (a corrected adapter folder, or a subspace folder) pushed to a Hub repo, as the
+    run's own push would have: after a failed push, without running the job again."""
+
+    folder: Path
+    repo: str
+    private: bool = False
+    revision: str | None = None
+    hub: HubOptions = HubOptions()
+
+    def __post_init__(self) -> None:
+        PushSpec(self.repo, self.private, self.revision)  # the same checks as a run's push
+
+    @property
+    def spec(self) -> PushSpec:
+        return PushSpec(self.repo, self.private, self.revision)
+
+
+@dataclass(frozen=True)
 class SubspaceSpec:
     """Where bases come from: a subspace folder, or a base/aligned pair estimated through the cache."""
 
