@@ -20,6 +20,7 @@ from ..pipeline.cache_layout import hash_local_models_ahead
 from ..subspace.params import DEFAULT_ENERGY, STORAGES
 from . import options
 from .boundary import CsuloraGroup
+from .help import GroupedCommand
 from .options import (
     DEFAULTS,
     FLAG,
@@ -31,6 +32,7 @@ from .options import (
     DeviceOpt,
     EnergyOpt,
     EpsOpt,
+    EstimatePushOpt,
     ExactOpt,
     FetchOpt,
     JsonOpt,
@@ -56,7 +58,9 @@ from .output import Output, gate_line
 app = typer.Typer(
     name="csulora",
     cls=CsuloraGroup,
-    help="Rewrite LoRA adapters into the closest update inside an aligned model's safety subspace.",
+    help="Rewrite LoRA adapters into the closest update inside an aligned model's safety subspace: per weight, "
+    "the few directions in which safety alignment changed it (W_aligned - W_base, estimated from the aligned "
+    "model and its pre-alignment base). Start with `csulora demo`; each command's --help ends with examples.",
     no_args_is_help=True,
     add_completion=False,
     # Help text is plain: `org/name[@revision]` must show as typed, not be read as rich markup.
@@ -65,6 +69,36 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     pretty_exceptions_show_locals=False,
 )
+
+
+# The examples each command's --help ends with (as `hf` does).
+ESTIMATE_EXAMPLES = """
+    csulora estimate-subspace ./base ./aligned --adapter ./adapter --out ./subspace
+    csulora estimate-subspace org/base org/base-instruct --out ./subspace --storage float16 --push-to-hub org/subspace
+    csulora estimate-subspace ./base ./aligned --adapter ./adapter --layers 0-15 --out /shared/subspace
+    """
+CORRECT_EXAMPLES = """
+    csulora correct ./adapter --subspace ./subspace --out ./adapter-safe
+    csulora correct ./runs/*/adapter --subspace ./subspace --out-dir ./corrected
+    csulora correct ./adapter --base ./base --aligned ./aligned --out ./adapter-safe --push-to-hub org/adapter-safe
+    """
+INSPECT_EXAMPLES = """
+    csulora inspect ./adapter
+    csulora inspect ./adapter --subspace ./subspace
+    csulora inspect ./adapter --subspace ./subspace --gate reversal --fail-below -0.05
+    """
+VERIFY_EXAMPLES = """
+    csulora verify ./adapter-safe && echo deploying
+    csulora verify ./corrected/*/adapter --json
+    """
+PUSH_EXAMPLES = """
+    csulora push ./adapter-safe org/adapter-safe
+    csulora push ./subspace org/llama-subspace --private --revision v1
+    """
+DEMO_EXAMPLES = """
+    csulora demo
+    csulora demo --keep ./demo
+    """
 
 
 @functools.cache
@@ -81,7 +115,7 @@ def _library():
     return api
 
 
-@app.command("estimate-subspace")
+@app.command("estimate-subspace", cls=GroupedCommand, epilog=ESTIMATE_EXAMPLES)
 def estimate_subspace_command(
     ctx: typer.Context,
     base: Annotated[
@@ -126,7 +160,7 @@ def estimate_subspace_command(
         ),
     ] = "float32",
     overwrite: OverwriteOpt = False,
-    push_to_hub: PushToHubOpt = None,
+    push_to_hub: EstimatePushOpt = None,
     private: PrivateOpt = False,
     revision: RevisionOpt = None,
     confirm_order: ConfirmOrderOpt = False,
@@ -162,7 +196,7 @@ def estimate_subspace_command(
     output.estimate(result)
 
 
-@app.command("correct")
+@app.command("correct", cls=GroupedCommand, epilog=CORRECT_EXAMPLES)
 def correct_command(
     ctx: typer.Context,
     adapters: Annotated[
@@ -241,7 +275,7 @@ def correct_command(
     output.reports(reports, dry_run)
 
 
-@app.command("inspect")
+@app.command("inspect", cls=GroupedCommand, epilog=INSPECT_EXAMPLES)
 def inspect_command(
     ctx: typer.Context,
     adapter: Annotated[
@@ -318,7 +352,7 @@ def inspect_command(
         raise GateTripped(gate_line(result.gate))
 
 
-@app.command("verify")
+@app.command("verify", cls=GroupedCommand, epilog=VERIFY_EXAMPLES)
 def verify_command(
     folders: Annotated[
         list[Path], typer.Argument(metavar="OUT", help="Corrected adapter folders written by csulora correct.")
@@ -337,7 +371,7 @@ def verify_command(
         raise CsuloraError(first_problem)
 
 
-@app.command("push")
+@app.command("push", cls=GroupedCommand, epilog=PUSH_EXAMPLES)
 def push_command(
     folder: Annotated[
         Path,
@@ -375,7 +409,7 @@ def push_command(
     output.pushed_output(result)
 
 
-@app.command("demo")
+@app.command("demo", cls=GroupedCommand, epilog=DEMO_EXAMPLES)
 def demo_command(
     keep: Annotated[
         Path | None,

@@ -22,12 +22,29 @@ from ..subspace.params import EstimationParams
 # Flags that take no value show no placeholder; the others show what they take.
 FLAG = ""
 
-RankOpt = Annotated[int, typer.Option("--rank", metavar="N", help="Most basis columns kept per module (max_rank).")]
+RankOpt = Annotated[
+    int,
+    typer.Option(
+        "--rank",
+        metavar="N",
+        help="Most directions (basis columns) the safety subspace keeps per module; beside --subspace, at most "
+        "that many of the stored ones.",
+    ),
+]
 EnergyOpt = Annotated[
-    float, typer.Option("--energy", metavar="F", help="Energy fraction of the displacement the basis keeps.")
+    float,
+    typer.Option(
+        "--energy",
+        metavar="F",
+        help="Share of the alignment's change to each weight (its energy, ||W_aligned - W_base||^2) the subspace "
+        "must hold, in (0, 1]: more keeps more directions.",
+    ),
 ]
 ExactOpt = Annotated[
-    bool, typer.Option("--exact", metavar=FLAG, help="Exact SVD instead of the randomized range finder.")
+    bool,
+    typer.Option(
+        "--exact", metavar=FLAG, help="Exact SVD instead of the faster randomized estimate (randomized range finder)."
+    ),
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", metavar="N", help="Seed of the randomized range finder's sketch.")]
 PowerOpt = Annotated[
@@ -38,7 +55,9 @@ PowerOpt = Annotated[
         help="Subspace iterations of the randomized range finder (more: slower, closer to exact).",
     ),
 ]
-DeviceOpt = Annotated[Literal[DEVICES], typer.Option("--device", help="Where the numerics run.")]
+DeviceOpt = Annotated[
+    Literal[DEVICES], typer.Option("--device", help="Where the numerics run (auto: a GPU when there is one).")
+]
 CacheDirOpt = Annotated[
     Path | None,
     typer.Option("--cache-dir", metavar="DIR", help="Basis cache (default $CSULORA_CACHE or ~/.cache/csulora)."),
@@ -88,9 +107,33 @@ AlignedOpt = Annotated[
         "base_model_name_or_path.",
     ),
 ]
-MethodOpt = Annotated[Literal[METHOD_NAMES], typer.Option("--method", help="How each update is corrected.")]
-LambdaOpt = Annotated[float, typer.Option("--lambda", metavar="F", help="Penalty strength of csulora (>= 0).")]
-EpsOpt = Annotated[float, typer.Option("--eps", metavar="F", help="Tolerance of the direction classes, in [0, 1].")]
+MethodOpt = Annotated[
+    Literal[METHOD_NAMES],
+    typer.Option(
+        "--method",
+        help="How each update is corrected: csulora, the closest update inside the safety subspace (the paper's); "
+        "project, the hard projection onto it; safelora, Safe LoRA; csulora-inside and csulora-signed, variants "
+        "(docs/method.md section 5); none, report only.",
+    ),
+]
+LambdaOpt = Annotated[
+    float,
+    typer.Option(
+        "--lambda",
+        metavar="F",
+        help="How strongly csulora attenuates what an update writes outside the subspace: 0 keeps it, larger "
+        "removes more (>= 0).",
+    ),
+]
+EpsOpt = Annotated[
+    float,
+    typer.Option(
+        "--eps",
+        metavar="F",
+        help="A direction of the update counts as aligned when at most this share of it lies outside the subspace, "
+        "and as off when at most this share lies inside (in [0, 1]).",
+    ),
+]
 FetchOpt = Annotated[
     Literal[FETCH_MODES],
     typer.Option(
@@ -117,6 +160,16 @@ PushToHubOpt = Annotated[
         "output folder's name, one repo per adapter: org/{name}-safe). The branch then holds exactly the output: "
         "files of an earlier push it no longer has are deleted. A failed push keeps the output; csulora push "
         "FOLDER REPO retries it.",
+    ),
+]
+EstimatePushOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--push-to-hub",
+        metavar="REPO",
+        help="Push the finished --out folder, with a model card written into it, to this Hub repo (org/name) in "
+        "one commit. The branch then holds exactly the folder: files of an earlier push it no longer has are "
+        "deleted. A failed push keeps the folder; csulora push FOLDER REPO retries it.",
     ),
 ]
 PrivateOpt = Annotated[
@@ -147,7 +200,8 @@ TwoSidedOpt = Annotated[
     typer.Option(
         "--two-sided",
         metavar=FLAG,
-        help="Subspace P_out X P_in (output and input side of V) for csulora, project, csulora-inside, none.",
+        help="Use the subspace on both sides of the alignment's change V (its output and input directions) "
+        "rather than the output side only; for csulora, project, csulora-inside and none.",
     ),
 ]
 SafeLoraLayersOpt = Annotated[
