@@ -29,6 +29,7 @@ from .requests import SubspaceSpec
 
 
 def resolve_device(name: str) -> torch.device:
+    """The torch device for "auto" (a GPU when torch sees one), "cpu" or "cuda": `resolve_device("auto")`."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():

@@ -50,8 +50,15 @@ def _refuse_corrected(opened: list[OpenedAdapter], recorrect: bool) -> None:
 def correct(request: CorrectRequest, events: Events = SilentEvents()) -> list[AdapterReport]:
     """Correct every adapter; with several, each basis is loaded or estimated once for all of them.
 
-    Everything is checked before any work (flags, adapters, destinations, keys and shapes); outputs are
-    filled in temporary folders as modules are corrected and renamed into place only at the end.
+        from csulora_cli.api import CorrectRequest, SubspaceSpec, correct
+        (report,) = correct(CorrectRequest(adapters="adapter", out="adapter-safe",
+                                           subspace=SubspaceSpec(subspace="subspace")))
+        print(report.totals.attenuation_fraction)   # the share of the update's energy removed
+
+    Everything is checked before any work (values, adapters, destinations, keys and shapes); outputs are
+    filled in temporary folders as modules are corrected and renamed into place only at the end. Returns
+    one `AdapterReport` per adapter (what `csulora_report.json` holds: `report.to_dict()`); `events`
+    receives warnings and progress (default: none). Errors are `CsuloraError`s.
     """
     created = utc_now()
     method = get_method(request.method)

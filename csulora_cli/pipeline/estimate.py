@@ -18,6 +18,17 @@ from .sides import agreeing_evidence, check_order
 
 
 def estimate_subspace(request: EstimateRequest, events: Events = SilentEvents()) -> EstimateResult:
+    """Estimate the safety subspace of each targeted module, into the cache or `request.out`.
+
+        from pathlib import Path
+        from csulora_cli.api import EstimateRequest, EstimationParams, estimate_subspace
+        result = estimate_subspace(EstimateRequest(base="base", aligned="aligned", adapter="adapter",
+                                                   estimation=EstimationParams(max_rank=16), out=Path("subspace")))
+        for module in result.modules:
+            print(module.module, module.rank, module.captured_energy)
+
+    Returns an `EstimateResult` (`location`, `modules`, `sources`; `result.to_dict()` is the `--json` body).
+    """
     if request.out is not None:
         inputs = [
             ("the base model folder", local_folder(request.base)),

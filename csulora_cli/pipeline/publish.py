@@ -100,7 +100,13 @@ def push_subspace(
 
 def push_output(request: PushRequest, events: Events = SilentEvents()) -> PushedOutput:
     """Push a finished output again, as its run would have: a corrected adapter folder (checked against its
-    report's digests first) or a subspace folder (its model card written first, at the default energy)."""
+    report's digests first) or a subspace folder (its model card written first, at the default energy).
+
+        from pathlib import Path
+        from csulora_cli.api import PushRequest, push_output
+        pushed = push_output(PushRequest(folder=Path("adapter-safe"), repo="org/adapter-safe"))
+        print(pushed.pushed.url)
+    """
     folder = request.folder
     target = _target(request.spec, folder.resolve().name)
     if (folder / REPORT_FILE).is_file():
