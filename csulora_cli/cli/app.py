@@ -17,6 +17,7 @@ import typer
 from .. import __version__
 from ..correction.params import STATISTIC_NAMES, CorrectionParams
 from ..pipeline.cache_layout import hash_local_models_ahead
+from ..report.schema_files import SCHEMA_NAMES
 from ..subspace.params import DEFAULT_ENERGY, STORAGES
 from . import options
 from .boundary import CsuloraGroup
@@ -90,6 +91,10 @@ INSPECT_EXAMPLES = """
 VERIFY_EXAMPLES = """
     csulora verify ./adapter-safe && echo deploying
     csulora verify ./corrected/*/adapter --json
+    """
+VALIDATE_EXAMPLES = """
+    csulora validate ./adapter-safe/csulora_report.json
+    csulora validate dry-run.json --schema correct
     """
 PUSH_EXAMPLES = """
     csulora push ./adapter-safe org/adapter-safe
@@ -369,6 +374,42 @@ def verify_command(
     first_problem = next((result.problem for result in results if result.problem is not None), None)
     if first_problem is not None:
         raise CsuloraError(first_problem)
+
+
+@app.command("validate", cls=GroupedCommand, epilog=VALIDATE_EXAMPLES)
+def validate_command(
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="FILE",
+            help="A csulora_report.json, a subspace's --json document, or what any command printed with --json.",
+        ),
+    ],
+    schema: Annotated[
+        Literal[SCHEMA_NAMES] | None,
+        typer.Option("--schema", help="The schema to check against (default: the document's command, else report)."),
+    ] = None,
+) -> None:
+    """Check JSON documents against the JSON Schemas that ship with csulora (exit 1 at the first mismatch)."""
+    import json
+
+    from ..errors import FormatError
+    from ..report.validate import validate
+
+    output = Output()
+    for path in files:
+        try:
+            document = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise FormatError("no such file", where=str(path)) from None
+        except (OSError, UnicodeDecodeError, ValueError) as error:
+            raise FormatError(f"not JSON ({error})", where=str(path)) from None
+        try:
+            name = validate(document, schema)
+        except FormatError as error:
+            error.where = str(path)
+            raise
+        output.stdout.print(f"valid: {path} ({name}.schema.json)", highlight=False, markup=False)
 
 
 @app.command("push", cls=GroupedCommand, epilog=PUSH_EXAMPLES)

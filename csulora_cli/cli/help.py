@@ -14,7 +14,7 @@ from typer.core import TyperCommand
 
 # Every parameter of every command, by the group `--help` lists it in, in this order.
 PANELS: dict[str, tuple[str, ...]] = {
-    "Inputs": ("subspace", "base", "aligned", "adapter", "modules", "layers", "confirm_order", "config"),
+    "Inputs": ("subspace", "base", "aligned", "adapter", "modules", "layers", "confirm_order", "config", "schema"),
     "Method": (
         "method",
         "lambda_",
