@@ -30,7 +30,10 @@ def check_order(sources: dict, adapters: list[tuple[str, dict]], order_check: st
         f"the base and aligned models look swapped: {'; '.join(evidence)}. Swapped, V = W_aligned - W_base changes "
         "sign, and with it reversal, reversing_share and csulora-signed"
     )
-    fix = "swap {base} and {aligned} (re-estimate a subspace folder with them swapped), or pass {confirm_order}"
+    fix = (
+        "give the pre-alignment model as the base and the aligned one second (a subspace folder: estimate it "
+        "again that way round), or pass {confirm_order}"
+    )
     if order_check == "refuse":
         raise UsageError(f"{what}, so a gate would pass what it exists to catch; {fix} if the order is right")
     events.warn(f"{what}; {fix} if the order is right")
