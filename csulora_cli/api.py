@@ -1,10 +1,18 @@
 """The Python API: one function per command, each taking a frozen request (the CLI is a thin wrapper).
 
-    from csulora_cli.api import CorrectRequest, SubspaceSpec, correct
-    reports = correct(CorrectRequest(adapters=(Path("adapter"),), out=Path("safe"),
-                                     subspace=SubspaceSpec(subspace=Path("subspace"))))
+    from csulora_cli.api import CorrectRequest, EstimateRequest, InspectRequest, SubspaceSpec
+    from csulora_cli.api import correct, estimate_subspace, inspect, verify_outputs
 
-Errors are `csulora_cli.errors.CsuloraError`s naming the file, tensor or parameter at fault.
+    estimate_subspace(EstimateRequest(base="base", aligned="aligned", adapter="adapter", out="subspace"))
+    subspace = SubspaceSpec(subspace="subspace")
+    (report,) = correct(CorrectRequest(adapters="adapter", out="adapter-safe", subspace=subspace))
+    gate = inspect(InspectRequest(adapter="adapter", subspace=subspace, gate="reversal", fail_below=-0.05)).gate
+    (verified,) = verify_outputs(("adapter-safe",))
+
+Each function's docstring has an example: `estimate_subspace`, `correct`, `inspect`, `detect_adapter`,
+`verify_outputs`, `push_output`. Requests take folders as `str` or `Path`, and `adapters` one adapter or a
+list; they are frozen and checked as they are built, so a request that cannot run is refused before any
+file is opened. Errors are `csulora_cli.errors.CsuloraError`s naming the file, tensor or parameter at fault.
 """
 
 from __future__ import annotations
@@ -16,8 +24,17 @@ from .pipeline.basis_source import resolve_device
 from .pipeline.correct import correct
 from .pipeline.estimate import estimate_subspace
 from .pipeline.inspect import detect_adapter, inspect
-from .pipeline.requests import CorrectRequest, EstimateRequest, InspectRequest, PushSpec, SubspaceSpec
-from .pipeline.results import EstimateResult, GateCheck, InspectResult, ModuleSubspace, ModuleSummary, VerifyResult
+from .pipeline.publish import push_output
+from .pipeline.requests import CorrectRequest, EstimateRequest, InspectRequest, PushRequest, PushSpec, SubspaceSpec
+from .pipeline.results import (
+    EstimateResult,
+    GateCheck,
+    InspectResult,
+    ModuleSubspace,
+    ModuleSummary,
+    PushedOutput,
+    VerifyResult,
+)
 from .pipeline.verify import verify_outputs
 from .subspace.params import EstimationParams
 
@@ -34,7 +51,9 @@ __all__ = [
     "InspectResult",
     "ModuleSubspace",
     "ModuleSummary",
+    "PushRequest",
     "PushSpec",
+    "PushedOutput",
     "SilentEvents",
     "SubspaceSpec",
     "VerifyResult",
@@ -42,6 +61,7 @@ __all__ = [
     "detect_adapter",
     "estimate_subspace",
     "inspect",
+    "push_output",
     "resolve_device",
     "verify_outputs",
 ]

@@ -20,13 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from jsonschema import Draft202012Validator
-from referencing import Registry, Resource
 from safetensors import safe_open
 from typer.testing import CliRunner
 
 from csulora_cli.cli import app
-from csulora_cli.report.schema_files import SCHEMA_NAMES, load_schema
+from csulora_cli.report import validate
+from csulora_cli.report.schema_files import SCHEMA_NAMES
 
 # Basis rank the end-to-end tests estimate with: small models, quick runs.
 RANK = 8
@@ -160,12 +159,9 @@ def run_console_script(
 
 
 def validate_against_schema(document, name: str) -> None:
-    """Raise when `document` does not match the package's `<name>.schema.json` (the schemas refer to each
-    other by file name, so all of them are registered under their names)."""
-    registry = Registry().with_resources(
-        (f"{schema}.schema.json", Resource.from_contents(load_schema(schema))) for schema in SCHEMA_NAMES
-    )
-    Draft202012Validator(load_schema(name), registry=registry).validate(document)
+    """Raise when `document` does not match the package's `<name>.schema.json`, through the helper users
+    call (`csulora_cli.report.validate`, which resolves the schemas' `$ref`s to each other)."""
+    validate(document, name)
 
 
 def read_report(folder: Path) -> dict:

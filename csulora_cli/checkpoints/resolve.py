@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import CsuloraError
@@ -22,4 +24,18 @@ def resolve_model(spec: str, *, digest_memo_dir: Path | None = None, hub: HubCli
         raise CsuloraError(
             "no such local folder, and not a Hugging Face repo id (org/name or org/name@revision)", where=spec
         )
-    return HubSource(ref, hub)
+    with no_local_folder(spec):
+        return HubSource(ref, hub)
+
+
+@contextmanager
+def no_local_folder(spec: str) -> Iterator[None]:
+    """A Hub failure for a name that is no local folder either says that first: `adaptr` is more often a
+    typo for a folder than a repo id, and a Hub error alone sends the reader looking at the network."""
+    try:
+        yield
+    except CsuloraError as error:
+        as_repo = error.where or spec
+        error.message = f"no local folder of that name, and as a Hub repo ({as_repo}): {error.message}"
+        error.where = spec
+        raise

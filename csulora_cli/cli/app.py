@@ -17,9 +17,11 @@ import typer
 from .. import __version__
 from ..correction.params import STATISTIC_NAMES, CorrectionParams
 from ..pipeline.cache_layout import hash_local_models_ahead
+from ..report.schema_files import SCHEMA_NAMES
 from ..subspace.params import DEFAULT_ENERGY, STORAGES
 from . import options
 from .boundary import CsuloraGroup
+from .help import GroupedCommand
 from .options import (
     DEFAULTS,
     FLAG,
@@ -27,9 +29,11 @@ from .options import (
     BaseOpt,
     CacheDirOpt,
     ConfigOpt,
+    ConfirmOrderOpt,
     DeviceOpt,
     EnergyOpt,
     EpsOpt,
+    EstimatePushOpt,
     ExactOpt,
     FetchOpt,
     JsonOpt,
@@ -55,7 +59,9 @@ from .output import Output, gate_line
 app = typer.Typer(
     name="csulora",
     cls=CsuloraGroup,
-    help="Rewrite LoRA adapters into the closest update inside an aligned model's safety subspace.",
+    help="Rewrite LoRA adapters into the closest update inside an aligned model's safety subspace: per weight, "
+    "the few directions in which safety alignment changed it (W_aligned - W_base, estimated from the aligned "
+    "model and its pre-alignment base). Start with `csulora demo`; each command's --help ends with examples.",
     no_args_is_help=True,
     add_completion=False,
     # Help text is plain: `org/name[@revision]` must show as typed, not be read as rich markup.
@@ -64,6 +70,40 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     pretty_exceptions_show_locals=False,
 )
+
+
+# The examples each command's --help ends with (as `hf` does).
+ESTIMATE_EXAMPLES = """
+    csulora estimate-subspace ./base ./aligned --adapter ./adapter --out ./subspace
+    csulora estimate-subspace org/base org/base-instruct --out ./subspace --storage float16 --push-to-hub org/subspace
+    csulora estimate-subspace ./base ./aligned --adapter ./adapter --layers 0-15 --out /shared/subspace
+    """
+CORRECT_EXAMPLES = """
+    csulora correct ./adapter --subspace ./subspace --out ./adapter-safe
+    csulora correct ./runs/*/adapter --subspace ./subspace --out-dir ./corrected
+    csulora correct ./adapter --base ./base --aligned ./aligned --out ./adapter-safe --push-to-hub org/adapter-safe
+    """
+INSPECT_EXAMPLES = """
+    csulora inspect ./adapter
+    csulora inspect ./adapter --subspace ./subspace
+    csulora inspect ./adapter --subspace ./subspace --gate reversal --fail-below -0.05
+    """
+VERIFY_EXAMPLES = """
+    csulora verify ./adapter-safe && echo deploying
+    csulora verify ./corrected/*/adapter --json
+    """
+VALIDATE_EXAMPLES = """
+    csulora validate ./adapter-safe/csulora_report.json
+    csulora validate dry-run.json --schema correct
+    """
+PUSH_EXAMPLES = """
+    csulora push ./adapter-safe org/adapter-safe
+    csulora push ./subspace org/llama-subspace --private --revision v1
+    """
+DEMO_EXAMPLES = """
+    csulora demo
+    csulora demo --keep ./demo
+    """
 
 
 @functools.cache
@@ -80,7 +120,7 @@ def _library():
     return api
 
 
-@app.command("estimate-subspace")
+@app.command("estimate-subspace", cls=GroupedCommand, epilog=ESTIMATE_EXAMPLES)
 def estimate_subspace_command(
     ctx: typer.Context,
     base: Annotated[
@@ -125,9 +165,10 @@ def estimate_subspace_command(
         ),
     ] = "float32",
     overwrite: OverwriteOpt = False,
-    push_to_hub: PushToHubOpt = None,
+    push_to_hub: EstimatePushOpt = None,
     private: PrivateOpt = False,
     revision: RevisionOpt = None,
+    confirm_order: ConfirmOrderOpt = False,
     config: ConfigOpt = None,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -153,13 +194,14 @@ def estimate_subspace_command(
         overwrite=overwrite,
         storage=storage,
         push=options.push_spec(ctx),
+        confirm_order=confirm_order,
     )
     with output.progress():
         result = api.estimate_subspace(request, output)
     output.estimate(result)
 
 
-@app.command("correct")
+@app.command("correct", cls=GroupedCommand, epilog=CORRECT_EXAMPLES)
 def correct_command(
     ctx: typer.Context,
     adapters: Annotated[
@@ -208,6 +250,7 @@ def correct_command(
     push_to_hub: PushToHubOpt = None,
     private: PrivateOpt = False,
     revision: RevisionOpt = None,
+    confirm_order: ConfirmOrderOpt = False,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -230,13 +273,14 @@ def correct_command(
         recorrect=recorrect,
         command_line=options.command_line(ctx),
         push=options.push_spec(ctx),
+        order_check="accept" if confirm_order else "warn",
     )
     with output.progress():
         reports = api.correct(request, output)
     output.reports(reports, dry_run)
 
 
-@app.command("inspect")
+@app.command("inspect", cls=GroupedCommand, epilog=INSPECT_EXAMPLES)
 def inspect_command(
     ctx: typer.Context,
     adapter: Annotated[
@@ -281,6 +325,7 @@ def inspect_command(
     cache_dir: CacheDirOpt = None,
     fetch: FetchOpt = "auto",
     token: TokenOpt = None,
+    confirm_order: ConfirmOrderOpt = False,
     config: ConfigOpt = None,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -303,6 +348,7 @@ def inspect_command(
         gate=gate,
         plot=options.as_path(plot),
         command_line=options.command_line(ctx),
+        confirm_order=confirm_order,
     )
     with output.progress():
         result = api.inspect(request, output)
@@ -311,7 +357,7 @@ def inspect_command(
         raise GateTripped(gate_line(result.gate))
 
 
-@app.command("verify")
+@app.command("verify", cls=GroupedCommand, epilog=VERIFY_EXAMPLES)
 def verify_command(
     folders: Annotated[
         list[Path], typer.Argument(metavar="OUT", help="Corrected adapter folders written by csulora correct.")
@@ -330,14 +376,99 @@ def verify_command(
         raise CsuloraError(first_problem)
 
 
-@app.command("demo")
+@app.command("validate", cls=GroupedCommand, epilog=VALIDATE_EXAMPLES)
+def validate_command(
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="FILE",
+            help="A csulora_report.json, a subspace's --json document, or what any command printed with --json.",
+        ),
+    ],
+    schema: Annotated[
+        Literal[SCHEMA_NAMES] | None,
+        typer.Option("--schema", help="The schema to check against (default: the document's command, else report)."),
+    ] = None,
+) -> None:
+    """Check JSON documents against the JSON Schemas that ship with csulora (exit 1 at the first mismatch)."""
+    import json
+
+    from ..errors import FormatError
+    from ..report.validate import validate
+
+    output = Output()
+    for path in files:
+        try:
+            document = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise FormatError("no such file", where=str(path)) from None
+        except (OSError, UnicodeDecodeError, ValueError) as error:
+            raise FormatError(f"not JSON ({error})", where=str(path)) from None
+        try:
+            name = validate(document, schema)
+        except FormatError as error:
+            error.where = str(path)
+            raise
+        output.stdout.print(f"valid: {path} ({name}.schema.json)", highlight=False, markup=False)
+
+
+@app.command("push", cls=GroupedCommand, epilog=PUSH_EXAMPLES)
+def push_command(
+    folder: Annotated[
+        Path,
+        typer.Argument(
+            metavar="FOLDER",
+            help="A finished output: a corrected adapter folder (correct), or a subspace folder "
+            "(estimate-subspace --out).",
+        ),
+    ],
+    repo: Annotated[str, typer.Argument(metavar="REPO", help="The Hub model repo to push to (org/name).")],
+    private: Annotated[
+        bool, typer.Option("--private", metavar=FLAG, help="A repo the push creates is private.")
+    ] = False,
+    revision: Annotated[
+        str | None,
+        typer.Option("--revision", metavar="BRANCH", help="The branch to push to (default main; created from main)."),
+    ] = None,
+    token: TokenOpt = None,
+    json_output: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Push a finished output to a Hub repo in one commit, as --push-to-hub would have (after a failed push).
+
+    A corrected adapter is checked against its csulora_report.json first; a subspace folder gets its model
+    card. The branch then holds exactly the folder: files of an earlier push that the folder no longer has
+    are deleted in the same commit (.gitattributes stays).
+    """
+    api = _library()
+    from ..checkpoints.hub.options import HubOptions
+
+    output = Output(json_output, quiet)
+    request = api.PushRequest(folder=folder, repo=repo, private=private, revision=revision, hub=HubOptions(token=token))
+    with output.progress():
+        result = api.push_output(request, output)
+    output.pushed_output(result)
+
+
+@app.command("demo", cls=GroupedCommand, epilog=DEMO_EXAMPLES)
 def demo_command(
-    keep: Annotated[Path | None, typer.Option("--keep", metavar="DIR", help="Build the demo here and keep it.")] = None,
+    keep: Annotated[
+        Path | None,
+        typer.Option(
+            "--keep",
+            metavar="DIR",
+            help="Build the demo here and keep it: DIR/base, DIR/aligned, DIR/adapter, and the demo's run in "
+            "DIR/demo-run. An existing DIR that is not empty needs --overwrite.",
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", metavar=FLAG, help="Build the demo in a --keep DIR that is not empty.")
+    ] = False,
 ) -> None:
     """Build a tiny model pair and adapter, then run estimate -> inspect -> correct on them."""
     from .demo import run_demo
 
-    run_demo(Output(), keep)
+    run_demo(Output(), keep, overwrite)
 
 
 @app.callback(invoke_without_command=True)

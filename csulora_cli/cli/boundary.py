@@ -24,8 +24,35 @@ _CLICK_ERROR = next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ ==
 _SPELLED_OTHERWISE = {"max_rank": "--rank", "lambda_": "--lambda", "adapters": "ADAPTER"}
 
 
+# What an interrupted command leaves behind, in the one line Ctrl-C prints.
+_AFTER_INTERRUPT = {
+    "estimate-subspace": "the bases finished so far are kept (cache, --out folder) and a rerun computes only the rest",
+    "demo": "nothing is kept",
+}
+_NOTHING_WRITTEN = "nothing was written (an output appears only once complete)"
+
+
+class Interrupted(Exception):
+    """Ctrl-C (or SIGTERM while writing) during a command; typer would turn it into a silent exit 130."""
+
+    def __init__(self, command: str | None):
+        super().__init__(command)
+        self.command = command
+
+    def line(self) -> str:
+        if self.command is None:
+            return "csulora: interrupted"
+        return f"csulora: interrupted: {self.command} stopped; {_AFTER_INTERRUPT.get(self.command, _NOTHING_WRITTEN)}"
+
+
 class CsuloraGroup(TyperGroup):
     """The `csulora` command group, with csulora's error boundary around every invocation."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise Interrupted(ctx.invoked_subcommand) from None
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         """Run a command; user errors become one line on stderr and an exit code (always `sys.exit`)."""
@@ -69,6 +96,9 @@ class CsuloraGroup(TyperGroup):
             see = f"csulora {command} --help" if command else "csulora --help"
             output.error(f"csulora: error: {message} (see {see})")
             sys.exit(error.exit_code)
+        except Interrupted as interrupted:
+            output.error(interrupted.line())
+            sys.exit(130)
         except (KeyboardInterrupt, typer.Abort):
             output.error("csulora: interrupted")
             sys.exit(130)

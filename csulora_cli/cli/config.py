@@ -20,13 +20,25 @@ def read_config_file(path: Path) -> dict:
         values = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise UsageError("config file does not exist", where=str(path)) from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        raise FormatError(f"not valid YAML ({str(error).splitlines()[0]})", where=str(path)) from None
+    except yaml.YAMLError as error:
+        # A usage error (exit 2), like a mistyped flag: the file is part of the command line.
+        raise UsageError(f"not valid YAML ({_yaml_problem(error)})", where=str(path)) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise FormatError(f"cannot be read as YAML ({error})", where=str(path)) from None
     if values is None:
         return {}
     if not isinstance(values, dict):
         raise FormatError("expected a mapping of option names to values", where=str(path))
     return values
+
+
+def _yaml_problem(error) -> str:
+    """Where and what: `line 3, column 1: expected ',' or ']'` (PyYAML counts lines from 0)."""
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    if mark is None:
+        return problem
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
 # Values that name files or folders: relative ones are read against the config file's folder, so a

@@ -1,4 +1,9 @@
-"""`csulora demo`: the tiny built-in model pair and adapter, run through estimate -> inspect -> correct."""
+"""`csulora demo`: the tiny built-in model pair and adapter, run through estimate -> inspect -> correct.
+
+The models and the adapter go to `DIR/base`, `DIR/aligned` and `DIR/adapter`; what the demo's own run
+writes (subspace, corrected adapter, cache) to `DIR/demo-run`, so that the README's walkthrough, which
+writes its own outputs beside the models, never lands in a folder the demo filled.
+"""
 
 from __future__ import annotations
 
@@ -15,16 +20,30 @@ from ..api import (
     estimate_subspace,
     inspect,
 )
+from ..errors import CsuloraError, OutputExistsError
 from ..testing.builders import build_demo
 from .output import Output
 
+RUN_FOLDER = "demo-run"
 
-def run_demo(output: Output, keep: Path | None = None) -> None:
+
+def run_demo(output: Output, keep: Path | None = None, overwrite: bool = False) -> None:
+    if keep is not None and keep.exists():
+        if not keep.is_dir():
+            raise CsuloraError("output exists and is not a folder", where=str(keep))
+        if any(keep.iterdir()) and not overwrite:
+            raise OutputExistsError(
+                "folder exists and is not empty",
+                where=str(keep),
+                hint="pass {overwrite} to build the demo in it anyway",
+            )
     with tempfile.TemporaryDirectory(prefix="csulora-demo-") as scratch:
         root = keep or Path(scratch)
         root.mkdir(parents=True, exist_ok=True)
         base, aligned, adapter = build_demo(root)
-        cache = root / "cache"
+        run = root / RUN_FOLDER
+        run.mkdir(exist_ok=True)
+        cache = run / "cache"
         output.stderr.print(f"demo models and adapter in {root}", highlight=False)
         estimation = EstimationParams(max_rank=16)
         output.stdout.rule("1. csulora estimate-subspace")
@@ -36,21 +55,21 @@ def run_demo(output: Output, keep: Path | None = None) -> None:
                     adapter=adapter,
                     estimation=estimation,
                     cache_dir=cache,
-                    out=root / "subspace",
+                    out=run / "subspace",
                     overwrite=True,
                 ),
                 output,
             )
         )
         output.stdout.rule("2. csulora inspect")
-        spec = SubspaceSpec(subspace=root / "subspace", estimation=estimation)
+        spec = SubspaceSpec(subspace=run / "subspace", estimation=estimation)
         output.inspect(inspect(InspectRequest(adapter=adapter, subspace=spec), output))
         output.stdout.rule("3. csulora correct")
         reports = correct(
-            CorrectRequest(adapters=(adapter,), out=root / "corrected", subspace=spec, overwrite=True), output
+            CorrectRequest(adapters=(adapter,), out=run / "corrected", subspace=spec, overwrite=True), output
         )
         output.reports(reports, dry_run=False)
-        where = f"corrected adapter written to {root / 'corrected'}"
+        where = f"corrected adapter written to {run / 'corrected'}"
         if keep is None:  # the folder goes with the temporary directory: say so, and how to keep it
             where += " (a temporary folder, removed now; csulora demo --keep DIR keeps it)"
         output.stdout.print(where, highlight=False)

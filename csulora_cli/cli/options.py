@@ -22,12 +22,29 @@ from ..subspace.params import EstimationParams
 # Flags that take no value show no placeholder; the others show what they take.
 FLAG = ""
 
-RankOpt = Annotated[int, typer.Option("--rank", metavar="N", help="Most basis columns kept per module (max_rank).")]
+RankOpt = Annotated[
+    int,
+    typer.Option(
+        "--rank",
+        metavar="N",
+        help="Most directions (basis columns) the safety subspace keeps per module; beside --subspace, at most "
+        "that many of the stored ones.",
+    ),
+]
 EnergyOpt = Annotated[
-    float, typer.Option("--energy", metavar="F", help="Energy fraction of the displacement the basis keeps.")
+    float,
+    typer.Option(
+        "--energy",
+        metavar="F",
+        help="Share of the alignment's change to each weight (its energy, ||W_aligned - W_base||^2) the subspace "
+        "must hold, in (0, 1]: more keeps more directions.",
+    ),
 ]
 ExactOpt = Annotated[
-    bool, typer.Option("--exact", metavar=FLAG, help="Exact SVD instead of the randomized range finder.")
+    bool,
+    typer.Option(
+        "--exact", metavar=FLAG, help="Exact SVD instead of the faster randomized estimate (randomized range finder)."
+    ),
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", metavar="N", help="Seed of the randomized range finder's sketch.")]
 PowerOpt = Annotated[
@@ -38,7 +55,9 @@ PowerOpt = Annotated[
         help="Subspace iterations of the randomized range finder (more: slower, closer to exact).",
     ),
 ]
-DeviceOpt = Annotated[Literal[DEVICES], typer.Option("--device", help="Where the numerics run.")]
+DeviceOpt = Annotated[
+    Literal[DEVICES], typer.Option("--device", help="Where the numerics run (auto: a GPU when there is one).")
+]
 CacheDirOpt = Annotated[
     Path | None,
     typer.Option("--cache-dir", metavar="DIR", help="Basis cache (default $CSULORA_CACHE or ~/.cache/csulora)."),
@@ -51,8 +70,22 @@ ConfigOpt = Annotated[
         help="YAML file of option defaults (paths in it are relative to its folder).",
     ),
 ]
+ConfirmOrderOpt = Annotated[
+    bool,
+    typer.Option(
+        "--confirm-order",
+        metavar=FLAG,
+        help="The base/aligned order is right even though a source (an adapter's base_model_name_or_path, a "
+        "model's card or config.json) says otherwise: no warning, and a gate runs.",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", metavar=FLAG, help="Print results as JSON.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", metavar=FLAG, help="No progress bars or warnings.")]
+QuietOpt = Annotated[
+    bool,
+    typer.Option(
+        "--quiet", "-q", metavar=FLAG, help="Errors only: no tables, warnings or progress (--json still prints)."
+    ),
+]
 SubspaceOpt = Annotated[
     str | None,
     typer.Option(
@@ -74,9 +107,33 @@ AlignedOpt = Annotated[
         "base_model_name_or_path.",
     ),
 ]
-MethodOpt = Annotated[Literal[METHOD_NAMES], typer.Option("--method", help="How each update is corrected.")]
-LambdaOpt = Annotated[float, typer.Option("--lambda", metavar="F", help="Penalty strength of csulora (>= 0).")]
-EpsOpt = Annotated[float, typer.Option("--eps", metavar="F", help="Tolerance of the direction classes, in [0, 1].")]
+MethodOpt = Annotated[
+    Literal[METHOD_NAMES],
+    typer.Option(
+        "--method",
+        help="How each update is corrected: csulora, the closest update inside the safety subspace (the paper's); "
+        "project, the hard projection onto it; safelora, Safe LoRA; csulora-inside and csulora-signed, variants "
+        "(docs/method.md section 5); none, report only.",
+    ),
+]
+LambdaOpt = Annotated[
+    float,
+    typer.Option(
+        "--lambda",
+        metavar="F",
+        help="How strongly csulora attenuates what an update writes outside the subspace: 0 keeps it, larger "
+        "removes more (>= 0).",
+    ),
+]
+EpsOpt = Annotated[
+    float,
+    typer.Option(
+        "--eps",
+        metavar="F",
+        help="A direction of the update counts as aligned when at most this share of it lies outside the subspace, "
+        "and as off when at most this share lies inside (in [0, 1]).",
+    ),
+]
 FetchOpt = Annotated[
     Literal[FETCH_MODES],
     typer.Option(
@@ -100,7 +157,19 @@ PushToHubOpt = Annotated[
         "--push-to-hub",
         metavar="REPO",
         help="Push the finished output to this Hub repo in one commit (org/name; {name} in it stands for the "
-        "output folder's name, one repo per adapter: org/{name}-safe).",
+        "output folder's name, one repo per adapter: org/{name}-safe). The branch then holds exactly the output: "
+        "files of an earlier push it no longer has are deleted. A failed push keeps the output; csulora push "
+        "FOLDER REPO retries it.",
+    ),
+]
+EstimatePushOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--push-to-hub",
+        metavar="REPO",
+        help="Push the finished --out folder, with a model card written into it, to this Hub repo (org/name) in "
+        "one commit. The branch then holds exactly the folder: files of an earlier push it no longer has are "
+        "deleted. A failed push keeps the folder; csulora push FOLDER REPO retries it.",
     ),
 ]
 PrivateOpt = Annotated[
@@ -131,7 +200,8 @@ TwoSidedOpt = Annotated[
     typer.Option(
         "--two-sided",
         metavar=FLAG,
-        help="Subspace P_out X P_in (output and input side of V) for csulora, project, csulora-inside, none.",
+        help="Use the subspace on both sides of the alignment's change V (its output and input directions) "
+        "rather than the output side only; for csulora, project, csulora-inside and none.",
     ),
 ]
 SafeLoraLayersOpt = Annotated[
@@ -176,6 +246,11 @@ def _typed(ctx: typer.Context, name: str) -> bool:
     return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
 
 
+def _from_preset(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "DEFAULT_MAP"
+
+
 @dataclass(frozen=True)
 class EstimationFlags:
     """How bases are estimated and from where they are read: the flags `estimate-subspace`, `correct` and
@@ -209,10 +284,12 @@ class EstimationFlags:
 
 
 def subspace_spec(ctx: typer.Context) -> SubspaceSpec:
-    """Where `correct` and `inspect` take bases from. Beside a subspace folder, a typed `--rank` caps its
-    stored columns; estimation uses the default rank there (the folder's bases are already estimated)."""
+    """Where `correct` and `inspect` take bases from. Beside a subspace folder, `--rank` (typed, or a
+    preset's `rank`) caps its stored columns; estimation uses the default rank there (the folder's bases
+    are already estimated). A preset's cap above what the folder stores keeps every column."""
     flags = EstimationFlags.of(ctx)
-    rank_cap = flags.rank if flags.subspace is not None and _typed(ctx, "rank") else None
+    from_preset = _from_preset(ctx, "rank")
+    rank_cap = flags.rank if flags.subspace is not None and (_typed(ctx, "rank") or from_preset) else None
     if flags.subspace is not None:
         flags = replace(flags, rank=DEFAULTS.max_rank)
     return SubspaceSpec(
@@ -221,6 +298,7 @@ def subspace_spec(ctx: typer.Context) -> SubspaceSpec:
         aligned=flags.aligned,
         estimation=flags.estimation(),
         rank_cap=rank_cap,
+        rank_cap_may_exceed=rank_cap is not None and from_preset,
         energy=flags.energy,
         cache_dir=as_path(flags.cache_dir),
         device=flags.device,

@@ -25,7 +25,7 @@ from ..events import Advance
 from ..report.envelope import envelope
 
 if TYPE_CHECKING:  # printing needs only the values of these
-    from ..pipeline.results import EstimateResult, InspectResult, VerifyResult
+    from ..pipeline.results import EstimateResult, InspectResult, PushedOutput, VerifyResult
     from ..report.records import AdapterReport, PushRecord
 
 
@@ -42,7 +42,11 @@ class _CountColumn(ProgressColumn):
 
 
 class Output:
-    """Human, JSON or quiet output; implements the API's `Events` for progress and warnings."""
+    """Human, JSON or quiet output; implements the API's `Events` for progress and warnings.
+
+    Quiet means errors only: no tables, no warnings, no progress (a JSON document asked for with `--json`
+    is still printed, alone on stdout, as it always is).
+    """
 
     def __init__(
         self, json_mode: bool = False, quiet: bool = False, flag_of: Callable[[str], str | None] | None = None
@@ -109,7 +113,7 @@ class Output:
                 f"{m.displacement_energy:.3g}" if m.has_signal else "no signal",
                 "yes" if m.from_cache else "no",
             )
-        self.stdout.print(table)
+        self._result(table)
         self.pushed(result.location, result.pushed)
 
     def reports(self, reports: list[AdapterReport], dry_run: bool) -> None:
@@ -121,13 +125,21 @@ class Output:
             self.report_table(report, dry_run)
             self.pushed(report.output, report.pushed)
 
+    def pushed_output(self, result: PushedOutput) -> None:
+        if self.json_mode:
+            self.emit_json(envelope("push", output=result.to_dict()))
+            return
+        self.pushed(result.folder, result.pushed)
+
     def pushed(self, folder: str | None, record: PushRecord | None) -> None:
         if record is not None:
             line = f"pushed: {folder} -> {record.repo_id}@{record.revision} (commit {record.commit[:12]}) {record.url}"
-            self.stdout.print(line, highlight=False, markup=False, soft_wrap=True)
+            self._result(line, highlight=False, markup=False, soft_wrap=True)
 
-    def report_table(self, report: AdapterReport, dry_run: bool = False) -> None:
-        where = "dry run, nothing written" if dry_run or report.output is None else f"-> {report.output}"
+    def report_table(self, report: AdapterReport, dry_run: bool = False, inspecting: bool = False) -> None:
+        where = f"-> {report.output}" if report.output is not None else "dry run, nothing written"
+        if inspecting:
+            where = "what correct would remove (nothing written)"
         columns = (
             "module",
             "k",
@@ -167,7 +179,7 @@ class Output:
             f"{totals['cosine']:.3f}",
             "",
         )
-        self.stdout.print(table)
+        self._result(table)
 
     def inspect(self, result: InspectResult) -> None:
         if self.json_mode:
@@ -175,11 +187,11 @@ class Output:
             self.emit_json(envelope("inspect", adapters=[result.adapter_record()], gate=gate))
             return
         if result.report is not None:
-            self.report_table(result.report, dry_run=True)
+            self.report_table(result.report, dry_run=True, inspecting=True)
         else:
             self.summary_table(result)
         if result.gate is not None and not result.gate.tripped:
-            self.stdout.print(f"gate passed: {gate_line(result.gate)}", highlight=False, markup=False)
+            self._result(f"gate passed: {gate_line(result.gate)}", highlight=False, markup=False)
 
     def summary_table(self, result: InspectResult) -> None:
         table = _table(
@@ -198,7 +210,7 @@ class Output:
                 f"{s.update_energy:.4g}",
                 f"{s.top_singular_value:.4g}",
             )
-        self.stdout.print(table)
+        self._result(table)
 
     def verify(self, results: list[VerifyResult]) -> None:
         if self.json_mode:
@@ -206,11 +218,15 @@ class Output:
             return
         for result in results:
             if result.problem is None:
-                self.stdout.print(
+                self._result(
                     f"verified: {result.folder} ({len(result.files)} files match {result.report_file})",
                     highlight=False,
                     markup=False,
                 )
+
+    def _result(self, *renderables, **options) -> None:
+        if not self.quiet:
+            self.stdout.print(*renderables, **options)
 
     def error(self, line: str) -> None:
         self.stderr.print(line, highlight=False, markup=False)

@@ -64,6 +64,8 @@ def _section(command, context, path: str) -> list[str]:
     lines = [f"## `{path}`", "", "    " + " ".join(usage), ""]
     if command.help:
         lines += [inspect.cleandoc(command.help), ""]
+    if getattr(command, "epilog", None):
+        lines += ["Examples:", "", *(f"    {line}" for line in inspect.cleandoc(command.epilog).splitlines()), ""]
     if arguments:
         lines += ["### Arguments", "", "| argument | takes | required | help |", "| --- | --- | --- | --- |"]
         for argument in arguments:

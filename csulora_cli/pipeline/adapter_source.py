@@ -14,6 +14,7 @@ from ..adapters.peft import CONFIG_FILE, LoraAdapter, read_adapter
 from ..adapters.repo_files import adapter_repo_files
 from ..checkpoints.hub.client import HubClient
 from ..checkpoints.hub.refs import endpoint_label, parse_hub_ref
+from ..checkpoints.resolve import no_local_folder
 from ..errors import CsuloraError, MissingTensorError
 
 
@@ -43,7 +44,8 @@ def open_adapter(spec: str | Path, hub: HubClient) -> OpenedAdapter:
             "adapter folder does not exist, and it is not a Hugging Face repo id (org/name or org/name@revision)",
             where=str(spec),
         )
-    snapshot = hub.snapshot(ref)
+    with no_local_folder(str(spec)):
+        snapshot = hub.snapshot(ref)
     if CONFIG_FILE not in snapshot.files:
         raise MissingTensorError(f"not a PEFT adapter repo: no {CONFIG_FILE}", where=snapshot.where())
     files = adapter_repo_files({name: file.size for name, file in snapshot.files.items()})

@@ -15,7 +15,7 @@ from ..checkpoints.hub.client import HubClient
 from ..checkpoints.hub.options import HubOptions
 from ..checkpoints.hub.refs import parse_hub_ref
 from ..checkpoints.protocol import TensorSource
-from ..checkpoints.resolve import resolve_model
+from ..checkpoints.resolve import no_local_folder, resolve_model
 from ..errors import CsuloraError, UsageError
 from ..events import Events
 from ..subspace.estimate import EstimationParams
@@ -29,6 +29,7 @@ from .requests import SubspaceSpec
 
 
 def resolve_device(name: str) -> torch.device:
+    """The torch device for "auto" (a GPU when torch sees one), "cpu" or "cuda": `resolve_device("auto")`."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -106,6 +107,8 @@ def _folder_provider(spec: SubspaceSpec, adapters: list[LoraAdapter], device, hu
     ref = None if path.exists() else parse_hub_ref(str(spec.subspace))
     if ref is None:
         return FolderProvider(SubspaceFolder(path), device)
+    with no_local_folder(str(spec.subspace)):
+        hub.snapshot(ref)  # resolved once per run: fetch_subspace reads it again from memory
     folder, record = fetch_subspace(ref, hub, adapters)
     return FolderProvider(SubspaceFolder(folder), device, hub=record)
 

@@ -20,10 +20,18 @@ from ..subspace.targets import targets_for_adapter
 from .adapter_source import OpenedAdapter, open_adapter
 from .basis_source import hub_client, open_provider
 from .module import Outcome, correct_module
-from .outputs import check_destinations, finish_output, open_output_folders, output_folders_for
+from .outputs import (
+    check_destinations,
+    finish_output,
+    open_output_folders,
+    output_folders_for,
+    warn_existing_outputs,
+)
+from .overlap import local_folder, refuse_output_over_inputs
 from .provenance import adapter_file_digests, basis_records, utc_now
 from .publish import plan_correct_pushes, push_corrected
 from .requests import CorrectRequest
+from .sides import check_order
 
 
 def _refuse_corrected(opened: list[OpenedAdapter], recorrect: bool) -> None:
@@ -42,8 +50,15 @@ def _refuse_corrected(opened: list[OpenedAdapter], recorrect: bool) -> None:
 def correct(request: CorrectRequest, events: Events = SilentEvents()) -> list[AdapterReport]:
     """Correct every adapter; with several, each basis is loaded or estimated once for all of them.
 
-    Everything is checked before any work (flags, adapters, destinations, keys and shapes); outputs are
-    filled in temporary folders as modules are corrected and renamed into place only at the end.
+        from csulora_cli.api import CorrectRequest, SubspaceSpec, correct
+        (report,) = correct(CorrectRequest(adapters="adapter", out="adapter-safe",
+                                           subspace=SubspaceSpec(subspace="subspace")))
+        print(report.totals.attenuation_fraction)   # the share of the update's energy removed
+
+    Everything is checked before any work (values, adapters, destinations, keys and shapes); outputs are
+    filled in temporary folders as modules are corrected and renamed into place only at the end. Returns
+    one `AdapterReport` per adapter (what `csulora_report.json` holds: `report.to_dict()`); `events`
+    receives warnings and progress (default: none). Errors are `CsuloraError`s.
     """
     created = utc_now()
     method = get_method(request.method)
@@ -60,11 +75,18 @@ def correct(request: CorrectRequest, events: Events = SilentEvents()) -> list[Ad
             )
     destinations = output_folders_for(opened, request)
     if not request.dry_run:
+        _refuse_outputs_over_inputs(opened, destinations, request)
         check_destinations(request, destinations)
+    else:
+        warn_existing_outputs(opened, request, events.warn)
     pushes = plan_correct_pushes(request, destinations)
     adapter_files = [adapter_file_digests(adapter) for adapter in adapters]
     provider = open_provider(request.subspace, adapters, hub, events)
-    _check_rank_cap(request.subspace.rank_cap, provider.describe())
+    if not request.subspace.rank_cap_may_exceed:
+        _check_rank_cap(request.subspace.rank_cap, provider.describe())
+    check_order(
+        provider.describe(), [(item.label, item.adapter.config) for item in opened], request.order_check, events
+    )
     targets = [targets_for_adapter(adapter, provider) for adapter in adapters]
     with ExitStack() as outputs:
         folders = open_output_folders(outputs, request, destinations)
@@ -94,6 +116,20 @@ def correct(request: CorrectRequest, events: Events = SilentEvents()) -> list[Ad
             reports.append(report)
     # The outputs are renamed into place, complete, when `outputs` closes: only then are they pushed.
     return push_corrected(pushes, reports, request, events)
+
+
+def _refuse_outputs_over_inputs(opened: list[OpenedAdapter], destinations: list, request: CorrectRequest) -> None:
+    """No output may be, lie inside, or hold a folder this run reads (`overlap.py`), `overwrite` or not."""
+    spec = request.subspace
+    inputs = [("the adapter folder", item.adapter.folder) for item in opened if item.output_name is None]
+    inputs += [
+        ("the subspace folder", local_folder(spec.subspace)),
+        ("the base model folder", local_folder(spec.base)),
+        ("the aligned model folder", local_folder(spec.aligned)),
+    ]
+    parameter = "out" if request.out is not None else "out_dir"
+    for destination in destinations:
+        refuse_output_over_inputs(destination, parameter, inputs)
 
 
 def _check_rank_cap(rank_cap: int | None, subspace: dict) -> None:

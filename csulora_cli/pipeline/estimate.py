@@ -10,12 +10,32 @@ from ..subspace.keys import Target, layer_of, parse_layers
 from ..subspace.targets import model_type, targets_by_name, targets_for_adapter
 from .adapter_source import open_adapter
 from .basis_source import estimating_provider, hub_client, resolve_device
+from .overlap import local_folder, refuse_output_over_inputs
 from .publish import plan_subspace_push, push_subspace
 from .requests import EstimateRequest
 from .results import EstimateResult, ModuleSubspace
+from .sides import agreeing_evidence, check_order
 
 
 def estimate_subspace(request: EstimateRequest, events: Events = SilentEvents()) -> EstimateResult:
+    """Estimate the safety subspace of each targeted module, into the cache or `request.out`.
+
+        from pathlib import Path
+        from csulora_cli.api import EstimateRequest, EstimationParams, estimate_subspace
+        result = estimate_subspace(EstimateRequest(base="base", aligned="aligned", adapter="adapter",
+                                                   estimation=EstimationParams(max_rank=16), out=Path("subspace")))
+        for module in result.modules:
+            print(module.module, module.rank, module.captured_energy)
+
+    Returns an `EstimateResult` (`location`, `modules`, `sources`; `result.to_dict()` is the `--json` body).
+    """
+    if request.out is not None:
+        inputs = [
+            ("the base model folder", local_folder(request.base)),
+            ("the aligned model folder", local_folder(request.aligned)),
+            ("the adapter folder", local_folder(request.adapter)),
+        ]
+        refuse_output_over_inputs(request.out, "out", inputs)
     layers = parse_layers(request.layers) if request.layers is not None else None
     push = plan_subspace_push(request)
     hub = hub_client(request.cache_dir, request.hub, events)
@@ -34,8 +54,11 @@ def estimate_subspace(request: EstimateRequest, events: Events = SilentEvents())
         cache_required=request.out is None,
         compare_first=skip_unchanged,
     )
+    adapter_configs = []
     if request.adapter is not None:
-        adapter = open_adapter(request.adapter, hub).adapter
+        opened = open_adapter(request.adapter, hub)
+        adapter = opened.adapter
+        adapter_configs.append((opened.label, adapter.config))
         targets = list(dict.fromkeys(targets_for_adapter(adapter, provider).values()))
     else:
         targets = targets_by_name(provider.base, provider.aligned, request.modules, model_type(provider.base))
@@ -47,6 +70,13 @@ def estimate_subspace(request: EstimateRequest, events: Events = SilentEvents())
         raise CsuloraError("no 2-D weights match", where=request.base)
     provider.check(targets)
     sources = {"base": provider.base.describe(), "aligned": provider.aligned.describe()}
+    check_order(sources, adapter_configs, "accept" if request.confirm_order else "warn", events)
+    # Which side is which, and what confirmed it: `V = W_aligned - W_base`, whose sign the signed statistics read.
+    order = {
+        "displacement": "aligned - base",
+        "evidence": agreeing_evidence(sources, adapter_configs),
+        "confirmed_by_user": request.confirm_order,
+    }
     if request.out is not None:
         check_subspace_folder(request.out, sources, request.estimation, request.overwrite, request.storage)
     advance = events.start("estimating subspaces", len(targets))
@@ -67,7 +97,9 @@ def estimate_subspace(request: EstimateRequest, events: Events = SilentEvents())
         waiting.append((target, basis))
         if any_signal:
             if not folder_ready:
-                prepare_subspace_folder(request.out, sources, request.estimation, request.overwrite, request.storage)
+                prepare_subspace_folder(
+                    request.out, sources, request.estimation, request.overwrite, request.storage, order
+                )
                 folder_ready = True
             # Written as each module finishes, so a job split across machines fills the folder as it goes.
             for ready_target, ready_basis in waiting:

@@ -22,6 +22,17 @@ from .results import GateCheck, InspectResult, ModuleSummary
 
 
 def inspect(request: InspectRequest, events: Events = SilentEvents()) -> InspectResult:
+    """An adapter's modules, or with a subspace what `correct` would remove and an optional gate's verdict.
+
+        from csulora_cli.api import InspectRequest, SubspaceSpec, inspect
+        result = inspect(InspectRequest(adapter="adapter", subspace=SubspaceSpec(subspace="subspace"),
+                                        gate="reversal", fail_below=-0.05))
+        if result.gate.tripped:
+            print("reversal", result.gate.value, "is below", result.gate.threshold)
+
+    Without a subspace `result.summaries` lists the modules; with one `result.report` is a dry-run
+    `AdapterReport`. Nothing is written (except `request.plot`).
+    """
     if not request.subspace.has_source:
         opened = open_adapter(request.adapter, hub_client(request.subspace.cache_dir, request.subspace.hub, events))
         summaries = [_summary(opened.adapter, module) for module in opened.adapter.modules]
@@ -37,6 +48,7 @@ def inspect(request: InspectRequest, events: Events = SilentEvents()) -> Inspect
             # Inspecting a corrected adapter is how one checks it: never refused.
             recorrect=True,
             command_line=request.command_line,
+            order_check=request.order_check,
         ),
         events,
     )
@@ -52,6 +64,9 @@ def detect_adapter(
     adapter_folder: Path, subspace: SubspaceSpec, two_sided: bool = False, events: Events = SilentEvents()
 ) -> AdapterDetection:
     """Every module's detection sums (docs/method.md section 9), in adapter order; nothing is written.
+
+        detection = detect_adapter(Path("adapter"), SubspaceSpec(subspace="subspace"))
+        print(detection.score("reversal"))
 
     The in-subspace statistics use the k columns `correct` would (`subspace.energy`, its column cap); the
     signed ones (`reversal`, `reversing_share`) use every stored triplet, the closest V the store holds.

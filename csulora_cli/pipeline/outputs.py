@@ -25,6 +25,13 @@ def output_folders_for(opened: list[OpenedAdapter], request: CorrectRequest) -> 
     """Each adapter's output folder: `out` for the one adapter, else `out_dir / <its output path>`."""
     if request.dry_run:
         return [None] * len(opened)
+    return planned_output_folders(opened, request)
+
+
+def planned_output_folders(opened: list[OpenedAdapter], request: CorrectRequest) -> list[Path]:
+    """Where the outputs go, or would go without `dry_run` (none when no output was named)."""
+    if request.out is None and request.out_dir is None:
+        return []
     if request.out is not None:
         return [request.out]
     return [request.out_dir / path for path in relative_output_paths(opened)]
@@ -53,6 +60,19 @@ def relative_output_paths(opened: list[OpenedAdapter]) -> list[Path]:
                     parameter="adapters",
                 )
     return relative
+
+
+def warn_existing_outputs(opened: list[OpenedAdapter], request: CorrectRequest, warn) -> None:
+    """A dry run writes nothing, but says what the real run would meet: an output that exists already."""
+    if request.overwrite:
+        return
+    for destination in planned_output_folders(opened, request):
+        if destination.exists():
+            parameter = "{out}" if request.out is not None else "{out_dir}"
+            warn(
+                f"{parameter} output {destination} exists: the run without {{dry_run}} would be refused unless "
+                "given {overwrite}"
+            )
 
 
 def check_destinations(request: CorrectRequest, destinations: list[Path]) -> None:

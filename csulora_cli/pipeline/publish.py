@@ -14,13 +14,15 @@ from pathlib import Path
 from ..atomic import write_atomically
 from ..checkpoints.hub.upload import PushTarget, push_folder, push_target
 from ..errors import CsuloraError, UsageError
-from ..events import Events
-from ..report.records import AdapterReport, PushRecord
+from ..events import Events, SilentEvents
+from ..report.records import REPORT_FILE, AdapterReport, PushRecord
 from ..report.subspace_card import CARD_FILE, render_subspace_card
-from ..subspace.folder import SubspaceFolder
+from ..subspace.folder import SUBSPACE_MANIFEST, SubspaceFolder
+from ..subspace.params import DEFAULT_ENERGY
 from ..subspace.store import read_basis_file
-from .requests import CorrectRequest, EstimateRequest, PushSpec
-from .results import EstimateResult
+from .requests import CorrectRequest, EstimateRequest, PushRequest, PushSpec
+from .results import EstimateResult, PushedOutput
+from .verify import verify_outputs
 
 # Hub repo ids are unique regardless of case: `org/A` and `org/a` are one repo.
 _SAME_REPO = str.lower
@@ -88,24 +90,60 @@ def push_subspace(
     """Write the folder's model card, then push the folder (all of it, bases other jobs added included)."""
     if target is None:
         return result
-    folder = request.out
+    count = _write_subspace_card(request.out, target, request.energy)
+    advance = events.start("pushing to the Hub", 1)
+    message = f"csulora estimate-subspace: safety subspace of {count} modules"
+    record = _push(request.out, target, request.push, request.hub.token, message, [])
+    advance()
+    return replace(result, pushed=record)
+
+
+def push_output(request: PushRequest, events: Events = SilentEvents()) -> PushedOutput:
+    """Push a finished output again, as its run would have: a corrected adapter folder (checked against its
+    report's digests first) or a subspace folder (its model card written first, at the default energy).
+
+        from pathlib import Path
+        from csulora_cli.api import PushRequest, push_output
+        pushed = push_output(PushRequest(folder=Path("adapter-safe"), repo="org/adapter-safe"))
+        print(pushed.pushed.url)
+    """
+    folder = request.folder
+    target = _target(request.spec, folder.resolve().name)
+    if (folder / REPORT_FILE).is_file():
+        problem = verify_outputs((folder,))[0].problem
+        if problem is not None:
+            raise CsuloraError(f"not pushed: the folder is not as csulora wrote it ({problem})", where=str(folder))
+        kind, message = "adapter", f"csulora push: {folder.resolve().name}, a corrected adapter"
+    elif (folder / SUBSPACE_MANIFEST).is_file():
+        count = _write_subspace_card(folder, target, DEFAULT_ENERGY)
+        kind, message = "subspace", f"csulora push: safety subspace of {count} modules"
+    else:
+        raise CsuloraError(
+            f"not a finished csulora output: it holds neither {REPORT_FILE} (a corrected adapter) nor "
+            f"{SUBSPACE_MANIFEST} (a subspace folder)",
+            where=str(folder),
+        )
+    advance = events.start("pushing to the Hub", 1)
+    record = _push(folder, target, request.spec, request.hub.token, message, [])
+    advance()
+    return PushedOutput(str(folder), kind, record)
+
+
+def _write_subspace_card(folder: Path, target: PushTarget, energy: float) -> int:
+    """The subspace folder's model card, written into it before a push; returns how many modules it holds."""
     contents = SubspaceFolder(folder)
-    modules, checkpoints = _folder_bases(contents, request.energy)
+    modules, checkpoints = _folder_bases(contents, energy)
     card = render_subspace_card(
         repo_id=target.repo_id,
         revision=target.revision,
         sources=contents.sources,
         estimation=contents.estimation,
-        energy=request.energy,
+        energy=energy,
         modules=modules,
         checkpoints=checkpoints,
     )
     write_atomically(folder / CARD_FILE, card)
-    advance = events.start("pushing to the Hub", 1)
-    message = f"csulora estimate-subspace: safety subspace of {len(modules)} modules"
-    record = _push(folder, target, request.push, request.hub.token, message, [])
-    advance()
-    return replace(result, pushed=record)
+    return len(modules)
 
 
 def _folder_bases(contents: SubspaceFolder, energy: float) -> tuple[list[dict], dict[str, list[str]]]:
@@ -151,14 +189,16 @@ def _push(folder: Path, target: PushTarget, spec: PushSpec, token, message: str,
             commit_message=message,
         )
     except CsuloraError as error:
-        raise _kept(error, folder, done) from None
+        raise _kept(error, folder, target, done) from None
     return PushRecord(result.repo_id, target.revision, result.commit, result.url)
 
 
-def _kept(error: CsuloraError, folder: Path, done: list[str]) -> CsuloraError:
+def _kept(error: CsuloraError, folder: Path, target: PushTarget, done: list[str]) -> CsuloraError:
     """The push's failure, saying that the local output is whole and stays (and what was pushed before it)."""
     message = error.message + (f" ({error.hint})" if error.hint else "")
     message += f"; the local output {folder} is complete and kept"
     if done:
         message += f" ({', '.join(done)} pushed before it)"
+    branch = "" if target.revision == "main" else f" {{revision}} {target.revision}"
+    message += f"; push it again, without rerunning the job, with: csulora push {folder} {target.repo_id}{branch}"
     return type(error)(message, where=error.where, parameter=error.parameter)

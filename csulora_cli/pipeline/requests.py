@@ -23,6 +23,26 @@ from .devices import check_device
 # `{name}` in a push template: the output folder's name (`org/{name}-safe`).
 NAME_PLACEHOLDER = "{name}"
 _COMMIT = re.compile(r"[0-9a-f]{40}")
+# How `correct` treats a base/aligned order the sources contradict (`sides.py`): a warning, a refusal (a
+# gate's verdict depends on the sign of V), or nothing (the user confirmed the order).
+ORDER_CHECKS = ("warn", "refuse", "accept")
+
+
+def adapter_tuple(adapters) -> tuple[str | Path, ...]:
+    """One adapter (a folder or repo id, `str` or `Path`) or any iterable of them, as a tuple: a lone string
+    is one adapter, never its characters."""
+    if isinstance(adapters, (str, Path)):
+        return (adapters,)
+    try:
+        items = tuple(adapters)
+    except TypeError:
+        raise UsageError(
+            f"a folder, a Hub repo id, or a list of them; got {type(adapters).__name__}", parameter="adapters"
+        ) from None
+    for item in items:
+        if not isinstance(item, (str, Path)):
+            raise UsageError(f"each adapter is a folder or a Hub repo id, got {item!r}", parameter="adapters")
+    return items
 
 
 @dataclass(frozen=True)
@@ -56,8 +76,38 @@ class PushSpec:
 
 
 @dataclass(frozen=True)
+class PushRequest:
+    """A finished output (a corrected adapter folder, or a subspace folder) pushed to a Hub repo, as the
+    run's own push would have: after a failed push, without running the job again."""
+
+    folder: Path
+    repo: str
+    private: bool = False
+    revision: str | None = None
+    hub: HubOptions = HubOptions()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.folder, Path):
+            object.__setattr__(self, "folder", Path(self.folder))
+        PushSpec(self.repo, self.private, self.revision)  # the same checks as a run's push
+
+    @property
+    def spec(self) -> PushSpec:
+        return PushSpec(self.repo, self.private, self.revision)
+
+
+@dataclass(frozen=True)
 class SubspaceSpec:
-    """Where bases come from: a subspace folder, or a base/aligned pair estimated through the cache."""
+    """Where bases come from: a subspace folder, or a base/aligned pair estimated through the cache.
+
+        SubspaceSpec(subspace="subspace")                    # a folder from estimate_subspace(out=...)
+        SubspaceSpec(subspace="org/llama-subspace@v1")       # or one published on the Hub
+        SubspaceSpec(base="base", aligned="aligned")         # estimated (and cached) on the way
+        SubspaceSpec(base="meta-llama/Llama-3.2-3B")         # aligned: the adapters' base_model_name_or_path
+
+    `SubspaceSpec()` names no source: only `InspectRequest` takes it (an adapter's modules, no subspace);
+    `CorrectRequest` refuses it as it is built.
+    """
 
     subspace: str | Path | None = None  # a folder, or a Hub repo id `org/name[@revision]`
     base: str | None = None
@@ -70,11 +120,21 @@ class SubspaceSpec:
     # With a subspace folder: keep at most this many of each basis's stored columns (None: all of them,
     # up to `energy`). A pair's bases are cut at `estimation.max_rank` instead.
     rank_cap: int | None = None
+    # A cap above what the folder stores is refused (it would mean nothing), unless it came from a preset,
+    # which serves folders of any rank: then every stored column is kept.
+    rank_cap_may_exceed: bool = False
 
     def __post_init__(self) -> None:
+        for name in ("base", "aligned"):  # a Path is as good as the string a user types
+            if isinstance(getattr(self, name), Path):
+                object.__setattr__(self, name, str(getattr(self, name)))
+        if self.cache_dir is not None and not isinstance(self.cache_dir, Path):
+            object.__setattr__(self, "cache_dir", Path(self.cache_dir))
         self.estimation.check()
         check_energy(self.energy)
         check_device(self.device)
+        if self.aligned is not None and self.base is None and self.subspace is None:
+            raise UsageError("needs the base model too: give {base}", parameter="aligned")
         if self.subspace is not None and (self.base is not None or self.aligned is not None):
             raise UsageError("give either {subspace} or {base}/{aligned}, not both", parameter="subspace")
         if self.rank_cap is not None:
@@ -96,6 +156,12 @@ class SubspaceSpec:
 
 @dataclass(frozen=True)
 class EstimateRequest:
+    """The safety subspace of a base/aligned pair, into the cache or a portable folder (`out`).
+
+    EstimateRequest(base="base", aligned="aligned", adapter="adapter", out=Path("subspace"))
+    EstimateRequest(base="org/base", aligned="org/base-instruct", modules="mlp", layers="0-15")
+    """
+
     base: str
     aligned: str
     modules: str | None = None  # regex over base keys
@@ -110,8 +176,16 @@ class EstimateRequest:
     overwrite: bool = False
     storage: str = "float32"  # of the --out folder's bases (the cache keeps float32)
     push: PushSpec | None = None  # push the finished subspace folder to a Hub repo
+    # The user confirms a base/aligned order the sources contradict (no warning then).
+    confirm_order: bool = False
 
     def __post_init__(self) -> None:
+        for name in ("base", "aligned"):
+            if isinstance(getattr(self, name), Path):
+                object.__setattr__(self, name, str(getattr(self, name)))
+        for name in ("out", "cache_dir"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), Path):
+                object.__setattr__(self, name, Path(getattr(self, name)))
         self.estimation.check()
         check_energy(self.energy)
         check_device(self.device)
@@ -134,7 +208,14 @@ class EstimateRequest:
 @dataclass(frozen=True)
 class CorrectRequest:
     """Adapters to correct and where each goes: `out` is the one adapter's output folder; `out_dir` takes
-    any number, each written to `out_dir / <its path below the adapters' common parent>`."""
+    any number, each written to `out_dir / <its path below the adapters' common parent>`.
+
+        CorrectRequest(adapters="adapter", out="adapter-safe", subspace=SubspaceSpec(subspace="subspace"))
+        CorrectRequest(adapters=["runs/a/adapter", "runs/b/adapter"], out_dir="corrected",
+                       subspace=SubspaceSpec(base="base", aligned="aligned"), correction=CorrectionParams(lambda_=1.0))
+
+    `adapters` is one folder or Hub repo id, or a list of them; folders may be `str` or `Path`.
+    """
 
     adapters: tuple[str | Path, ...]  # folders, or Hub repo ids `org/name[@revision]`
     subspace: SubspaceSpec
@@ -150,8 +231,23 @@ class CorrectRequest:
     command_line: tuple[str, ...] | None = None
     # Push each finished output to a Hub repo (the token is the subspace's `hub.token`).
     push: PushSpec | None = None
+    # A base/aligned order the sources contradict (`sides.py`): "warn", "refuse" or "accept" (confirmed).
+    order_check: str = "warn"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "adapters", adapter_tuple(self.adapters))
+        for name in ("out", "out_dir"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), Path):
+                object.__setattr__(self, name, Path(getattr(self, name)))
+        if not self.subspace.has_source:
+            raise UsageError(
+                "names no bases: give SubspaceSpec(subspace=...) or SubspaceSpec(base=..., aligned=...)",
+                parameter="subspace",
+            )
+        if self.order_check not in ORDER_CHECKS:
+            raise UsageError(
+                f"must be one of {', '.join(ORDER_CHECKS)}, got {self.order_check!r}", parameter="order_check"
+            )
         if not self.adapters:
             raise UsageError("give at least one adapter folder", parameter="adapters")
         if self.push is not None:
@@ -180,6 +276,13 @@ class CorrectRequest:
 
 @dataclass(frozen=True)
 class InspectRequest:
+    """One adapter to look at: its modules, or with a subspace what `correct` would remove, and a CI gate.
+
+    InspectRequest(adapter="adapter")                                        # modules, ranks, scales
+    InspectRequest(adapter="adapter", subspace=SubspaceSpec(subspace="subspace"),
+                   gate="reversal", fail_below=-0.05)                        # result.gate.tripped
+    """
+
     adapter: str | Path
     subspace: SubspaceSpec = SubspaceSpec()
     method: str = "csulora"
@@ -191,8 +294,14 @@ class InspectRequest:
     gate: str | None = None
     plot: Path | None = None  # a PNG heatmap of the gate's statistic (or the off-subspace share)
     command_line: tuple[str, ...] | None = None
+    # The user confirms a base/aligned order the sources contradict; without it a gate run refuses it.
+    confirm_order: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.adapter, (str, Path)):
+            raise UsageError(
+                f"one adapter folder or Hub repo id, got {type(self.adapter).__name__}", parameter="adapter"
+            )
         check_method(self.method, self.correction.two_sided)
         if self.gate is not None and self.gate not in STATISTIC_NAMES:
             raise UsageError(
@@ -217,3 +326,11 @@ class InspectRequest:
     @property
     def statistic(self) -> str:
         return self.gate or "off_share"
+
+    @property
+    def order_check(self) -> str:
+        """A gate's verdict depends on the sign of V: a contradicted order is refused there, else a warning."""
+        if self.confirm_order:
+            return "accept"
+        gated = self.fail_above is not None or self.fail_below is not None
+        return "refuse" if gated else "warn"

@@ -150,3 +150,15 @@ class VerifyResult:
 
     def to_dict(self) -> dict:
         return {"folder": self.folder, "files": len(self.files), "ok": self.problem is None, "problem": self.problem}
+
+
+@dataclass(frozen=True)
+class PushedOutput:
+    """A finished output pushed again (`push`): the folder, what it holds, and where it went."""
+
+    folder: str
+    kind: str  # "adapter" (a corrected adapter folder) or "subspace" (a subspace folder)
+    pushed: PushRecord
+
+    def to_dict(self) -> dict:
+        return {"folder": self.folder, "kind": self.kind, "pushed": self.pushed.to_dict()}

@@ -12,8 +12,14 @@ from .results import VerifyResult
 
 def verify_outputs(folders: tuple[Path, ...]) -> list[VerifyResult]:
     """One result per folder; `problem` names the first file (in path order) that differs, is missing or
-    is extra, or the report that cannot be read."""
-    return [_verify(folder) for folder in folders]
+    is extra, or the report that cannot be read.
+
+        from pathlib import Path
+        from csulora_cli.api import verify_outputs
+        (result,) = verify_outputs((Path("adapter-safe"),))
+        assert result.problem is None, result.problem
+    """
+    return [_verify(Path(folder)) for folder in folders]
 
 
 def _verify(folder: Path) -> VerifyResult:

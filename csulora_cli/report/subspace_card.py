@@ -31,7 +31,6 @@ def render_subspace_card(
     aligned = sources.get("aligned")
     metadata = ModelCardData(tags=[TAG], base_model=_hub_repo(aligned))
     subspace = repo_id if revision == "main" else f"{repo_id}@{revision}"
-    parameters = ", ".join(f"{key} {value}" for key, value in estimation.items()) or "not recorded"
     lines = [
         f"# Safety subspace of {_name(aligned)}",
         "",
@@ -49,7 +48,7 @@ def render_subspace_card(
         "",
         "## Estimation",
         "",
-        f"- **Parameters:** {parameters}",
+        f"- **Parameters:** {estimation_sentence(estimation)}",
         f"- **Energy:** `k` is the smallest rank holding {energy} of each module's displacement energy `‖V‖²` "
         "(at most the stored columns); `correct --energy` chooses another share of the stored columns.",
         "",
@@ -61,6 +60,25 @@ def render_subspace_card(
     ]
     card = ModelCard(f"---\n{metadata.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n")
     return str(card).rstrip("\n") + "\n"
+
+
+def estimation_sentence(estimation: dict) -> str:
+    """The estimation parameters as a sentence, not as `exact False`."""
+    if not estimation:
+        return "not recorded."
+    known = {"max_rank", "exact", "seed", "power_iterations"}
+    if estimation.get("exact"):
+        how = "exact SVD of each displacement"
+    else:
+        iterations = estimation.get("power_iterations")
+        plural = "" if iterations == 1 else "s"
+        how = (
+            f"randomized range finder (sketch seed {estimation.get('seed')}, {iterations} power iteration{plural}; "
+            "exact SVD was not used)"
+        )
+    sentence = f"{how}, keeping at most {estimation.get('max_rank')} basis columns per module"
+    others = ", ".join(f"{key} {value}" for key, value in estimation.items() if key not in known)
+    return f"{sentence} ({others})." if others else f"{sentence}."
 
 
 def _hub_repo(source) -> str | None:

@@ -69,14 +69,22 @@ def check_subspace_folder(
 
 
 def prepare_subspace_folder(
-    folder: Path, sources: dict, params: EstimationParams, overwrite: bool, storage: str = "float32"
+    folder: Path,
+    sources: dict,
+    params: EstimationParams,
+    overwrite: bool,
+    storage: str = "float32",
+    order: dict | None = None,
 ) -> None:
-    """Create (or join) a portable subspace folder before any basis is written into it."""
+    """Create (or join) a portable subspace folder before any basis is written into it.
+
+    `order` records which side is which (the displacement's sign) and what confirmed it.
+    """
     if check_subspace_folder(folder, sources, params, overwrite, storage):
         shutil.rmtree(folder)
     with reporting_full_disk(folder / "bases", None):
         (folder / "bases").mkdir(parents=True, exist_ok=True)
-    manifest = _manifest(sources, params, storage)
+    manifest = _manifest(sources, params, storage) | ({} if order is None else {"order": order})
     write_atomically(folder / SUBSPACE_MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 

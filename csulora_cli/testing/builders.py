@@ -8,11 +8,21 @@ transformers.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """safetensors' `save_file`, then the umask's permissions: it creates files with mode 600, and a demo
+    or test model must be readable by whoever else reads what csulora writes beside it."""
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)
 
 
 @dataclass(frozen=True)
@@ -78,7 +88,7 @@ def write_checkpoint(folder: Path, tensors: dict[str, torch.Tensor], shards: int
     for index in range(shards):
         name = f"model-{index + 1:05d}-of-{shards:05d}.safetensors"
         part = {key: tensors[key].contiguous() for key in keys[index * per_shard : (index + 1) * per_shard]}
-        save_file(part, str(folder / name), metadata={"format": "pt"})
+        save_tensors(part, folder / name)
         weight_map |= {key: name for key in part}
         total += sum(t.numel() * t.element_size() for t in part.values())
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
@@ -118,7 +128,7 @@ def write_adapter(
         b_key = "lora_embedding_B" if embedding else "lora_B.weight"
         tensors[f"base_model.model.{name}.{a_key}"] = lora_a.contiguous()
         tensors[f"base_model.model.{name}.{b_key}"] = lora_b.contiguous()
-    save_file(tensors, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
+    save_tensors(tensors, folder / "adapter_model.safetensors")
     full_config = {
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",

@@ -290,7 +290,16 @@ def cases(root: Path) -> list[tuple[str, Callable[[], list[str]], str]]:
         ),
         (
             "model folder without safetensors",
-            lambda: [*correct, str(adapter), "--base", str(root), "--aligned", str(aligned), "--out", str(root / "o")],
+            lambda: [
+                *correct,
+                str(adapter),
+                "--base",
+                str(_folder(root / "empty-model")),
+                "--aligned",
+                str(aligned),
+                "--out",
+                str(root / "o"),
+            ],
             "test_cli_errors.py::test_base_folder_without_model_safetensors",
         ),
         (
@@ -358,7 +367,74 @@ def cases(root: Path) -> list[tuple[str, Callable[[], list[str]], str]]:
             "test_cli_errors.py::test_unknown_config_key",
         ),
         ("missing --out", lambda: [*correct, str(adapter), *src], "test_cli_errors.py::test_correct_needs_out"),
+        (
+            "invalid YAML in --config",
+            lambda: [
+                *correct,
+                str(adapter),
+                *src,
+                "--out",
+                str(root / "o"),
+                "--config",
+                str(_write(root / "broken.yaml", "rank: 8\nenergy: [0.9\nmethod: csulora\n")),
+            ],
+            "test_presets.py::test_invalid_yaml_is_a_usage_error_naming_the_line",
+        ),
+        (
+            "--out onto the adapter itself, with --overwrite",
+            lambda: [*correct, str(adapter), *src, "--out", str(adapter), "--overwrite"],
+            "test_inputs_kept.py::test_correct_never_writes_onto_into_or_over_its_adapter",
+        ),
+        (
+            "--out-dir the adapter's parent, with --overwrite",
+            lambda: [*correct, str(adapter), *src, "--out-dir", str(adapter.parent), "--overwrite"],
+            "test_inputs_kept.py::test_correct_never_writes_onto_into_or_over_its_adapter",
+        ),
+        (
+            "estimate-subspace --out onto the adapter",
+            lambda: [
+                CSULORA,
+                "estimate-subspace",
+                str(base),
+                str(aligned),
+                "--adapter",
+                str(adapter),
+                "--out",
+                str(adapter),
+                "--overwrite",
+            ],
+            "test_inputs_kept.py::test_estimate_never_writes_a_subspace_over_an_input",
+        ),
+        (
+            "base and aligned swapped in a gate",
+            lambda: [
+                CSULORA,
+                "inspect",
+                str(adapter),
+                "--base",
+                str(aligned),
+                "--aligned",
+                str(base),
+                "--rank",
+                "8",
+                "--gate",
+                "reversal",
+                "--fail-below",
+                "0",
+            ],
+            "test_inputs_kept.py::test_gate_on_a_swapped_subspace_is_refused_unless_confirmed",
+        ),
+        (
+            "demo --keep into a folder that holds files",
+            lambda: [CSULORA, "demo", "--keep", str(root / "models")],
+            "test_inputs_kept.py::test_demo_keep_refuses_a_folder_that_holds_something",
+        ),
     ]
+
+
+def _folder(path: Path) -> Path:
+    path.mkdir(exist_ok=True)
+    return path
 
 
 def _write(path: Path, text: str) -> Path:

@@ -12,11 +12,11 @@ import json
 import shutil
 from pathlib import Path
 
-import jsonschema
 import pytest
 import torch
 from huggingface_hub import ModelCard
 
+from csulora_cli.errors import FormatError
 from tests.helpers import (
     RANK,
     assert_ok,
@@ -163,9 +163,9 @@ def test_the_schemas_reject_what_they_do_not_describe(batch):
         report | {"totals": report["totals"] | {"attenuation_energy": 1.5}},
         report | {"unexpected": True},
     ):
-        with pytest.raises(jsonschema.ValidationError):
+        with pytest.raises(FormatError):
             validate_against_schema(broken, "report")
-    with pytest.raises(jsonschema.ValidationError):
+    with pytest.raises(FormatError):
         validate_against_schema(batch[1] | {"adapters": {}}, "correct")
 
 

@@ -270,8 +270,9 @@ def test_config_file_values_used_and_flags_win(models, subspace, tmp_path):
     assert report["method"]["name"] == "csulora"  # the flag wins over the file
     assert report["method"]["params"] == {"lambda": 10.0, "eps": 0.3}  # from the file
     assert report["subspace"]["energy"] == 0.9
-    # A preset's rank is for estimating; the folder's bases were estimated already (one max_rank: its own).
-    assert report["subspace"]["estimation"]["max_rank"] == RANK and "rank_cap" not in report["subspace"]
+    # A preset's rank beside a subspace folder caps its stored columns, as --rank does (configs/README.md);
+    # the folder's own max_rank stays what it was estimated with.
+    assert report["subspace"]["estimation"]["max_rank"] == RANK and report["subspace"]["rank_cap"] == 8
     assert list(tmp_path.iterdir()) == [config]
 
 

@@ -51,7 +51,7 @@ def test_models_load_with_transformers_as_llama(demo, elsewhere, name):
         assert torch.equal(state[key], model_tensor(demo / name, key)), key
 
 
-@pytest.mark.parametrize("adapter", ["adapter", "corrected"])
+@pytest.mark.parametrize("adapter", ["adapter", "demo-run/corrected"])
 def test_adapters_load_onto_the_aligned_model_from_another_directory(demo, elsewhere, adapter):
     config = json.loads((demo / adapter / "adapter_config.json").read_text())
     assert Path(config["base_model_name_or_path"]).is_absolute()

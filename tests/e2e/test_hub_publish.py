@@ -81,7 +81,10 @@ def test_estimate_subspace_pushes_the_folder_with_its_card(hub, models, tmp_path
     for module in subspace["modules"]:
         figures = module["subspace"]
         assert f"| `{module['module']}` | {figures['k']} | {RANK} | {figures['captured_energy']:.4f} |" in card.text
-    assert "max_rank 8" in card.text and "csulora correct ADAPTER --subspace org/subspace --out-dir safe" in card.text
+    assert (
+        "at most 8 basis columns per module" in card.text
+        and "csulora correct ADAPTER --subspace org/subspace --out-dir safe" in card.text
+    )
     # The card is not a basis: the folder still serves `correct`.
     assert_ok(run_cli("correct", adapter, "--subspace", out, "--dry-run"))
 

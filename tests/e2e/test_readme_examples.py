@@ -1,9 +1,11 @@
-"""The README's shell examples, run as written: the set-up, the batch, the jq one-liners, the CI gate and
-the deploy gate with `csulora verify`.
+"""The README's walkthrough, run as written, in order, in a fresh copy of the repository: every command
+of every block marked `<!-- tested as written: tests/e2e/test_readme_examples.py (NAME) -->`, and every
+line the block shows as output (tables, figures, hashes, the gate's error line).
 
-Each example block follows a `<!-- tested as written: tests/e2e/test_readme_examples.py (NAME) -->`
-marker; its `$ ` lines are run by bash in order, with the installed console script on PATH (a real
-shell is the point: globs, pipes, `&&`, exit codes).
+Each block's `$ ` lines are run by bash (globs, pipes, `&&`, `cd` and exit codes are the point), one block
+after another, the working directory carried from one to the next as a user's shell carries it. The
+`csulora` on PATH runs the copy's own package. A block's other lines are what it prints: each must appear
+in what the block printed, in order; a table row of `...` stands for any rows the README leaves out.
 """
 
 from __future__ import annotations
@@ -12,14 +14,17 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import CSULORA, read_report
-
-README = Path(__file__).resolve().parents[2] / "README.md"
+REPOSITORY = Path(__file__).resolve().parents[2]
+README = REPOSITORY / "README.md"
 MARKER = re.compile(r"<!-- tested as written: tests/e2e/test_readme_examples\.py \((\w+)\) -->")
+# A row the README elides: `│ ...   │   │` (any rows of the real table), or a bare `...`.
+ELIDED = re.compile(r"^[│|]?\s*\.\.\.\s*([│|]\s*)*$")
 
 pytestmark = [
     pytest.mark.slow,
@@ -27,91 +32,124 @@ pytestmark = [
 ]
 
 
-def readme_examples() -> dict[str, list[str]]:
-    """{name: the `$ ` command lines of the indented block after its marker}."""
-    lines = README.read_text().splitlines()
-    examples = {}
+@dataclass(frozen=True)
+class Block:
+    name: str
+    commands: list[str]
+    shown: list[str]  # the lines the README shows as the block's output
+
+
+def readme_blocks(text: str | None = None) -> list[Block]:
+    """The marked blocks, in README order."""
+    lines = (README.read_text() if text is None else text).splitlines()
+    blocks = []
     for index, line in enumerate(lines):
         marker = MARKER.search(line)
         if not marker:
             continue
-        commands, started = [], False
+        commands, shown, started = [], [], False
         for following in lines[index + 1 :]:
             if following.startswith("    "):
                 started = True
-                if following.startswith("    $ "):
-                    commands.append(following.removeprefix("    $ "))
+                body = following.removeprefix("    ")
+                if body.startswith("$ "):
+                    commands.append(body.removeprefix("$ "))
+                else:
+                    shown.append(body.rstrip())
             elif started and following.strip():
                 break
-        examples[marker[1]] = commands
-    return examples
+        blocks.append(Block(marker[1], commands, shown))
+    return blocks
 
 
-def run_example(commands: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    environment = dict(os.environ, PATH=f"{Path(CSULORA).parent}{os.pathsep}{os.environ['PATH']}")
-    environment.pop("CSULORA_DEBUG", None)
-    environment["HF_HUB_OFFLINE"] = "1"
-    return subprocess.run(
-        ["bash", "-c", "\n".join(commands)], cwd=cwd, env=environment, capture_output=True, text=True, timeout=600
-    )
+def missing_lines(shown: list[str], printed: list[str]) -> list[str]:
+    """The shown lines not found in `printed`: runs of shown lines between elided rows must appear as
+    consecutive printed lines, each run after the previous one."""
+    runs, current = [], []
+    for line in shown:
+        if ELIDED.match(line.strip()):
+            runs.append(current)
+            current = []
+        else:
+            current.append(line)
+    runs.append(current)
+    printed = [line.rstrip() for line in printed]
+    position, missing = 0, []
+    for run in (run for run in runs if run):
+        found = next(
+            (
+                start
+                for start in range(position, len(printed) - len(run) + 1)
+                if printed[start : start + len(run)] == run
+            ),
+            None,
+        )
+        if found is None:
+            missing.extend(run)
+        else:
+            position = found + len(run)
+    return missing
+
+
+def fresh_copy(destination: Path) -> Path:
+    """The repository's tracked files (as they are in the working tree), as a fresh clone has them."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPOSITORY, capture_output=True, text=True)
+    if listed.returncode != 0:
+        shutil.copytree(REPOSITORY, destination, ignore=shutil.ignore_patterns(".git", ".venv*", "__pycache__"))
+        return destination
+    for name in filter(None, listed.stdout.split("\0")):
+        source = REPOSITORY / name
+        if source.is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, destination / name)
+    return destination
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Path:
-    """The README's set-up, as written: `csulora demo --keep ./demo`, then its estimate-subspace; plus the
-    `runs/*/adapter` layout the batch example corrects."""
+def walkthrough(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
+    """Every marked block run in order in a fresh copy: {name: what it printed (stderr into stdout)}."""
     root = tmp_path_factory.mktemp("readme")
-    done = run_example(readme_examples()["setup"], root)
-    assert done.returncode == 0, done.stderr
-    demo = root / "demo"
-    assert (demo / "subspace" / "subspace.json").is_file()
-    for run in ("a", "b"):
-        shutil.copytree(demo / "adapter", demo / "runs" / run / "adapter")
-    return demo
+    clone = fresh_copy(root / "csulora")
+    shims = root / "bin"
+    shims.mkdir()
+    script = shims / "csulora"
+    script.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m csulora_cli.cli "$@"\n')
+    script.chmod(0o755)
+    environment = dict(os.environ, PATH=f"{shims}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=str(clone))
+    environment.pop("CSULORA_DEBUG", None)
+    environment |= {"HF_HUB_OFFLINE": "1", "CSULORA_CACHE": str(root / "cache"), "HF_HOME": str(root / "hf")}
+    state = root / "cwd"
+    state.write_text(str(clone))
+    printed = {}
+    for block in readme_blocks():
+        # One stream, as a terminal shows it: the gate's error line after its table.
+        script_text = f'exec 2>&1\ncd "$(cat {state})"\n' + "\n".join(block.commands) + f'\npwd > "{state}"\n'
+        printed[block.name] = subprocess.run(
+            ["bash", "-c", script_text], env=environment, capture_output=True, text=True, timeout=600
+        )
+    return printed
 
 
-def test_every_marked_example_has_commands():
-    examples = readme_examples()
-    assert set(examples) == {"setup", "batch", "jq", "gate", "verify"}
-    assert all(examples.values()), examples
+def test_every_block_has_commands():
+    blocks = readme_blocks()
+    assert [block.name for block in blocks] == ["setup", "batch", "gate", "verify", "jq"]
+    assert all(block.commands for block in blocks)
 
 
-def test_batch_then_jq_then_verify_as_a_deploy_gate(demo):
-    batch = run_example(readme_examples()["batch"], demo)
-    assert batch.returncode == 0, batch.stderr
-    assert "error" not in batch.stderr
-    for run in ("a", "b"):
-        report = read_report(demo / "corrected" / run / "adapter")
-        assert report["adapter"] == str((demo / "runs" / run / "adapter").resolve())
-    assert "corrected/a/adapter/csulora_report.json" in batch.stdout
-    assert (demo / "adapter-safe" / "adapter_model.safetensors").is_file()
-
-    one_liners = run_example(readme_examples()["jq"], demo)
-    assert one_liners.returncode == 0, one_liners.stderr
-    printed = one_liners.stdout.split()
-    removed = read_report(demo / "corrected" / "a" / "adapter")["totals"]["attenuation_energy"]
-    assert [float(value) for value in printed[:2]] == pytest.approx([removed, removed])
-    weights = demo / "corrected" / "a" / "adapter" / "adapter_model.safetensors"
-    assert printed[2] == subprocess.run(["sha256sum", weights], capture_output=True, text=True).stdout.split()[0]
-
-    gate = run_example(readme_examples()["verify"], demo)
-    assert gate.returncode == 0, gate.stderr
-    assert gate.stdout.strip().splitlines()[-1] == "deploying"
-
-    # One flipped byte in a shipped file: the gate stops the deploy with one line naming the file.
-    data = bytearray(weights.read_bytes())
-    data[-1] ^= 0x01
-    weights.write_bytes(bytes(data))
-    stopped = run_example(readme_examples()["verify"], demo)
-    assert stopped.returncode == 1
-    assert "deploying" not in stopped.stdout
-    (line,) = stopped.stderr.strip().splitlines()
-    assert line.startswith("csulora: error: ") and "corrected/a/adapter/adapter_model.safetensors" in line
+@pytest.mark.parametrize("block", readme_blocks(), ids=lambda block: block.name)
+def test_block_runs_and_prints_what_the_readme_shows(walkthrough, block):
+    done = walkthrough[block.name]
+    # The gate block exits 3 by design and says so with `echo "exit $?"`; every block itself ends well.
+    assert done.returncode == 0, done.stdout
+    assert "Traceback" not in done.stdout
+    assert "csulora: warning" not in done.stdout, done.stdout
+    missing = missing_lines(block.shown, done.stdout.splitlines())
+    assert not missing, f"shown in the README but not printed: {missing}\nprinted:\n{done.stdout}"
 
 
-def test_ci_gate_exits_3_with_the_line_the_readme_shows(demo):
-    gate = run_example(readme_examples()["gate"], demo)
-    assert gate.returncode == 0, gate.stderr  # the example ends in `echo "exit $?"`
-    assert gate.stdout.strip().splitlines()[-1] == "exit 3"
-    shown = re.search(r"^    (csulora: error: .* --fail-(?:above|below) .*)$", README.read_text(), re.MULTILINE)[1]
-    assert shown in gate.stderr.splitlines()
+def test_elided_rows_and_runs_are_matched_as_documented():
+    shown = ["header", "│ a │", "│ ... │   │", "total"]
+    assert missing_lines(shown, ["x", "header", "│ a │", "│ b │", "total"]) == []
+    assert missing_lines(shown, ["header", "│ b │", "total"]) == ["header", "│ a │"]
+    text = "<!-- tested as written: tests/e2e/test_readme_examples.py (one) -->\n\n    $ echo hi\n    hi\n\nprose\n"
+    assert readme_blocks(text) == [Block("one", ["echo hi"], ["hi"])]

@@ -48,6 +48,8 @@ def hub_errors(where: str) -> Iterator[None]:
 
 def hub_error_of(error: Exception, where: str) -> HubError | None:
     """The HubError for a huggingface_hub or HTTP exception met while reading; the most specific cause first."""
+    if involves_xet(error):
+        return xet_error(error, where)
     if isinstance(error, GatedRepoError):
         return HubError(
             "gated repository: request access on its Hub page, then pass a token that has it",
@@ -86,6 +88,35 @@ def hub_error_of(error: Exception, where: str) -> HubError | None:
     return None
 
 
+def involves_xet(error: BaseException) -> bool:
+    """Whether the failure came from huggingface_hub's Xet transfer: its frames (`_xet`, `hf_xet`), types or
+    messages, anywhere in the chain of causes. Xet errors are plain RuntimeErrors raised from its Rust core."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if "xet" in type(current).__module__.lower() or "xet" in str(current).lower():
+            return True
+        trace = current.__traceback__
+        while trace is not None:
+            code = trace.tb_frame.f_code
+            if "xet" in code.co_filename.lower() or "xet" in code.co_name.lower():
+                return True
+            trace = trace.tb_next
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def xet_error(error: BaseException, where: str) -> HubError:
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return HubError(
+        f"the Xet transfer failed ({first_line})",
+        where=where,
+        hint="set HF_HUB_DISABLE_XET=1 to transfer by LFS instead; endpoints that speak only LFS, such as the "
+        "Hub stand-in, need it",
+    )
+
+
 def http_status(error: HfHubHTTPError) -> int | None:
     return error.response.status_code if error.response is not None else None
 
@@ -122,6 +153,8 @@ def push_errors(where: str, *, stage: str, token_given: bool) -> Iterator[None]:
     except Exception as raised:
         # huggingface_hub wraps the failure of each LFS upload in a RuntimeError naming the file.
         error = raised.__cause__ if type(raised) is RuntimeError and isinstance(raised.__cause__, Exception) else raised
+        if involves_xet(raised):
+            raise xet_error(error, where) from None
         mapped = _push_error_of(error, where, stage, token_given) or hub_error_of(error, where)
         if mapped is None:
             raise

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from huggingface_hub import CommitOperationAdd, HfApi, constants
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import (
     DEFAULT_IGNORE_PATTERNS,
@@ -34,6 +34,8 @@ from .snapshots import COMMIT
 PUSH_REPO_TYPES = ("model", "dataset")
 # atomic.py's temporaries: a hidden sibling folder (`atomic_folder`) and a hidden file (`atomic_file`).
 UNFINISHED_PREFIXES = (TEMP_PREFIX, ".tmp-")
+# What the Hub writes into a new repo itself: never deleted as a stale file of an earlier push.
+KEPT_IN_REPO = frozenset({".gitattributes"})
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,9 @@ def push_folder(
     """Push every file of `local_dir` to `revision` (default main) of `repo_id` in one commit.
 
     The repo is created when missing (`private` applies only then), and so is the branch, from main.
-    `token` None means huggingface_hub's own lookup (HF_TOKEN, then `hf auth login`).
+    The branch then holds exactly the folder: files an earlier push left that the folder no longer has
+    are deleted in the same commit (`.gitattributes`, the Hub's own, stays), so a repo never mixes the
+    files of two runs. `token` None means huggingface_hub's own lookup (HF_TOKEN, then `hf auth login`).
     """
     target = push_target(repo_id, repo_type, revision)
     if not commit_message.strip():
@@ -80,13 +84,17 @@ def push_folder(
         _ensure_repo(api, target, private)
         if target.revision != constants.DEFAULT_REVISION:
             api.create_branch(target.repo_id, branch=target.revision, repo_type=target.repo_type, exist_ok=True)
-    operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in files]
+    additions = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in files]
     repo_args = {"repo_id": target.repo_id, "repo_type": target.repo_type, "revision": target.revision}
+    with push_errors(target.label, stage="setup", token_given=token_given):
+        present = api.list_repo_files(**repo_args)
+    kept = {name for name, _ in files} | KEPT_IN_REPO
+    deletions = [CommitOperationDelete(path_in_repo=name) for name in sorted(set(present) - kept)]
     # Uploads first, then the commit: a dropped connection before the commit request leaves no commit.
     with push_errors(target.label, stage="upload", token_given=token_given), _without_upload_bars():
-        api.preupload_lfs_files(additions=operations, **repo_args)
+        api.preupload_lfs_files(additions=additions, **repo_args)
     with push_errors(target.label, stage="commit", token_given=token_given):
-        info = api.create_commit(operations=operations, commit_message=commit_message, **repo_args)
+        info = api.create_commit(operations=[*additions, *deletions], commit_message=commit_message, **repo_args)
     return PushResult(target.repo_id, info.oid, info.commit_url)
 
 

@@ -1,0 +1,144 @@
+"""Which model is the base and which the aligned one, checked against what the sources say.
+
+The subspace is the same either way, but `V = W_aligned - W_base` changes sign with the order, and with
+it every signed statistic (`reversal`, `reversing_share`) and `csulora-signed`: a swapped pair makes a
+`reversal` gate pass the adapters it exists to catch. The order is checked where a source names a
+model: an adapter's `base_model_name_or_path` (trained on the aligned model), and a local model's card
+(`base_model`) or `config.json` (`base_model`, `_name_or_path`), which name the model it was made from.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from ..errors import UsageError
+from ..events import Events
+
+
+def check_order(sources: dict, adapters: list[tuple[str, dict]], order_check: str, events: Events) -> None:
+    """Warn about (or with "refuse", for a gate, refuse) a base/aligned order the sources contradict; "accept"
+    is the user's confirmation (`requests.ORDER_CHECKS`)."""
+    if order_check == "accept":
+        return
+    evidence = reversed_order_evidence(sources, adapters)
+    if not evidence:
+        return
+    what = (
+        f"the base and aligned models look swapped: {'; '.join(evidence)}. Swapped, V = W_aligned - W_base changes "
+        "sign, and with it reversal, reversing_share and csulora-signed"
+    )
+    fix = (
+        "give the pre-alignment model as the base and the aligned one second (a subspace folder: estimate it "
+        "again that way round), or pass {confirm_order}"
+    )
+    if order_check == "refuse":
+        raise UsageError(f"{what}, so a gate would pass what it exists to catch; {fix} if the order is right")
+    events.warn(f"{what}; {fix} if the order is right")
+
+
+def reversed_order_evidence(sources: dict, adapters: list[tuple[str, dict]]) -> list[str]:
+    """What says the order is reversed: one sentence per source that contradicts it (empty: nothing does).
+
+    `sources` holds the `base` and `aligned` descriptions (`kind` local with `path`, or hub with `repo`);
+    `adapters` pairs each adapter's label with its `adapter_config.json`.
+    """
+    base, aligned = sources.get("base"), sources.get("aligned")
+    if not isinstance(base, dict) or not isinstance(aligned, dict):
+        return []
+    evidence = []
+    for label, config in adapters:
+        trained_on = config.get("base_model_name_or_path")
+        if isinstance(trained_on, str) and _names(trained_on, base) and not _names(trained_on, aligned):
+            evidence.append(
+                f"adapter {label} was trained on {trained_on} (its base_model_name_or_path), the model given as "
+                "the base, where an adapter to correct is trained on the aligned model"
+            )
+    for where, parent in declared_parents(base):
+        if _names(parent, aligned) and not _names(parent, base):
+            evidence.append(f"{where} names {parent}, the model given as aligned, as the model it was made from")
+    return evidence
+
+
+def agreeing_evidence(sources: dict, adapters: list[tuple[str, dict]]) -> list[str]:
+    """What confirms the order (recorded in a subspace folder beside its sources)."""
+    base, aligned = sources.get("base"), sources.get("aligned")
+    if not isinstance(base, dict) or not isinstance(aligned, dict):
+        return []
+    evidence = []
+    for label, config in adapters:
+        trained_on = config.get("base_model_name_or_path")
+        if isinstance(trained_on, str) and _names(trained_on, aligned) and not _names(trained_on, base):
+            evidence.append(f"adapter {label} names the aligned model (base_model_name_or_path)")
+    for where, parent in declared_parents(aligned):
+        if _names(parent, base) and not _names(parent, aligned):
+            evidence.append(f"{where} names the base model as the model it was made from")
+    return evidence
+
+
+def declared_parents(source: dict) -> list[tuple[str, str]]:
+    """(file, model name) for each model a local model folder says it was made from."""
+    if source.get("kind") != "local" or not source.get("path"):
+        return []
+    folder = Path(source["path"])
+    parents = []
+    card = folder / "README.md"
+    if card.is_file():
+        for name in _as_names(_front_matter(card).get("base_model")):
+            parents.append((f"{card} (base_model)", name))
+    config_file = folder / "config.json"
+    if config_file.is_file():
+        try:
+            config = json.loads(config_file.read_text())
+        except (OSError, ValueError):
+            config = {}
+        if isinstance(config, dict):
+            for key in ("base_model", "_name_or_path"):
+                for name in _as_names(config.get(key)):
+                    parents.append((f"{config_file} ({key})", name))
+    return parents
+
+
+def _front_matter(card: Path) -> dict:
+    try:
+        text = card.read_text()
+    except (OSError, UnicodeDecodeError):
+        return {}
+    if not text.startswith("---"):
+        return {}
+    block = text[3:].split("\n---", 1)[0]
+    try:
+        data = yaml.safe_load(block)
+    except yaml.YAMLError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _as_names(value) -> list[str]:
+    if isinstance(value, str) and value.strip():
+        return [value.strip()]
+    if isinstance(value, list):
+        return [item.strip() for item in value if isinstance(item, str) and item.strip()]
+    return []
+
+
+def _names(reference: str, source: dict) -> bool:
+    """Whether `reference` (a path or a repo id, as a config writes it) names the model `source` describes."""
+    reference = reference.rstrip("/")
+    repo_part = reference.split("@", 1)[0]
+    if source.get("kind") == "hub":
+        repo = str(source.get("repo") or "")
+        return repo_part == repo or (bool(repo) and Path(reference).name == repo.split("/")[-1])
+    path = source.get("path")
+    if not path:
+        return False
+    folder = Path(path)
+    try:
+        if Path(reference).expanduser().resolve() == folder.resolve():
+            return True
+    except (OSError, RuntimeError):
+        pass
+    # A local copy of a Hub model is usually named after the repo (`models/Llama-3.2-3B`).
+    return "/" in repo_part and not Path(repo_part).is_absolute() and repo_part.split("/")[-1] == folder.name
