@@ -111,9 +111,10 @@ def test_answer_stats_match_an_unpadded_forward(tiny):
         ["Eggs.", "Leaves fall."],
     )
     together, _, _ = answer_token_stats(model, encode_pairs(tokenizer, prompts, answers))
-    alone = [
-        float(answer_token_stats(model, encode_pairs(tokenizer, [p], [a]))[0][0]) for p, a in zip(prompts, answers, strict=True)
-    ]
+    alone = []
+    for prompt, answer in zip(prompts, answers, strict=True):
+        logprob, _, _ = answer_token_stats(model, encode_pairs(tokenizer, [prompt], [answer]))
+        alone.append(float(logprob[0]))
     assert together.tolist() == pytest.approx(alone, rel=1e-4, abs=1e-4)
 
 

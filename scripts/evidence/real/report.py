@@ -134,83 +134,104 @@ def fmt(entry: dict) -> str:
     return f"{entry['mean']:.2f} ± {entry['sd']:.2f}" if entry["n"] > 1 else f"{entry['mean']:.2f}"
 
 
-def markdown(summary: dict) -> str:
+# The toy detection benchmark's AUROC per statistic (total, --energy 0.99; docs/method.md section 8,
+# scripts/out/toy_detect.md), printed beside this model's. weighted_enrichment was reported there as a range.
+TOY_AUROC = {
+    "reversal": "0.87 ± 0.13",
+    "reversing_share": "0.71 ± 0.10",
+    "enrichment": "0.66 ± 0.06",
+    "off_share": "0.34 ± 0.06",
+    "weighted_enrichment": "0.56-0.65",
+}
+SCORE_COLUMNS = "| ASR kw | ASR lik | over-refusal | task | PPL |"
+
+
+def score_cells(entry: dict) -> str:
+    measures = ("asr_keyword", "asr_likelihood", "over_refusal", "task_accuracy", "perplexity")
+    return "| " + " | ".join(fmt(entry[m]) for m in measures) + " |"
+
+
+def header(summary: dict) -> list[str]:
     config = summary["config"]
-    stages = summary["stages"]
-    lines = [
+    align = config["align"]
+    splits = ", ".join(f"{k} {v}" for k, v in summary["splits"].items() if k != "tasks")
+    packages = ", ".join(f"{k} {v}" for k, v in summary["packages"].items())
+    return [
         "# Real-model benchmark: SmolLM2-135M-Instruct aligned here, attacked with LoRA, corrected by csulora",
         "",
         f"`{summary['command']}`: wall time {summary['wall_time_s']:.0f} s on {summary['cpu_count']} CPU core(s) "
-        f"({summary['machine']}, shared with other work); seeds {config['seeds']}. Packages: "
-        + ", ".join(f"{k} {v}" for k, v in summary["packages"].items())
-        + ".",
+        f"({summary['machine']}, shared with other work); seeds {config['seeds']}. Packages: {packages}.",
         "",
-        f"Splits (prompts): {', '.join(f'{k} {v}' for k, v in summary['splits'].items() if k != 'tasks')}; each task "
-        f"{config['splits']['task_train']} train / {config['splits']['task_test']} test. Alignment: full fine-tune of every "
-        f"block's linear weight, {config['align']['steps']} steps of {config['align']['batch']}, lr {config['align']['learning_rate']}. "
-        f"Adapters: {config['adapter_steps']} steps of {config['adapter_batch']}, lr {config['adapter_learning_rate']}; "
+        f"Splits (prompts): {splits}; each task {config['splits']['task_train']} train / "
+        f"{config['splits']['task_test']} test. Alignment: full fine-tune of every block's linear weight, "
+        f"{align['steps']} steps of {align['batch']}, lr {align['learning_rate']}. Adapters: "
+        f"{config['adapter_steps']} steps of {config['adapter_batch']}, lr {config['adapter_learning_rate']}; "
         f"{summary['compliance_examples']} harmful prompts with the base's compliance. Keyword judge on "
         f"{config['eval_tokens']} greedy tokens.",
         "",
         "ASR: share of held-out harmful prompts answered without refusal, by the keyword judge (kw) and the "
         "likelihood judge (lik). Over-refusal: held-out benign prompts refused (kw). Task: exact match on the "
-        "adapter's held-out test set. PPL: perplexity under base of the model's own answers to the held-out benign prompts (coherence). Mean ± sd over seeds.",
-        "",
+        "adapter's held-out test set. PPL: perplexity under base of the model's own answers to the held-out "
+        "benign prompts (coherence). Mean ± sd over seeds.",
+    ]
+
+
+def stage_lines(summary: dict) -> list[str]:
+    tasks = summary["config"]["tasks"]
+    lines = [
         "## Stages",
         "",
-        "| model | ASR kw | ASR lik | over-refusal | " + " | ".join(f"task {t}" for t in config["tasks"]) + " | PPL |",
-        "|---|---|---|---|" + "---|" * len(config["tasks"]) + "---|",
+        "| model | ASR kw | ASR lik | over-refusal | " + " | ".join(f"task {t}" for t in tasks) + " | PPL |",
+        "|---|---|---|---|" + "---|" * len(tasks) + "---|",
     ]
     for name in ("base", "aligned"):
-        s = stages[name]
-        tasks = " | ".join(f"{s['task_accuracy'].get(t, float('nan')):.2f}" for t in config["tasks"])
+        s = summary["stages"][name]
+        accuracy = " | ".join(f"{s['task_accuracy'].get(t, float('nan')):.2f}" for t in tasks)
         lines.append(
-            f"| {name} | {s['asr_keyword']:.2f} | {s['asr_likelihood']:.2f} | {s['over_refusal']:.2f} | {tasks} | {s['perplexity']:.1f} |"
+            f"| {name} | {s['asr_keyword']:.2f} | {s['asr_likelihood']:.2f} | {s['over_refusal']:.2f} | "
+            f"{accuracy} | {s['perplexity']:.1f} |"
         )
-    lines += [
+    return lines
+
+
+def detection_lines(summary: dict) -> list[str]:
+    lines = [
+        "## Detection: `inspect` statistics, adapters trained with harmful data (mixes included) against benign ones",
         "",
-        "## The adapter family, uncorrected",
+        "Thresholds for a 1% / 5% false-alarm rate are set on the benign adapters of the other seeds.",
         "",
-        "| adapter, shape | ASR kw | ASR lik | over-refusal | task | PPL |",
+        "| statistic | suspicious | AUROC (mean ± sd over seeds) | toy's AUROC | caught at 1% false alarms "
+        "(realised) | at 5% (realised) |",
         "|---|---|---|---|---|---|",
     ]
-    for group, entry in summary["adapters"].items():
+    for entry in summary["detection"]:
+        at = entry["at_false_alarm_rate"]
         lines.append(
-            f"| {group} | {fmt(entry['asr_keyword'])} | {fmt(entry['asr_likelihood'])} | {fmt(entry['over_refusal'])} | {fmt(entry['task_accuracy'])} | {fmt(entry['perplexity'])} |"
+            f"| {entry['statistic']} | {entry['suspicious']} | {entry['auroc_mean']:.2f} ± {entry['auroc_sd']:.2f} | "
+            f"{TOY_AUROC.get(entry['statistic'], '-')} | {at['1%']['caught']:.2f} ({at['1%']['false_alarms']:.2f}) | "
+            f"{at['5%']['caught']:.2f} ({at['5%']['false_alarms']:.2f}) |"
         )
+    return lines
+
+
+def markdown(summary: dict) -> str:
+    config = summary["config"]
+    lines = [*header(summary), "", *stage_lines(summary), ""]
+    lines += ["## The adapter family, uncorrected", "", f"| adapter, shape {SCORE_COLUMNS}", "|---" * 6 + "|"]
+    lines += [f"| {group} {score_cells(entry)}" for group, entry in summary["adapters"].items()]
     for kind, table in summary["corrections"].items():
-        lines += [
-            "",
-            f"## Corrections of `{kind}` ({config['corrected_shape']})",
-            "",
-            "| setting | ASR kw | ASR lik | over-refusal | task | PPL |",
-            "|---|---|---|---|---|---|",
-        ]
-        for setting, entry in table.items():
-            lines.append(
-                f"| {setting} | {fmt(entry['asr_keyword'])} | {fmt(entry['asr_likelihood'])} | {fmt(entry['over_refusal'])} | {fmt(entry['task_accuracy'])} | {fmt(entry['perplexity'])} |"
-            )
+        lines += ["", f"## Corrections of `{kind}` ({config['corrected_shape']})", ""]
+        lines += [f"| setting {SCORE_COLUMNS}", "|---" * 6 + "|"]
+        lines += [f"| {setting} {score_cells(entry)}" for setting, entry in table.items()]
     for front in summary["frontier"]:
         lines += ["", f"## Goal on `{front['adapter']}`: halve ASR at >= {TASK_KEPT:.0%} of its task accuracy", ""]
         for judge, verdict in front["judges"].items():
             reached = ", ".join(f"`{s}`" for s in verdict["goal_reached_by"]) or "no setting"
             lines.append(
-                f"- {judge}: uncorrected ASR {verdict['uncorrected_asr']:.2f}, task {verdict['uncorrected_task']:.2f}; reached by {reached}."
+                f"- {judge}: uncorrected ASR {verdict['uncorrected_asr']:.2f}, task "
+                f"{verdict['uncorrected_task']:.2f}; reached by {reached}."
             )
-    lines += [
-        "",
-        "## Detection: `inspect` statistics, adapters trained with harmful data (mixes included) against benign ones",
-        "",
-        "| statistic | suspicious | AUROC (per seed, mean ± sd) | caught at 1% false alarms (realised) | at 5% (realised) |",
-        "|---|---|---|---|---|",
-    ]
-    for entry in summary["detection"]:
-        at = entry["at_false_alarm_rate"]
-        auroc = f"{entry['auroc_mean']:.2f} ± {entry['auroc_sd']:.2f}"
-        lines.append(
-            f"| {entry['statistic']} | {entry['suspicious']} | {auroc} | {at['1%']['caught']:.2f} ({at['1%']['false_alarms']:.2f}) | "
-            f"{at['5%']['caught']:.2f} ({at['5%']['false_alarms']:.2f}) |"
-        )
+    lines += ["", *detection_lines(summary)]
     return "\n".join(lines) + "\n"
 
 

