@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     from .store import Store, default_workdir
 
     config = SMOKE if args.smoke else FULL
-    if args.seeds:
-        config = with_seeds(config, args.seeds)
+    if args.seeds or args.family_seeds:
+        config = with_seeds(config, args.seeds, args.family_seeds)
     workdir = args.workdir or default_workdir(REPO)
     wheels = args.wheels or workdir / "wheels"
     store = Store(workdir)

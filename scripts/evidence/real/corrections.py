@@ -72,15 +72,14 @@ class Setting:
         return args
 
 
-# Today's defaults are --energy 0.99, --rank 256, --lambda 3; each sweep moves one of them.
+# Today's defaults are --energy 0.99, --rank 256, --lambda 3; each sweep moves one of them, in the direction
+# a first trial pointed to (fewer directions), and --lambda up (a stronger pull back).
 SETTINGS = (
     Setting("none", smoke=True),
     Setting("csulora", smoke=True),
-    Setting("csulora", {"energy": 0.9}),
     Setting("csulora", {"energy": 0.5}),
     Setting("csulora", {"rank": 32}),
     Setting("csulora", {"rank": 8}),
-    Setting("csulora", {"lambda": 1}),
     Setting("csulora", {"lambda": 10}),
     Setting("csulora-signed"),
     Setting("csulora-inside"),

@@ -48,6 +48,7 @@ class RunConfig:
     corrected_kinds: list[str]  # the adapters every correction setting is applied to (per seed)
     corrected_shape: str
     settings: list[fix.Setting] = field(default_factory=list)
+    family_seeds: list[int] | None = None  # seeds of the detection family, when fewer than `seeds`
 
     def as_dict(self) -> dict:
         record = asdict(self)
@@ -198,18 +199,18 @@ def prepare(config: RunConfig, store: Store, wheels: Path | None) -> Bench:
     )
 
 
-def train_seed(bench: Bench, family: list[AdapterSpec], seed: int) -> dict[AdapterSpec, Path]:
+def train_specs(bench: Bench, specs: list[AdapterSpec]) -> dict[AdapterSpec, Path]:
     config = bench.config
     examples = config.adapter_steps * config.adapter_batch
     task_train = {name: bench.splits.tasks[name][0] for name in config.tasks}
     folders = {}
-    for spec in [s for s in family if s.seed == seed]:
+    for spec in specs:
         params = TrainParams(
             config.adapter_steps,
             config.adapter_batch,
             config.adapter_learning_rate,
             config.answer_tokens,
-            1000 * seed + hash_index(spec),
+            1000 * spec.seed + hash_index(spec),
         )
         data = training_pairs(spec, task_train, bench.compliance, examples)
         folders[spec] = train_adapter(
@@ -222,7 +223,9 @@ def subspace_folders(bench: Bench, folders: dict[AdapterSpec, Path]) -> dict[str
     """The safety subspace estimated from (base, aligned), and the random control of the same k per module."""
     # The shape with the most target modules names every module type the family touches.
     widest_shape = max(bench.config.shapes, key=lambda name: len(SHAPES[name].targets))
-    widest = next(folder for spec, folder in folders.items() if spec.shape == widest_shape)
+    widest = next((folder for spec, folder in folders.items() if spec.shape == widest_shape), None)
+    if widest is None:
+        raise ValueError(f"the corrected adapters must have the widest shape ({widest_shape}): the subspace follows it")
     cache = bench.store.path("csulora-cache")
     safety = fix.estimate_subspace(
         bench.base_folder,
@@ -287,7 +290,9 @@ def correction_rows(bench: Bench, spec: AdapterSpec, folder: Path, subspaces: di
 
 
 def run(config: RunConfig, store: Store, wheels: Path | None) -> dict:
-    """Seed by seed, so a run stopped part-way has whole seeds cached and a rerun resumes where it stopped."""
+    """Corrections first, for every seed, then the rest of the family seed by seed: a run stopped part-way
+    has the evidence for defaults on every seed and whole seeds of the detection family, and a rerun
+    resumes where it stopped."""
     bench = prepare(config, store, wheels)
     stages = {
         "base": bench.measured(bench.base, bench.base_key, config.tasks, "base"),
@@ -298,17 +303,20 @@ def run(config: RunConfig, store: Store, wheels: Path | None) -> dict:
         f"aligned over-refusal {stages['aligned']['over_refusal']:.2f}"
     )
     family = build_family(config.tasks, config.mix_task, config.shares, config.shapes, config.seeds)
-    adapters: list[dict] = []
-    corrections: list[dict] = []
+    corrected = [s for s in family if s.kind in config.corrected_kinds and s.shape == config.corrected_shape]
     subspaces: dict[str, Path] = {}
+    corrections: list[dict] = []
     for seed in config.seeds:
-        folders = train_seed(bench, family, seed)
+        folders = train_specs(bench, [s for s in corrected if s.seed == seed])
         subspaces = subspaces or subspace_folders(bench, folders)
-        adapters += [adapter_row(bench, spec, folder, subspaces["safety"]) for spec, folder in folders.items()]
         for spec, folder in folders.items():
-            if spec.kind in config.corrected_kinds and spec.shape == config.corrected_shape:
-                corrections += correction_rows(bench, spec, folder, subspaces)
-        store.progress(f"seed {seed} done")
+            corrections += correction_rows(bench, spec, folder, subspaces)
+        store.progress(f"seed {seed}: corrections done")
+    adapters: list[dict] = []
+    for seed in config.family_seeds or config.seeds:
+        folders = train_specs(bench, [s for s in family if s.seed == seed])
+        adapters += [adapter_row(bench, spec, folder, subspaces["safety"]) for spec, folder in folders.items()]
+        store.progress(f"seed {seed}: adapter family done")
     return {
         "schema_version": SCHEMA_VERSION,
         "config": config.as_dict(),
@@ -325,5 +333,5 @@ def hash_index(spec: AdapterSpec) -> int:
     return int(key_of(spec.kind, spec.shape)[:6], 16) % 997
 
 
-def with_seeds(config: RunConfig, seeds: list[int]) -> RunConfig:
-    return replace(config, seeds=seeds)
+def with_seeds(config: RunConfig, seeds: list[int] | None, family_seeds: list[int] | None) -> RunConfig:
+    return replace(config, seeds=seeds or config.seeds, family_seeds=family_seeds)
