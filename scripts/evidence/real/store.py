@@ -45,9 +45,11 @@ def folder_digest(folder: Path) -> str:
 
 
 class Store:
-    def __init__(self, root: Path, quiet: bool = False):
+    def __init__(self, root: Path, quiet: bool = False, cached_only: bool = False):
         self.root = root
         self.quiet = quiet
+        # Report what is already computed and compute nothing: how a run cut short writes its results.
+        self.cached_only = cached_only
         self.started = time.perf_counter()
         root.mkdir(parents=True, exist_ok=True)
 
@@ -60,11 +62,18 @@ class Store:
         if not self.quiet:
             print(f"[{time.perf_counter() - self.started:7.1f} s] {message}", file=sys.stderr, flush=True)
 
-    def json_step(self, kind: str, key: str, compute: Callable[[], object]) -> object:
-        """The cached JSON result of `compute` under kind/key, computing and storing it when missing."""
+    def cached(self, kind: str, key: str) -> object | None:
+        path = self.root / kind / f"{key}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def json_step(self, kind: str, key: str, compute: Callable[[], object]) -> object | None:
+        """The cached JSON result of `compute` under kind/key, computing and storing it when missing
+        (None when missing and `cached_only`)."""
         path = self.path(kind, f"{key}.json")
         if path.is_file():
             return json.loads(path.read_text())
+        if self.cached_only:
+            return None
         value = compute()
         partial = path.with_name(path.name + ".partial")
         partial.write_text(json.dumps(value))
