@@ -6,6 +6,7 @@ it; an adapter is labelled positive ("trained with harmful data") when its harmf
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 from collections.abc import Iterator
@@ -117,10 +118,15 @@ def train_adapter(
     try:
         parameters = [p for p in peft_model.parameters() if p.requires_grad]
         train_pairs(peft_model, tokenizer, pairs, parameters, params)
-        partial = folder.with_name(folder.name + ".partial")
+        # One partial folder per process: two runs sharing a work folder (--part) may train the same adapter.
+        partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
         shutil.rmtree(partial, ignore_errors=True)
         peft_model.save_pretrained(partial)
-        partial.rename(folder)
+        try:
+            partial.rename(folder)
+        except OSError:
+            # The other run finished it first: the same inputs, so the same adapter.
+            shutil.rmtree(partial, ignore_errors=True)
     finally:
         peft_model.unload()
     return folder
