@@ -117,6 +117,11 @@ def aggregate(results: dict, command: str, wall: float) -> dict:
         },
         "frontier": [frontier(corrections, kind) for kind in mixes],
         "detection": [detect.evaluate(name, rows) for name, rows in scored.items() if rows],
+        "detection_adapters": {
+            "positives": sum(r["trained_with_harmful"] for r in adapters),
+            "negatives": sum(not r["trained_with_harmful"] for r in adapters),
+            "seeds": sorted({r["seed"] for r in adapters}),
+        },
         "rows": {
             "adapters": [
                 {k: r[k] for k in ("name", "kind", "shape", "seed", "trained_with_harmful", "scores", "gate")}
@@ -169,7 +174,8 @@ def header(summary: dict) -> list[str]:
         f"{align['steps']} steps of {align['batch']}, lr {align['learning_rate']}. Adapters: "
         f"{config['adapter_steps']} steps of {config['adapter_batch']}, lr {config['adapter_learning_rate']}; "
         f"{summary['compliance_examples']} harmful prompts with the base's compliance. Keyword judge on "
-        f"{config['eval_tokens']} greedy tokens.",
+        f"{config['eval_tokens']} greedy tokens. Shapes: qv-r8 is rank 8 on q_proj, v_proj; all-r16 rank 16 on "
+        "q, k, v, o, gate, up and down projections.",
         "",
         "ASR: share of held-out harmful prompts answered without refusal, by the keyword judge (kw) and the "
         "likelihood judge (lik). Over-refusal: held-out benign prompts refused (kw). Task: exact match on the "
@@ -200,7 +206,10 @@ def detection_lines(summary: dict) -> list[str]:
     lines = [
         "## Detection: `inspect` statistics, adapters trained with harmful data (mixes included) against benign ones",
         "",
-        "Thresholds for a 1% / 5% false-alarm rate are set on the benign adapters of the other seeds.",
+        f"{summary['detection_adapters']['positives']} adapters trained with harmful data against "
+        f"{summary['detection_adapters']['negatives']} benign ones, seeds {summary['detection_adapters']['seeds']}. "
+        "Thresholds for a 1% / 5% false-alarm rate are set on the benign adapters of the other seeds (of the "
+        "same seed when there is one).",
         "",
         "| statistic | suspicious | AUROC (mean ± sd over seeds) | toy's AUROC | caught at 1% false alarms "
         "(realised) | at 5% (realised) |",
@@ -219,8 +228,17 @@ def detection_lines(summary: dict) -> list[str]:
 def markdown(summary: dict) -> str:
     config = summary["config"]
     lines = [*header(summary), "", *stage_lines(summary), ""]
-    lines += ["## The adapter family, uncorrected", "", f"| adapter, shape {SCORE_COLUMNS}", "|---" * 6 + "|"]
-    lines += [f"| {group} {score_cells(entry)}" for group, entry in summary["adapters"].items()]
+    measured = {group: entry for group, entry in summary["adapters"].items() if entry["asr_keyword"]["n"]}
+    if measured:
+        lines += ["## The adapter family, uncorrected", ""]
+        if len(measured) < len(summary["adapters"]):
+            lines += [
+                "Only the adapters scored (the corrected ones, as their `none` row); the rest of the family is "
+                "read by its gate statistics alone (detection, below).",
+                "",
+            ]
+        lines += [f"| adapter, shape {SCORE_COLUMNS}", "|---" * 6 + "|"]
+        lines += [f"| {group} {score_cells(entry)}" for group, entry in measured.items()]
     for kind, table in summary["corrections"].items():
         lines += ["", f"## Corrections of `{kind}` ({config['corrected_shape']})", ""]
         lines += [f"| setting {SCORE_COLUMNS}", "|---" * 6 + "|"]
