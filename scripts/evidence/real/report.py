@@ -166,8 +166,10 @@ def header(summary: dict) -> list[str]:
     return [
         "# Real-model benchmark: SmolLM2-135M-Instruct aligned here, attacked with LoRA, corrected by csulora",
         "",
-        f"`{summary['command']}`: wall time {summary['wall_time_s']:.0f} s on {summary['cpu_count']} CPU core(s) "
-        f"({summary['machine']}, shared with other work); seeds {config['seeds']}. Packages: {packages}.",
+        f"`{summary['command']}`: wall time {summary['wall_time_s']:.0f} s for this invocation on "
+        f"{summary['cpu_count']} CPU core(s) ({summary['machine']}, shared with other work); stages already in "
+        f"the work folder are read back, not recomputed. Seeds {config['seeds']} (every setting on "
+        f"{config.get('sweep_seeds') or config['seeds']}). Packages: {packages}.",
         "",
         f"Splits (prompts): {splits}; each task {config['splits']['task_train']} train / "
         f"{config['splits']['task_test']} test. Alignment: full fine-tune of every block's linear weight, "
