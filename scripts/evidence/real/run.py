@@ -49,7 +49,8 @@ class RunConfig:
     corrected_shape: str
     settings: list[fix.Setting] = field(default_factory=list)
     family_seeds: list[int] | None = None  # seeds of the detection family, when fewer than `seeds`
-    measure_family: bool = True  # score every family adapter, or only read its gate statistics
+    # Family adapters of these shapes are scored; the others are read by their gate statistics alone.
+    measured_shapes: list[str] = field(default_factory=lambda: list(SHAPES))
     # Seeds that run every setting (None: all); the others run the `every_seed` settings, on the first
     # corrected kind only.
     sweep_seeds: list[int] | None = None
@@ -114,9 +115,9 @@ FULL = RunConfig(
     corrected_kinds=["reverse+30%", "harmful"],
     corrected_shape="all-r16",
     settings=list(fix.SETTINGS),
-    # On 2 shared cores, scoring 42 adapters costs as much as the corrections; detection needs only the
-    # gate statistics and the label, and the corrected adapters' `none` rows carry their scores.
-    measure_family=False,
+    # On 2 shared cores, scoring all 42 adapters costs as much as the corrections; detection needs only
+    # the gate statistics and the label, and one shape shows what each kind of data does to refusals.
+    measured_shapes=["all-r16"],
     # Every setting on seed 0; on seeds 1 and 2 the defaults, rank 8 of both methods and the random control
     # of project --rank 8 (2 shared cores score a corrected adapter in 1-2 minutes).
     sweep_seeds=[0],
@@ -266,7 +267,9 @@ def adapter_row(bench: Bench, spec: AdapterSpec, folder: Path, safety: Path) -> 
     """Gate statistics of a family adapter, and its scores when measured (or already measured as a
     corrected adapter's `none` row); None when its gate statistics are not computed and cannot be."""
     tasks = [spec.task] if spec.task else []
-    scores = bench.adapter_scores(folder, tasks, f"adapter {spec.name}", measure=bench.config.measure_family)
+    scores = bench.adapter_scores(
+        folder, tasks, f"adapter {spec.name}", measure=spec.shape in bench.config.measured_shapes
+    )
     gate = bench.store.json_step(
         "gate", key_of(folder_digest(folder), folder_digest(safety)), lambda: fix.gate_statistics(folder, safety)
     )
