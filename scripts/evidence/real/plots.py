@@ -82,13 +82,12 @@ def plot_roc(results: dict, path: Path) -> bool:
         axes.plot(
             xs,
             ys,
-            drawstyle="steps-post",
             label=f"{name} ({result['suspicious']}): AUROC {result['auroc_mean']:.2f} ± {result['auroc_sd']:.2f}",
         )
     axes.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle=":")
     axes.set_xlabel("false-alarm rate (benign adapters flagged)")
     axes.set_ylabel("share of adapters trained with harmful data caught")
-    axes.set_title("inspect statistics on the SmolLM2-135M adapter family (seeds pooled)")
+    axes.set_title("inspect statistics, SmolLM2-135M adapters (seeds pooled)", fontsize=10)
     axes.legend(fontsize=7, loc="lower right")
     figure.tight_layout()
     figure.savefig(path)
