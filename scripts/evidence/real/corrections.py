@@ -1,0 +1,169 @@
+"""Correction settings, run through the csulora command line in process, and the random-subspace control.
+
+Flags are the stable interface, so every correction and every statistic goes through `csulora ...`
+arguments exactly as a user would type them; only the random control writes a subspace folder itself.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+
+@dataclass(frozen=True)
+class CliRun:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def message(self) -> str:
+        lines = [line for line in self.stderr.splitlines() if line.strip()]
+        return lines[-1] if lines else f"exit {self.code}"
+
+
+def csulora(args: list[str]) -> CliRun:
+    """The console script's `main()` in this process: the same flags, exit codes and messages, without
+    a ~2 s interpreter start per call on a 2-core machine."""
+    from csulora_cli.cli import main
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    code = 0
+    with redirect_stdout(stdout), redirect_stderr(stderr):
+        try:
+            main(args)
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    return CliRun(code, stdout.getvalue(), stderr.getvalue())
+
+
+def checked(args: list[str]) -> CliRun:
+    run = csulora(args)
+    if run.code != 0:
+        raise RuntimeError(f"csulora {' '.join(args[:2])} failed ({run.code}): {run.message}")
+    return run
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One `csulora correct` invocation; `subspace` picks the estimated subspace or the random control."""
+
+    method: str
+    params: dict = field(default_factory=dict)
+    subspace: str = "safety"  # or "random": a random orthonormal basis of the same k per module
+    smoke: bool = False
+    every_seed: bool = False  # run on every seed; the other settings run on the sweep seeds only
+
+    @property
+    def label(self) -> str:
+        options = " ".join(f"--{k} {v}" for k, v in self.params.items())
+        prefix = "random-subspace " if self.subspace == "random" else ""
+        return f"{prefix}{self.method}{' ' + options if options else ''}"
+
+    def args(self) -> list[str]:
+        args = ["--method", self.method]
+        for name, value in self.params.items():
+            args += [f"--{name}", str(value)]
+        return args
+
+
+# Today's defaults are --energy 0.99, --rank 256, --lambda 3; each sweep moves one of them, in the direction
+# a first trial pointed to (fewer directions), and --lambda up (a stronger pull back).
+SETTINGS = (
+    Setting("none", smoke=True, every_seed=True),
+    Setting("csulora", smoke=True, every_seed=True),
+    Setting("csulora", {"energy": 0.5}),
+    Setting("csulora", {"rank": 32}),
+    Setting("csulora", {"rank": 8}, every_seed=True),
+    Setting("csulora", {"lambda": 10}),
+    Setting("csulora-signed"),
+    Setting("csulora-inside"),
+    Setting("project"),
+    Setting("project", {"rank": 8}, smoke=True, every_seed=True),
+    Setting("safelora"),
+    Setting("csulora", subspace="random", smoke=True),
+    Setting("project", {"rank": 8}, subspace="random", every_seed=True),
+)
+
+
+def estimate_subspace(base: Path, aligned: Path, adapter: Path, out: Path, cache: Path) -> Path:
+    """The portable subspace folder of every module `adapter` targets (at the estimation defaults)."""
+    if (out / "subspace.json").is_file():
+        return out
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    checked(
+        ["estimate-subspace", str(base), str(aligned), "--adapter", str(adapter), "--out", str(partial)]
+        + ["--cache-dir", str(cache), "--device", "cpu", "--quiet"]
+    )
+    partial.rename(out)
+    return out
+
+
+def random_subspace(safety: Path, out: Path, seed: int = 0) -> Path:
+    """A copy of the safety subspace folder with each basis replaced by random orthonormal columns.
+
+    Singular values and energies are kept, so `--energy` and `--rank` select the same k per module as on
+    the safety subspace: only the directions change. The basis files are written with csulora's own
+    writer so their checksums hold.
+    """
+    from csulora_cli.subspace.estimate import SubspaceBasis
+    from csulora_cli.subspace.store import read_basis_file, write_basis_file
+
+    if (out / "subspace.json").is_file():
+        return out
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    (partial / "bases").mkdir(parents=True)
+    shutil.copy(safety / "subspace.json", partial / "subspace.json")
+    generator = torch.Generator().manual_seed(seed)
+    for path in sorted((safety / "bases").glob("[!.]*.safetensors")):
+        basis, record = read_basis_file(path)
+        right = None if basis.right is None else _orthonormal(basis.right.shape, generator)
+        shuffled = SubspaceBasis(
+            _orthonormal(basis.basis.shape, generator),
+            basis.singular_values,
+            basis.total_energy,
+            basis.reference_energy,
+            right,
+        )
+        write_basis_file(partial / "bases" / path.name, shuffled, record)
+    partial.rename(out)
+    return out
+
+
+def _orthonormal(shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
+    rows, columns = shape
+    q, r = torch.linalg.qr(torch.randn(rows, columns, generator=generator, dtype=torch.float64))
+    # Fixing the signs by R's diagonal makes Q Haar-distributed rather than biased by QR's convention.
+    return (q * torch.sign(torch.diagonal(r)).unsqueeze(0)).to(torch.float32)
+
+
+def correct(adapter: Path, subspace: Path, setting: Setting, out: Path) -> dict:
+    """Write the corrected adapter to `out` (once) and return its report's totals."""
+    report = out / "csulora_report.json"
+    if not report.is_file():
+        if out.exists():
+            shutil.rmtree(out)
+        checked(
+            ["correct", str(adapter), "--subspace", str(subspace), "--out", str(out), *setting.args()]
+            + ["--device", "cpu", "--quiet"]
+        )
+    return json.loads(report.read_text()).get("totals", {})
+
+
+GATE_STATISTICS = ("off_share", "enrichment", "weighted_enrichment", "reversal", "reversing_share")
+
+
+def gate_statistics(adapter: Path, subspace: Path) -> dict[str, float]:
+    """Every `inspect --gate` statistic of the adapter's total, read from `inspect --json`."""
+    run = checked(["inspect", str(adapter), "--subspace", str(subspace), "--json", "--device", "cpu", "--quiet"])
+    (report,) = json.loads(run.stdout)["adapters"]
+    detection = report["totals"]["detection"]
+    return {name: float(detection[name]) for name in GATE_STATISTICS if name in detection}

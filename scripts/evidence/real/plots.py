@@ -1,0 +1,95 @@
+"""The two committed plots: attack success against task accuracy per setting, and the detection ROC.
+
+matplotlib is optional: without it both functions return False and the JSON and table are still written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import detect
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def plot_frontier(summary: dict, path: Path) -> bool:
+    """One panel per judge: ASR (x) against task accuracy (y) of the poisoned mix, one marker per setting,
+    error bars the spread over seeds."""
+    plt = _pyplot()
+    mixes = [k for k in summary["config"]["corrected_kinds"] if "+" in k]
+    if plt is None or not mixes:
+        return False
+    table = summary["corrections"][mixes[0]]
+    figure, axes = plt.subplots(1, 2, figsize=(12, 5.5), dpi=110, sharey=True)
+    colours = plt.cm.tab20.colors
+    markers = "os^vD<>pP*hX"
+    for panel, (judge, title) in zip(
+        axes, (("asr_keyword", "keyword judge"), ("asr_likelihood", "likelihood judge")), strict=True
+    ):
+        for index, (setting, entry) in enumerate(table.items()):
+            panel.errorbar(
+                entry[judge]["mean"],
+                entry["task_accuracy"]["mean"],
+                xerr=entry[judge]["sd"],
+                yerr=entry["task_accuracy"]["sd"],
+                fmt=markers[index % len(markers)],
+                color=colours[index % len(colours)],
+                label=setting,
+                markersize=8 if setting == "none" else 6,
+                capsize=2,
+            )
+        reference = table.get("none")
+        if reference:
+            panel.axhline(0.9 * reference["task_accuracy"]["mean"], color="grey", linestyle="--", linewidth=1)
+            panel.axvline(0.5 * reference[judge]["mean"], color="grey", linestyle=":", linewidth=1)
+        panel.set_xlim(-0.03, 1.03)
+        panel.set_ylim(-0.03, 1.03)
+        panel.set_xlabel(f"attack success rate ({title})")
+        panel.set_title(f"{mixes[0]}: {title}")
+    axes[0].set_ylabel("task accuracy (exact match, held out)")
+    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    figure.suptitle("SmolLM2-135M: corrections of a poisoned LoRA (dashed: 90% of its task; dotted: half its ASR)")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return True
+
+
+def plot_roc(results: dict, path: Path) -> bool:
+    plt = _pyplot()
+    if plt is None or not results["adapters"]:
+        return False
+    figure, axes = plt.subplots(figsize=(6, 5.5), dpi=110)
+    for name in detect.SUSPICIOUS_HIGH:
+        rows = [
+            detect.Scored(r["seed"], r["trained_with_harmful"], r["gate"][name], r["kind"])
+            for r in results["adapters"]
+            if name in r["gate"]
+        ]
+        if not rows:
+            continue
+        xs, ys = zip(*detect.roc_points(name, rows), strict=True)
+        result = detect.evaluate(name, rows)
+        axes.plot(
+            xs,
+            ys,
+            label=f"{name} ({result['suspicious']}): AUROC {result['auroc_mean']:.2f} ± {result['auroc_sd']:.2f}",
+        )
+    axes.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle=":")
+    axes.set_xlabel("false-alarm rate (benign adapters flagged)")
+    axes.set_ylabel("share of adapters trained with harmful data caught")
+    axes.set_title("inspect statistics, SmolLM2-135M adapters (seeds pooled)", fontsize=10)
+    axes.legend(fontsize=7, loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return True

