@@ -14,7 +14,7 @@ from .overlap import local_folder, refuse_output_over_inputs
 from .publish import plan_subspace_push, push_subspace
 from .requests import EstimateRequest
 from .results import EstimateResult, ModuleSubspace
-from .sides import agreeing_evidence, check_order
+from .sides import check_order
 
 
 def estimate_subspace(request: EstimateRequest, events: Events = SilentEvents()) -> EstimateResult:
@@ -70,11 +70,11 @@ def estimate_subspace(request: EstimateRequest, events: Events = SilentEvents())
         raise CsuloraError("no 2-D weights match", where=request.base)
     provider.check(targets)
     sources = {"base": provider.base.describe(), "aligned": provider.aligned.describe()}
-    check_order(sources, adapter_configs, "accept" if request.confirm_order else "warn", events)
+    evidence = check_order(sources, adapter_configs, "accept" if request.confirm_order else "warn", events)
     # Which side is which, and what confirmed it: `V = W_aligned - W_base`, whose sign the signed statistics read.
     order = {
         "displacement": "aligned - base",
-        "evidence": agreeing_evidence(sources, adapter_configs),
+        "evidence": evidence.agreeing,
         "confirmed_by_user": request.confirm_order,
     }
     if request.out is not None:

@@ -10,6 +10,7 @@ model: an adapter's `base_model_name_or_path` (trained on the aligned model), an
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -18,17 +19,24 @@ from ..errors import UsageError
 from ..events import Events
 
 
-def check_order(sources: dict, adapters: list[tuple[str, dict]], order_check: str, events: Events) -> None:
+@dataclass(frozen=True)
+class OrderEvidence:
+    """What the sources say of the base/aligned order: one sentence per source that confirms it, and one per
+    source that contradicts it (both empty: nothing says either way)."""
+
+    agreeing: list[str]
+    contradicting: list[str]
+
+
+def check_order(sources: dict, adapters: list[tuple[str, dict]], order_check: str, events: Events) -> OrderEvidence:
     """Warn about (or with "refuse", for a gate, refuse) a base/aligned order the sources contradict; "accept"
-    is the user's confirmation (`requests.ORDER_CHECKS`)."""
-    if order_check == "accept":
-        return
-    evidence = reversed_order_evidence(sources, adapters)
-    if not evidence:
-        return
+    is the user's confirmation (`requests.ORDER_CHECKS`). Returns what the sources said, either way."""
+    evidence = order_evidence(sources, adapters)
+    if order_check == "accept" or not evidence.contradicting:
+        return evidence
     what = (
-        f"the base and aligned models look swapped: {'; '.join(evidence)}. Swapped, V = W_aligned - W_base changes "
-        "sign, and with it reversal, reversing_share and csulora-signed"
+        f"the base and aligned models look swapped: {'; '.join(evidence.contradicting)}. Swapped, "
+        "V = W_aligned - W_base changes sign, and with it reversal, reversing_share and csulora-signed"
     )
     fix = (
         "give the pre-alignment model as the base and the aligned one second (a subspace folder: estimate it "
@@ -37,44 +45,40 @@ def check_order(sources: dict, adapters: list[tuple[str, dict]], order_check: st
     if order_check == "refuse":
         raise UsageError(f"{what}, so a gate would pass what it exists to catch; {fix} if the order is right")
     events.warn(f"{what}; {fix} if the order is right")
+    return evidence
 
 
-def reversed_order_evidence(sources: dict, adapters: list[tuple[str, dict]]) -> list[str]:
-    """What says the order is reversed: one sentence per source that contradicts it (empty: nothing does).
+def order_evidence(sources: dict, adapters: list[tuple[str, dict]]) -> OrderEvidence:
+    """Each source that names a model, read once: an adapter names the model it was trained on (the aligned
+    one), a model's card or config the model it was made from (for the aligned model, the base).
 
     `sources` holds the `base` and `aligned` descriptions (`kind` local with `path`, or hub with `repo`);
     `adapters` pairs each adapter's label with its `adapter_config.json`.
     """
+    evidence = OrderEvidence([], [])
     base, aligned = sources.get("base"), sources.get("aligned")
     if not isinstance(base, dict) or not isinstance(aligned, dict):
-        return []
-    evidence = []
+        return evidence
     for label, config in adapters:
         trained_on = config.get("base_model_name_or_path")
-        if isinstance(trained_on, str) and _names(trained_on, base) and not _names(trained_on, aligned):
-            evidence.append(
+        if not isinstance(trained_on, str):
+            continue
+        on_aligned, on_base = _names(trained_on, aligned), _names(trained_on, base)
+        if on_aligned and not on_base:
+            evidence.agreeing.append(f"adapter {label} names the aligned model (base_model_name_or_path)")
+        elif on_base and not on_aligned:
+            evidence.contradicting.append(
                 f"adapter {label} was trained on {trained_on} (its base_model_name_or_path), the model given as "
                 "the base, where an adapter to correct is trained on the aligned model"
             )
     for where, parent in declared_parents(base):
         if _names(parent, aligned) and not _names(parent, base):
-            evidence.append(f"{where} names {parent}, the model given as aligned, as the model it was made from")
-    return evidence
-
-
-def agreeing_evidence(sources: dict, adapters: list[tuple[str, dict]]) -> list[str]:
-    """What confirms the order (recorded in a subspace folder beside its sources)."""
-    base, aligned = sources.get("base"), sources.get("aligned")
-    if not isinstance(base, dict) or not isinstance(aligned, dict):
-        return []
-    evidence = []
-    for label, config in adapters:
-        trained_on = config.get("base_model_name_or_path")
-        if isinstance(trained_on, str) and _names(trained_on, aligned) and not _names(trained_on, base):
-            evidence.append(f"adapter {label} names the aligned model (base_model_name_or_path)")
+            evidence.contradicting.append(
+                f"{where} names {parent}, the model given as aligned, as the model it was made from"
+            )
     for where, parent in declared_parents(aligned):
         if _names(parent, base) and not _names(parent, aligned):
-            evidence.append(f"{where} names the base model as the model it was made from")
+            evidence.agreeing.append(f"{where} names the base model as the model it was made from")
     return evidence
 
 
