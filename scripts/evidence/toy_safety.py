@@ -26,24 +26,22 @@ from __future__ import annotations
 
 import argparse
 import copy
-import io
 import json
 import math
 import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from scripts.cli_runs import CliRun, as_subprocess, in_process
 from scripts.evidence import toy_model as toy
 from scripts.paths import RAW, RESULTS
 
@@ -127,44 +125,6 @@ SETTINGS = (
 
 # ---------------------------------------------------------------------------------------------------
 # Running csulora
-
-
-@dataclass(frozen=True)
-class CliRun:
-    code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def message(self) -> str:
-        lines = [line for line in self.stderr.splitlines() if line.strip()]
-        return lines[-1] if lines else f"exit {self.code}"
-
-
-def in_process(args: list[str]) -> CliRun:
-    """The console script's own `main()`, called in this process.
-
-    Start-up (importing torch and typer) costs ~2 s per `csulora` process on a 2-core machine, against
-    well under a second for correcting these tiny adapters; ~40 settings x 3 seeds would spend minutes on
-    imports alone. `main()` is exactly what the console script runs (flags, exit codes, messages).
-    """
-    from csulora_cli.cli import main
-
-    stdout, stderr = io.StringIO(), io.StringIO()
-    code = 0
-    with redirect_stdout(stdout), redirect_stderr(stderr):
-        try:
-            main(args)
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-    return CliRun(code, stdout.getvalue(), stderr.getvalue())
-
-
-def as_subprocess(args: list[str]) -> CliRun:
-    """The installed console script in its own process (`--subprocess`): slower, same results."""
-    script = Path(sys.executable).with_name("csulora")
-    done = subprocess.run([str(script), *args], capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    return CliRun(done.returncode, done.stdout, done.stderr)
 
 
 def is_unknown(run: CliRun) -> bool:

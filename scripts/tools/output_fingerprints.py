@@ -15,31 +15,23 @@ by running both at the same ROOT:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
-import io
 import os
 import shutil
 import sys
 from pathlib import Path
+
+from scripts.cli_runs import in_process
 
 RANK = "8"
 
 
 def run(*args: object) -> str:
     """One CLI command in process; returns its stdout and fails loudly on a non-zero exit."""
-    from csulora_cli.cli import main
-
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        try:
-            main([str(arg) for arg in args])
-            code = 0
-        except SystemExit as exit_:
-            code = exit_.code or 0
-    if code != 0:
-        raise SystemExit(f"csulora {' '.join(map(str, args))} exited {code}:\n{stderr.getvalue()}")
-    return stdout.getvalue()
+    done = in_process([str(arg) for arg in args])
+    if done.code != 0:
+        raise SystemExit(f"csulora {' '.join(map(str, args))} exited {done.code}:\n{done.stderr}")
+    return done.stdout
 
 
 def produce(root: Path) -> None:

@@ -6,45 +6,18 @@ arguments exactly as a user would type them; only the random control writes a su
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
-from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-
-@dataclass(frozen=True)
-class CliRun:
-    code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def message(self) -> str:
-        lines = [line for line in self.stderr.splitlines() if line.strip()]
-        return lines[-1] if lines else f"exit {self.code}"
-
-
-def csulora(args: list[str]) -> CliRun:
-    """The console script's `main()` in this process: the same flags, exit codes and messages, without
-    a ~2 s interpreter start per call on a 2-core machine."""
-    from csulora_cli.cli import main
-
-    stdout, stderr = io.StringIO(), io.StringIO()
-    code = 0
-    with redirect_stdout(stdout), redirect_stderr(stderr):
-        try:
-            main(args)
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-    return CliRun(code, stdout.getvalue(), stderr.getvalue())
+from scripts.cli_runs import CliRun, in_process
 
 
 def checked(args: list[str]) -> CliRun:
-    run = csulora(args)
+    run = in_process(args)
     if run.code != 0:
         raise RuntimeError(f"csulora {' '.join(args[:2])} failed ({run.code}): {run.message}")
     return run
