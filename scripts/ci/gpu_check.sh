@@ -54,7 +54,7 @@ else
     DEVICE=cuda
 fi
 
-cd "$(dirname "$0")/.." || exit 1
+cd "$(dirname "$0")/../.." || exit 1
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 : >"$OUT/steps.tsv"

@@ -28,7 +28,7 @@
 set -euo pipefail
 
 START_NS=$(date +%s%N)
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 VENV_BIN=$(cd "${VENV_BIN:-.venv/bin}" && pwd)
 TASK_MEM=${SLURM_E2E_MEM:-1G}
 KEEP=${SLURM_E2E_KEEP:-0}

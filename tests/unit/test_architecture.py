@@ -214,3 +214,15 @@ def test_scripts_reach_the_package_only_through_modules_that_exist():
             if name.startswith("csulora_cli") and name not in MODULES:
                 missing.append(f"{path.relative_to(PACKAGE.parent)} imports {name}")
     assert not missing, missing
+
+
+def test_shell_scripts_change_to_the_repository_root():
+    """A shell script that moves to another folder of scripts/ still starts from the repository root:
+    `cd "$(dirname "$0")/<up>"` must climb exactly as many folders as the script sits deep."""
+    root = PACKAGE.parent
+    wrong = []
+    for path in sorted([*SCRIPTS.rglob("*.sh"), root / ".ci" / "run"]):
+        for up in re.findall(r'cd "\$\(dirname "\$0"\)/([./]+)"', path.read_text()):
+            if (path.parent / up).resolve() != root:
+                wrong.append(f"{path.relative_to(root)} changes to {up!r} from its folder, not to the root")
+    assert not wrong, wrong
