@@ -120,7 +120,7 @@ def cases(root: Path) -> list[tuple[str, Callable[[], list[str]], str]]:
         (
             "nonexistent adapter path",
             lambda: [*correct, str(root / "nope"), *src, "--out", str(root / "o")],
-            "test_cli_errors.py::test_nonexistent_adapter",
+            "test_errors.py::test_nonexistent_adapter",
         ),
         (
             "adapter without adapter_config.json",
@@ -131,7 +131,7 @@ def cases(root: Path) -> list[tuple[str, Callable[[], list[str]], str]]:
                 "--out",
                 str(root / "o"),
             ],
-            "test_cli_errors.py::test_adapter_without_config",
+            "test_errors.py::test_adapter_without_config",
         ),
         (
             "malformed adapter_config.json",
@@ -142,7 +142,7 @@ def cases(root: Path) -> list[tuple[str, Callable[[], list[str]], str]]:
                 "--out",
                 str(root / "o"),
             ],
-            "test_cli_errors.py::test_malformed_adapter_config",
+            "test_errors.py::test_malformed_adapter_config",
         ),
         (
             "DoRA adapter",
@@ -160,7 +160,7 @@ def cases(root: Path) -> list[tuple[str, Callable[[], list[str]], str]]:
                 "--out",
                 str(root / "o"),
             ],
-            "test_cli_errors.py::test_dora_adapter_refused, test_peft_compat.py",
+            "test_errors.py::test_dora_adapter_refused, test_peft_compat.py",
         ),
         (
             "truncated adapter safetensors",
@@ -171,7 +171,7 @@ def cases(root: Path) -> list[tuple[str, Callable[[], list[str]], str]]:
                 "--out",
                 str(root / "o"),
             ],
-            "test_cli_errors.py::test_truncated_adapter_weights, test_reliability.py (fuzz)",
+            "test_errors.py::test_truncated_adapter_weights, test_parsers_fuzz.py",
         ),
         (
             "garbage adapter safetensors (header length)",
@@ -182,12 +182,12 @@ def cases(root: Path) -> list[tuple[str, Callable[[], list[str]], str]]:
                 "--out",
                 str(root / "o"),
             ],
-            "test_sources.py::test_garbage_headers_fail_with_the_file_named, test_reliability.py (fuzz)",
+            "test_sources.py::test_garbage_headers_fail_with_the_file_named, test_parsers_fuzz.py",
         ),
         (
             "malicious pickle in adapter_model.bin",
             lambda: [*correct, str(variant("evil", evil_pickle)), *src, "--out", str(root / "o")],
-            "test_cli_errors.py::test_malicious_pickle_is_refused, test_adapter.py",
+            "test_errors.py::test_malicious_pickle_is_refused, test_adapter.py",
         ),
         (
             "symbolic link in the adapter folder (to a token file)",
@@ -211,7 +211,7 @@ def cases(root: Path) -> list[tuple[str, Callable[[], list[str]], str]]:
         (
             "NaN in an adapter tensor",
             lambda: [*correct, str(variant("nan", nan_adapter)), *src, "--out", str(root / "o")],
-            "test_cli_errors.py::test_nan_in_adapter_tensor",
+            "test_errors.py::test_nan_in_adapter_tensor",
         ),
         (
             "Inf in a model weight",
@@ -230,7 +230,7 @@ def cases(root: Path) -> list[tuple[str, Callable[[], list[str]], str]]:
         (
             "adapter shapes do not match the model",
             lambda: [*correct, str(variant("shapes", wrong_shapes)), *src, "--out", str(root / "o")],
-            "test_cli_errors.py::test_adapter_shapes_do_not_match_the_base",
+            "test_errors.py::test_adapter_shapes_do_not_match_the_base",
         ),
         (
             "base and aligned differ in shape",
@@ -244,7 +244,7 @@ def cases(root: Path) -> list[tuple[str, Callable[[], list[str]], str]]:
                 "--out",
                 str(root / "o"),
             ],
-            "test_cli_errors.py::test_base_and_aligned_shapes_differ",
+            "test_errors.py::test_base_and_aligned_shapes_differ",
         ),
         (
             "missing shard",
@@ -258,7 +258,7 @@ def cases(root: Path) -> list[tuple[str, Callable[[], list[str]], str]]:
                 "--out",
                 str(root / "o"),
             ],
-            "test_cli_errors.py::test_missing_shard, test_sources.py",
+            "test_errors.py::test_missing_shard, test_sources.py",
         ),
         (
             "truncated model shard",
@@ -272,7 +272,7 @@ def cases(root: Path) -> list[tuple[str, Callable[[], list[str]], str]]:
                 "--out",
                 str(root / "o"),
             ],
-            "test_cli_errors.py::test_truncated_model_shard",
+            "test_errors.py::test_truncated_model_shard",
         ),
         (
             "index naming a shard outside the folder (../)",
@@ -286,7 +286,7 @@ def cases(root: Path) -> list[tuple[str, Callable[[], list[str]], str]]:
                 "--out",
                 str(root / "o"),
             ],
-            "test_cli_errors.py::test_index_cannot_escape_the_model_folder, test_sources.py",
+            "test_errors.py::test_index_cannot_escape_the_model_folder, test_sources.py",
         ),
         (
             "model folder without safetensors",
@@ -300,22 +300,22 @@ def cases(root: Path) -> list[tuple[str, Callable[[], list[str]], str]]:
                 "--out",
                 str(root / "o"),
             ],
-            "test_cli_errors.py::test_base_folder_without_model_safetensors",
+            "test_errors.py::test_base_folder_without_model_safetensors",
         ),
         (
             "negative --lambda",
             lambda: [*correct, str(adapter), *src, "--out", str(root / "o"), "--lambda", "-1"],
-            "test_cli_errors.py::test_bad_correct_values",
+            "test_errors.py::test_bad_correct_values",
         ),
         (
             "--eps outside [0, 1]",
             lambda: [*correct, str(adapter), *src, "--out", str(root / "o"), "--eps", "1.5"],
-            "test_cli_errors.py::test_bad_correct_values",
+            "test_errors.py::test_bad_correct_values",
         ),
         (
             "--energy outside (0, 1]",
             lambda: [*correct, str(adapter), *src, "--out", str(root / "o"), "--energy", "0"],
-            "test_cli_errors.py::test_bad_estimation_values",
+            "test_errors.py::test_bad_estimation_values",
         ),
         (
             "--rank < 1",
@@ -331,27 +331,27 @@ def cases(root: Path) -> list[tuple[str, Callable[[], list[str]], str]]:
                 "--rank",
                 "0",
             ],
-            "test_cli_errors.py::test_bad_estimation_values",
+            "test_errors.py::test_bad_estimation_values",
         ),
         (
             "unknown --method",
             lambda: [*correct, str(adapter), *src, "--out", str(root / "o"), "--method", "magic"],
-            "test_cli_errors.py::test_bad_correct_values",
+            "test_errors.py::test_bad_correct_values",
         ),
         (
             "--device cuda without CUDA",
             lambda: [*correct, str(adapter), *src, "--out", str(root / "o"), "--device", "cuda"],
-            "test_cli_errors.py::test_cuda_without_cuda",
+            "test_errors.py::test_cuda_without_cuda",
         ),
         (
             "existing output without --overwrite",
             lambda: [*correct, str(adapter), *src, "--out", str(existing)],
-            "test_cli_correct.py, test_atomic.py",
+            "test_correct.py, test_atomic.py",
         ),
         (
             "destination whose parent is a file",
             lambda: [*correct, str(adapter), *src, "--out", str(not_a_folder / "o")],
-            "test_cli_errors.py::test_destination_that_cannot_be_created",
+            "test_errors.py::test_destination_that_cannot_be_created",
         ),
         (
             "unknown key in --config",
@@ -364,9 +364,9 @@ def cases(root: Path) -> list[tuple[str, Callable[[], list[str]], str]]:
                 "--config",
                 str(_write(root / "bad.yaml", "bogus: 1\n")),
             ],
-            "test_cli_errors.py::test_unknown_config_key",
+            "test_errors.py::test_unknown_config_key",
         ),
-        ("missing --out", lambda: [*correct, str(adapter), *src], "test_cli_errors.py::test_correct_needs_out"),
+        ("missing --out", lambda: [*correct, str(adapter), *src], "test_errors.py::test_correct_needs_out"),
         (
             "invalid YAML in --config",
             lambda: [

@@ -13,7 +13,8 @@ from csulora_cli.cli import app
 from csulora_cli.cli.reference import render_reference
 from tests.helpers import assert_ok, run_cli
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+REPO = Path(__file__).resolve().parents[2]
+README = REPO / "README.md"
 CLI_REFERENCE = README.parent / "docs" / "cli.md"
 REQUIRED_COMMANDS = ("estimate-subspace", "correct", "inspect", "demo")
 
@@ -72,3 +73,17 @@ def test_the_command_reference_has_every_command_and_option():
         for option in long_options(command):
             assert f"`{option}`" in text, f"{option} of `csulora {name}` missing from docs/cli.md"
     assert "`--version`" in text
+
+
+def test_the_reliability_table_names_tests_that_exist():
+    """Each row of docs/reliability.md names the tests that check it; a renamed or moved test must not
+    leave the table pointing at nothing."""
+    table = (REPO / "docs" / "reliability.md").read_text()
+    tests = {path.name: path for path in (REPO / "tests").rglob("test_*.py")}
+    missing = []
+    for file, function in re.findall(r"\b(test_\w+\.py)(?:::(test_\w+))?", table):
+        if file not in tests:
+            missing.append(file)
+        elif function and not re.search(rf"^def {function}\(", tests[file].read_text(), re.MULTILINE):
+            missing.append(f"{file}::{function}")
+    assert not missing, sorted(set(missing))
