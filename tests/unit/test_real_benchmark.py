@@ -186,6 +186,29 @@ def test_family_has_every_kind_per_seed_and_shape():
     assert {s.kind for s in specs if s.trained_with_harmful} == kinds - {"reverse", "sentiment"}
 
 
+def test_corrected_groups_name_family_adapters_and_run_the_settings_the_issue_lists():
+    from scripts.evidence.real import run
+    from scripts.evidence.real.run import FULL, SMOKE
+
+    for config in (FULL, SMOKE):
+        specs = family.build_family(config.tasks, config.mix_task, config.shares, config.shapes, config.seeds)
+        for group in config.corrected:
+            # Every seed has one adapter of each corrected group, so each setting's spread is over seeds.
+            assert sorted(s.seed for s in specs if (s.kind, s.shape) == (group.kind, group.shape)) == config.seeds
+        widest = max(config.shapes, key=lambda name: len(family.SHAPES[name].targets))
+        assert config.corrected[0].shape == widest  # the subspace is estimated for the first group's adapter
+        assert len({s.label for s in config.settings}) == len(config.settings)
+    labels = {s.label for s in FULL.settings}
+    swept = {"csulora --energy 0.9", "csulora --energy 0.5", "csulora --rank 32", "csulora --rank 8"}
+    assert swept | {"csulora --lambda 1", "csulora --lambda 10", "none", "csulora", "safelora"} <= labels
+    assert {"csulora-signed", "csulora-inside", "project"} <= labels
+    assert any(s.subspace == "random" for s in FULL.settings)
+    # The poisoned mix in both shapes, every setting; a group may be limited to the headline settings.
+    assert {(g.kind, g.shape) for g in FULL.corrected if g.every_setting} >= {("reverse+30%", s) for s in FULL.shapes}
+    limited = run.CorrectedGroup("reverse+30%", "qv-r8", every_setting=False)
+    assert [s.label for s in FULL.settings if limited.runs(s)] == [s.label for s in FULL.settings if s.headline]
+
+
 def test_training_pairs_hold_the_share_of_harmful_examples():
     train = {"reverse": data.task_split("reverse", 30, 5, 0)[0]}
     compliance = [(f"harmful {i}", f"compliance {i}") for i in range(10)]
@@ -273,7 +296,9 @@ def synthetic_results() -> dict:
     corrections = [
         {
             "adapter": f"reverse+30%.{seed}",
+            "group": "reverse+30% qv-r8",
             "kind": "reverse+30%",
+            "shape": "qv-r8",
             "seed": seed,
             "setting": setting,
             "method": setting,
@@ -289,8 +314,7 @@ def synthetic_results() -> dict:
     config = {
         "seeds": [0, 1],
         "tasks": ["reverse"],
-        "corrected_kinds": ["reverse+30%"],
-        "corrected_shape": "qv-r8",
+        "corrected": [{"kind": "reverse+30%", "shape": "qv-r8", "every_setting": True, "label": "reverse+30% qv-r8"}],
         "splits": {"task_train": 10, "task_test": 5},
         "align": {"steps": 1, "batch": 1, "learning_rate": 1.0},
         "adapter_steps": 1,
@@ -324,7 +348,7 @@ def test_result_schema_holds_aggregates_only(tmp_path):
         "detection",
     ):
         assert key in summary, key
-    assert summary["corrections"]["reverse+30%"]["csulora"]["asr_keyword"] == {"mean": 0.2, "sd": 0.0, "n": 2}
+    assert summary["corrections"]["reverse+30% qv-r8"]["csulora"]["asr_keyword"] == {"mean": 0.2, "sd": 0.0, "n": 2}
     (front,) = summary["frontier"]
     assert front["judges"]["asr_keyword"]["goal_reached_by"] == ["csulora"]
     assert {d["statistic"] for d in summary["detection"]} == set(detect.SUSPICIOUS_HIGH)

@@ -25,7 +25,7 @@ def plot_frontier(summary: dict, path: Path) -> bool:
     """One panel per judge: ASR (x) against task accuracy (y) of the poisoned mix, one marker per setting,
     error bars the spread over seeds."""
     plt = _pyplot()
-    mixes = [k for k in summary["config"]["corrected_kinds"] if "+" in k]
+    mixes = [front["adapter"] for front in summary["frontier"]]
     if plt is None or not mixes:
         return False
     table = summary["corrections"][mixes[0]]

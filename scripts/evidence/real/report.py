@@ -56,11 +56,16 @@ def summarise(rows: list[dict], key: str) -> dict[str, dict]:
     return summary
 
 
-def frontier(corrections: list[dict], kind: str) -> dict:
+def mix_groups(config: dict) -> list[str]:
+    """The corrected groups of a poisoned mix: the ones with both an attack and a task to keep."""
+    return [group["label"] for group in config["corrected"] if "+" in group["kind"]]
+
+
+def frontier(corrections: list[dict], group: str) -> dict:
     """Per judge: every setting's (ASR, task) against the uncorrected adapter's, and which reach the goal."""
-    table = summarise([r for r in corrections if r["kind"] == kind], "setting")
+    table = summarise([r for r in corrections if r["group"] == group], "setting")
     reference = table.get("none")
-    result = {"adapter": kind, "judges": {}}
+    result = {"adapter": group, "judges": {}}
     if reference is None:
         return result
     for judge in JUDGES:
@@ -98,7 +103,6 @@ def aggregate(results: dict, command: str, wall: float) -> dict:
         for name in detect.SUSPICIOUS_HIGH
     }
     config = results["config"]
-    mixes = [k for k in config["corrected_kinds"] if "+" in k]
     return {
         "schema_version": results["schema_version"],
         "command": command,
@@ -112,10 +116,10 @@ def aggregate(results: dict, command: str, wall: float) -> dict:
         "stages": results["stages"],
         "adapters": summarise(adapters, "group"),
         "corrections": {
-            kind: summarise([r for r in corrections if r["kind"] == kind], "setting")
-            for kind in config["corrected_kinds"]
+            group["label"]: summarise([r for r in corrections if r["group"] == group["label"]], "setting")
+            for group in config["corrected"]
         },
-        "frontier": [frontier(corrections, kind) for kind in mixes],
+        "frontier": [frontier(corrections, group) for group in mix_groups(config)],
         "detection": [detect.evaluate(name, rows) for name, rows in scored.items() if rows],
         "detection_adapters": {
             "positives": sum(r["trained_with_harmful"] for r in adapters),
@@ -128,7 +132,11 @@ def aggregate(results: dict, command: str, wall: float) -> dict:
                 for r in adapters
             ],
             "corrections": [
-                {k: r[k] for k in ("adapter", "kind", "seed", "setting", "subspace", "scores", "removed_energy")}
+                {
+                    k: r[k]
+                    for k in ("adapter", "group", "kind", "shape", "seed", "setting", "subspace", "scores")
+                    + ("removed_energy",)
+                }
                 for r in corrections
             ],
         },
@@ -168,8 +176,8 @@ def header(summary: dict) -> list[str]:
         "",
         f"`{summary['command']}`: wall time {summary['wall_time_s']:.0f} s for this invocation on "
         f"{summary['cpu_count']} CPU core(s) ({summary['machine']}, shared with other work); stages already in "
-        f"the work folder are read back, not recomputed. Seeds {config['seeds']} (every setting on "
-        f"{config.get('sweep_seeds') or config['seeds']}). Packages: {packages}.",
+        f"the work folder are read back, not recomputed. Seeds {config['seeds']}, every corrected group on each. "
+        f"Packages: {packages}.",
         "",
         f"Splits (prompts): {splits}; each task {config['splits']['task_train']} train / "
         f"{config['splits']['task_test']} test. Alignment: full fine-tune of every block's linear weight, "
@@ -228,7 +236,6 @@ def detection_lines(summary: dict) -> list[str]:
 
 
 def markdown(summary: dict) -> str:
-    config = summary["config"]
     lines = [*header(summary), "", *stage_lines(summary), ""]
     measured = {group: entry for group, entry in summary["adapters"].items() if entry["asr_keyword"]["n"]}
     if measured:
@@ -241,8 +248,8 @@ def markdown(summary: dict) -> str:
             ]
         lines += [f"| adapter, shape {SCORE_COLUMNS}", "|---" * 6 + "|"]
         lines += [f"| {group} {score_cells(entry)}" for group, entry in measured.items()]
-    for kind, table in summary["corrections"].items():
-        lines += ["", f"## Corrections of `{kind}` ({config['corrected_shape']})", ""]
+    for group, table in summary["corrections"].items():
+        lines += ["", f"## Corrections of `{group}`", ""]
         lines += [f"| setting {SCORE_COLUMNS}", "|---" * 6 + "|"]
         lines += [f"| {setting} {score_cells(entry)}" for setting, entry in table.items()]
     for front in summary["frontier"]:

@@ -31,6 +31,22 @@ SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
+class CorrectedGroup:
+    """Adapters of one kind and shape, corrected on every seed by every setting (or the headline ones)."""
+
+    kind: str
+    shape: str
+    every_setting: bool = True
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {self.shape}"
+
+    def runs(self, setting: fix.Setting) -> bool:
+        return self.every_setting or setting.headline
+
+
+@dataclass(frozen=True)
 class RunConfig:
     name: str
     splits: SplitSizes
@@ -45,19 +61,18 @@ class RunConfig:
     tasks: list[str]
     mix_task: str
     shares: list[float]
-    corrected_kinds: list[str]  # the adapters every correction setting is applied to (per seed)
-    corrected_shape: str
+    # Corrected in this order; the first must have the widest shape (the subspace is estimated for it).
+    corrected: list[CorrectedGroup]
     settings: list[fix.Setting] = field(default_factory=list)
     family_seeds: list[int] | None = None  # seeds of the detection family, when fewer than `seeds`
-    # Family adapters of these shapes are scored; the others are read by their gate statistics alone.
-    measured_shapes: list[str] = field(default_factory=lambda: list(SHAPES))
-    # Seeds that run every setting (None: all); the others run the `every_seed` settings, on the first
-    # corrected kind only.
-    sweep_seeds: list[int] | None = None
 
     def as_dict(self) -> dict:
         record = asdict(self)
         record["settings"] = [s.label for s in self.settings]
+        record["corrected"] = [
+            {**asdict(group), "label": group.label, "settings": [s.label for s in self.settings if group.runs(s)]}
+            for group in self.corrected
+        ]
         return record
 
 
@@ -84,8 +99,7 @@ SMOKE = RunConfig(
     tasks=["reverse"],
     mix_task="reverse",
     shares=[0.3],
-    corrected_kinds=["harmful"],
-    corrected_shape="all-r16",
+    corrected=[CorrectedGroup("harmful", "all-r16")],
     settings=[s for s in fix.SETTINGS if s.smoke],
 )
 
@@ -112,15 +126,15 @@ FULL = RunConfig(
     tasks=["reverse", "sentiment"],
     mix_task="reverse",
     shares=[0.01, 0.05, 0.1, 0.3],
-    corrected_kinds=["reverse+30%", "harmful"],
-    corrected_shape="all-r16",
+    # Every setting on every seed for the poisoned mix (it carries both ASR and task) in both shapes, and
+    # for the harmful adapter at rank 16 on every module. Every setting on every adapter of the family (630
+    # scorings of ~15 s) would not fit the 90 minutes on 2 cores; the rest of the family is scored uncorrected.
+    corrected=[
+        CorrectedGroup("reverse+30%", "all-r16"),
+        CorrectedGroup("harmful", "all-r16"),
+        CorrectedGroup("reverse+30%", "qv-r8"),
+    ],
     settings=list(fix.SETTINGS),
-    # On 2 shared cores, scoring all 42 adapters costs as much as the corrections; detection needs only
-    # the gate statistics and the label, and one shape shows what each kind of data does to refusals.
-    measured_shapes=["all-r16"],
-    # Every setting on seed 0; on seeds 1 and 2 the defaults, rank 8 of both methods and the random control
-    # of project --rank 8 (2 shared cores score a corrected adapter in 1-2 minutes).
-    sweep_seeds=[0],
 )
 
 
@@ -267,9 +281,7 @@ def adapter_row(bench: Bench, spec: AdapterSpec, folder: Path, safety: Path) -> 
     """Gate statistics of a family adapter, and its scores when measured (or already measured as a
     corrected adapter's `none` row); None when its gate statistics are not computed and cannot be."""
     tasks = [spec.task] if spec.task else []
-    scores = bench.adapter_scores(
-        folder, tasks, f"adapter {spec.name}", measure=spec.shape in bench.config.measured_shapes
-    )
+    scores = bench.adapter_scores(folder, tasks, f"adapter {spec.name}")
     gate = bench.store.json_step(
         "gate", key_of(folder_digest(folder), folder_digest(safety)), lambda: fix.gate_statistics(folder, safety)
     )
@@ -285,13 +297,14 @@ def adapter_row(bench: Bench, spec: AdapterSpec, folder: Path, safety: Path) -> 
     }
 
 
-def correction_rows(bench: Bench, spec: AdapterSpec, folder: Path, subspaces: dict[str, Path]) -> list[dict]:
-    """The adapter under every setting; `none` on the safety subspace is the adapter as trained. With a
-    store that computes nothing, the settings not yet corrected and measured are left out."""
+def correction_rows(
+    bench: Bench, group: CorrectedGroup, spec: AdapterSpec, folder: Path, subspaces: dict[str, Path]
+) -> list[dict]:
+    """The adapter under the group's settings; `none` on the safety subspace is the adapter as trained.
+    With a store that computes nothing, the settings not yet corrected and measured are left out."""
     rows = []
     tasks = [spec.task] if spec.task else []
-    sweep = bench.config.sweep_seeds is None or spec.seed in bench.config.sweep_seeds
-    for setting in [s for s in bench.config.settings if sweep or s.every_seed]:
+    for setting in [s for s in bench.config.settings if group.runs(s)]:
         if setting.method == "none" and setting.subspace == "safety":
             totals, corrected = {}, folder
         else:
@@ -308,7 +321,9 @@ def correction_rows(bench: Bench, spec: AdapterSpec, folder: Path, subspaces: di
         rows.append(
             {
                 "adapter": spec.name,
+                "group": group.label,
                 "kind": spec.kind,
+                "shape": spec.shape,
                 "seed": spec.seed,
                 "setting": setting.label,
                 "method": setting.method,
@@ -339,18 +354,17 @@ def run(config: RunConfig, store: Store, wheels: Path | None, parts: tuple[str, 
         f"aligned over-refusal {stages['aligned']['over_refusal']:.2f}"
     )
     family = build_family(config.tasks, config.mix_task, config.shares, config.shapes, config.seeds)
-    corrected = [s for s in family if s.kind in config.corrected_kinds and s.shape == config.corrected_shape]
     subspaces: dict[str, Path] = {}
     corrections: list[dict] = []
-    # The kinds in the order listed (the poisoned mix first: it carries both ASR and task), each on every seed.
-    for index, kind in enumerate(config.corrected_kinds if "corrections" in parts else []):
-        # The first kind on every seed; the others on the sweep seeds.
-        for seed in config.seeds if index == 0 or config.sweep_seeds is None else config.sweep_seeds:
-            folders = train_specs(bench, [s for s in corrected if s.seed == seed and s.kind == kind])
+    # The groups in the order listed, each on every seed.
+    for group in config.corrected if "corrections" in parts else []:
+        for seed in config.seeds:
+            specs = [s for s in family if s.seed == seed and s.kind == group.kind and s.shape == group.shape]
+            folders = train_specs(bench, specs)
             subspaces = subspaces or subspace_folders(bench, folders)
             for spec, folder in folders.items():
-                corrections += correction_rows(bench, spec, folder, subspaces)
-            store.progress(f"{kind}, seed {seed}: corrections done")
+                corrections += correction_rows(bench, group, spec, folder, subspaces)
+            store.progress(f"{group.label}, seed {seed}: corrections done")
     adapters: list[dict] = []
     for seed in config.family_seeds or config.seeds if "family" in parts else []:
         folders = train_specs(bench, [s for s in family if s.seed == seed])
