@@ -21,6 +21,10 @@ def _pyplot():
     return plt
 
 
+JUDGES = (("asr_keyword", "keyword judge"), ("asr_likelihood", "likelihood judge"))
+MARKERS = "os^vD<>pP*hX"
+
+
 def plot_frontier(summary: dict, path: Path) -> bool:
     """One row per poisoned mix, one panel per judge: ASR (x) against task accuracy (y), one marker per
     setting, error bars the spread over seeds."""
@@ -29,30 +33,9 @@ def plot_frontier(summary: dict, path: Path) -> bool:
     if plt is None or not mixes:
         return False
     figure, grid = plt.subplots(len(mixes), 2, figsize=(12, 5.0 * len(mixes)), dpi=110, sharey=True, squeeze=False)
-    colours = plt.cm.tab20.colors
-    markers = "os^vD<>pP*hX"
-    judges = (("asr_keyword", "keyword judge"), ("asr_likelihood", "likelihood judge"))
     for mix, axes in zip(mixes, grid, strict=True):
-        table = summary["corrections"][mix]
-        for panel, (judge, title) in zip(axes, judges, strict=True):
-            for index, (setting, entry) in enumerate(table.items()):
-                panel.errorbar(
-                    entry[judge]["mean"],
-                    entry["task_accuracy"]["mean"],
-                    xerr=entry[judge]["sd"],
-                    yerr=entry["task_accuracy"]["sd"],
-                    fmt=markers[index % len(markers)],
-                    color=colours[index % len(colours)],
-                    label=setting,
-                    markersize=8 if setting == "none" else 6,
-                    capsize=2,
-                )
-            reference = table.get("none")
-            if reference:
-                panel.axhline(0.9 * reference["task_accuracy"]["mean"], color="grey", linestyle="--", linewidth=1)
-                panel.axvline(0.5 * reference[judge]["mean"], color="grey", linestyle=":", linewidth=1)
-            panel.set_xlim(-0.03, 1.03)
-            panel.set_ylim(-0.03, 1.03)
+        for panel, (judge, title) in zip(axes, JUDGES, strict=True):
+            _frontier_panel(panel, summary["corrections"][mix], judge, plt.cm.tab20.colors)
             panel.set_xlabel(f"attack success rate ({title})")
             panel.set_title(f"{mix}: {title}")
         axes[0].set_ylabel("task accuracy (exact match, held out)")
@@ -62,6 +45,28 @@ def plot_frontier(summary: dict, path: Path) -> bool:
     figure.savefig(path)
     plt.close(figure)
     return True
+
+
+def _frontier_panel(panel, table: dict, judge: str, colours) -> None:
+    """One marker per setting of one mix under one judge, and the goal's two lines from the uncorrected row."""
+    for index, (setting, entry) in enumerate(table.items()):
+        panel.errorbar(
+            entry[judge]["mean"],
+            entry["task_accuracy"]["mean"],
+            xerr=entry[judge]["sd"],
+            yerr=entry["task_accuracy"]["sd"],
+            fmt=MARKERS[index % len(MARKERS)],
+            color=colours[index % len(colours)],
+            label=setting,
+            markersize=8 if setting == "none" else 6,
+            capsize=2,
+        )
+    reference = table.get("none")
+    if reference:
+        panel.axhline(0.9 * reference["task_accuracy"]["mean"], color="grey", linestyle="--", linewidth=1)
+        panel.axvline(0.5 * reference[judge]["mean"], color="grey", linestyle=":", linewidth=1)
+    panel.set_xlim(-0.03, 1.03)
+    panel.set_ylim(-0.03, 1.03)
 
 
 def plot_roc(results: dict, path: Path) -> bool:
