@@ -69,14 +69,16 @@ check-runtime:
 benchmark-scale: install
 	$(BIN)/python -m scripts.bench.scale --shape 1b --shape 3b --adapters 32
 
-# Safety against utility on a toy model trained here (docs/results/toy_safety.{json,md,png}; a few minutes).
+# Safety against utility on a toy model trained here (docs/results/toy_safety.{md,png}; its raw JSON goes to
+# scripts/out/, not committed; a few minutes).
 # matplotlib (the `bench` extra) only draws the PNG.
 benchmark-safety: install
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test,bench]'
 	$(BIN)/python -m scripts.evidence.toy_safety
 
-# Which detection statistic flags adapters trained with trigger data (docs/results/toy_detect.{json,md,png};
-# ~45 min on 2 busy cores: 5 seeds x 32 adapters). matplotlib (the `bench` extra) only draws the PNGs.
+# Which detection statistic flags adapters trained with trigger data (docs/results/toy_detect.{md,png}; raw JSON
+# in scripts/out/; ~45 min on 2 busy cores: 5 seeds x 32 adapters). matplotlib (the `bench` extra) only draws
+# the PNGs.
 benchmark-detect: install
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test,bench]'
 	$(BIN)/python -m scripts.evidence.toy_detect

@@ -20,13 +20,21 @@ from __future__ import annotations
 from .checkpoints.hub.options import HubOptions
 from .correction.params import CorrectionParams
 from .events import Events, SilentEvents
-from .pipeline.basis_source import resolve_device
-from .pipeline.correct import correct
-from .pipeline.estimate import estimate_subspace
-from .pipeline.inspect import detect_adapter, inspect
-from .pipeline.publish import push_output
-from .pipeline.requests import CorrectRequest, EstimateRequest, InspectRequest, PushRequest, PushSpec, SubspaceSpec
-from .pipeline.results import (
+from .pipeline.commands.correct import correct
+from .pipeline.commands.estimate import estimate_subspace
+from .pipeline.commands.inspect import detect_adapter, inspect
+from .pipeline.commands.publish import push_output
+from .pipeline.commands.verify import verify_outputs
+from .pipeline.plumbing.basis_source import resolve_device
+from .pipeline.types.requests import (
+    CorrectRequest,
+    EstimateRequest,
+    InspectRequest,
+    PushRequest,
+    PushSpec,
+    SubspaceSpec,
+)
+from .pipeline.types.results import (
     EstimateResult,
     GateCheck,
     InspectResult,
@@ -35,7 +43,6 @@ from .pipeline.results import (
     PushedOutput,
     VerifyResult,
 )
-from .pipeline.verify import verify_outputs
 from .subspace.params import EstimationParams
 
 __all__ = [

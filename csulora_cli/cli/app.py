@@ -16,7 +16,7 @@ import typer
 
 from .. import __version__
 from ..correction.params import STATISTIC_NAMES, CorrectionParams
-from ..pipeline.cache_layout import hash_local_models_ahead
+from ..pipeline.plumbing.cache_layout import hash_local_models_ahead
 from ..report.schema_files import SCHEMA_NAMES
 from ..subspace.params import DEFAULT_ENERGY, STORAGES
 from . import options

@@ -15,8 +15,8 @@ import typer
 from ..checkpoints.hub.options import FETCH_MODES, HubOptions
 from ..correction.params import METHOD_NAMES, SAFELORA_SELECTIONS, CorrectionParams
 from ..errors import UsageError
-from ..pipeline.devices import DEVICES
-from ..pipeline.requests import PushSpec, SubspaceSpec
+from ..pipeline.types.devices import DEVICES
+from ..pipeline.types.requests import PushSpec, SubspaceSpec
 from ..subspace.params import EstimationParams
 
 # Flags that take no value show no placeholder; the others show what they take.

@@ -25,7 +25,7 @@ from ..events import Advance
 from ..report.envelope import envelope
 
 if TYPE_CHECKING:  # printing needs only the values of these
-    from ..pipeline.results import EstimateResult, InspectResult, PushedOutput, VerifyResult
+    from ..pipeline.types.results import EstimateResult, InspectResult, PushedOutput, VerifyResult
     from ..report.records import AdapterReport, PushRecord
 
 

@@ -3,7 +3,7 @@
 Built with huggingface_hub's `ModelCard`: front matter `tags: [csulora-subspace]` (and `base_model`, the
 aligned model's repo, when it came from the Hub), then the sources with their commits or checkpoint
 digests, the estimation parameters, `k` and the captured energy of each module, and how to use it.
-Plain values in, text out: `pipeline/publish.py` reads them from the folder.
+Plain values in, text out: `pipeline/commands/publish.py` reads them from the folder.
 """
 
 from __future__ import annotations

@@ -158,7 +158,7 @@ def scores_of(adapter: Path, base: Path, aligned: Path, cache: Path) -> tuple[di
     """Every variant as the adapter's total and as its most suspicious module; and the per-module sums
     of the default subspace, for the heatmap."""
     from csulora_cli.api import detect_adapter
-    from csulora_cli.pipeline.requests import SubspaceSpec
+    from csulora_cli.pipeline.types.requests import SubspaceSpec
 
     scores: dict[str, float] = {}
     detections: dict[tuple[float | None, bool], AdapterDetection] = {}

@@ -7,7 +7,7 @@ import pytest
 
 from csulora_cli.checkpoints import digests
 from csulora_cli.checkpoints.hub import client as hub_client_module
-from csulora_cli.pipeline import basis_source
+from csulora_cli.pipeline.plumbing import basis_source
 from csulora_cli.subspace import estimating
 from csulora_cli.testing.builders import TinyLlama, make_model_pair, write_checkpoint
 from tests.helpers import RANK, assert_ok, run_cli

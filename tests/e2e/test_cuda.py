@@ -213,7 +213,7 @@ def subspace_on(subspace: SelectedSubspace, device: str) -> SelectedSubspace:
 
 
 def corrected_b_on(device: str, problem: MethodProblem, name: str, params: CorrectionParams) -> torch.Tensor:
-    """What pipeline/module.py does for one module: factors and basis on the device, B' back on the CPU."""
+    """What pipeline/plumbing/module.py does for one module: factors and basis on the device, B' back on the CPU."""
     update = decompose_update(problem.lora_b.to(device), problem.lora_a.to(device), problem.scale)
     corrected = METHODS[name].corrected_b(update, subspace_on(problem.subspace, device), params)
     assert corrected.device.type == torch.device(device).type

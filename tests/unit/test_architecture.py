@@ -86,7 +86,7 @@ def test_package_init_files_import_nothing_heavy():
 
 
 def test_request_and_result_types_import_nothing_heavy():
-    reachable, pending = set(), ["csulora_cli.pipeline.requests", "csulora_cli.pipeline.results"]
+    reachable, pending = set(), ["csulora_cli.pipeline.types.requests", "csulora_cli.pipeline.types.results"]
     while pending:
         name = pending.pop()
         if name in reachable:
@@ -109,6 +109,33 @@ def test_rooms_import_only_earlier_rooms():
             source_room, target_room = room(name), room(target)
             if source_room and target_room and ROOMS.index(target_room) > ROOMS.index(source_room):
                 backwards.append(f"{name} -> {target}")
+    assert not backwards, backwards
+
+
+# Inside `pipeline/`, three kinds of module, each importing only the kinds before it: the plain types, the
+# plumbing the commands share, the commands. A file directly in `pipeline/` other than its `__init__` is
+# one of none of them.
+PIPELINE_KINDS = ("types", "plumbing", "commands")
+
+
+def test_pipeline_is_split_by_kind_and_kinds_import_only_earlier_ones():
+    def kind(name: str) -> str | None:
+        parts = name.split(".")
+        return parts[2] if len(parts) > 3 and parts[1] == "pipeline" else None
+
+    loose = [
+        name
+        for name, path in MODULES.items()
+        if name.count(".") == 2 and name.startswith("csulora_cli.pipeline.") and path.name != "__init__.py"
+    ]
+    assert not loose, f"put each in pipeline/{{{','.join(PIPELINE_KINDS)}}}/: {loose}"
+    assert {kind(name) for name in MODULES} - {None} == set(PIPELINE_KINDS)
+    backwards = [
+        f"{name} -> {target}"
+        for name, targets in GRAPH.items()
+        for target in targets
+        if kind(name) and kind(target) and PIPELINE_KINDS.index(kind(target)) > PIPELINE_KINDS.index(kind(name))
+    ]
     assert not backwards, backwards
 
 

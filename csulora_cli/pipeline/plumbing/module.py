@@ -6,18 +6,18 @@ from dataclasses import dataclass
 
 import torch
 
-from ..adapters.peft import LoraModule
-from ..correction.decompose import decompose_update
-from ..correction.detection import detection_energies
-from ..correction.measures import measure_correction
-from ..correction.methods import CorrectionMethod
-from ..correction.params import CorrectionParams
-from ..correction.statistics import DetectionEnergies
-from ..errors import CsuloraError
-from ..report.records import ModuleReport
-from ..subspace.estimate import SelectedSubspace, SubspaceBasis
-from ..subspace.keys import Target
-from ..subspace.targets import resolved_kind
+from ...adapters.peft import LoraModule
+from ...correction.decompose import decompose_update
+from ...correction.detection import detection_energies
+from ...correction.measures import measure_correction
+from ...correction.methods import CorrectionMethod
+from ...correction.params import CorrectionParams
+from ...correction.statistics import DetectionEnergies
+from ...errors import CsuloraError
+from ...report.records import ModuleReport
+from ...subspace.estimate import SelectedSubspace, SubspaceBasis
+from ...subspace.keys import Target
+from ...subspace.targets import resolved_kind
 
 
 @dataclass(frozen=True)

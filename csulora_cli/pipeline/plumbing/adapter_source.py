@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..adapters.peft import CONFIG_FILE, LoraAdapter, read_adapter
-from ..adapters.repo_files import adapter_repo_files
-from ..checkpoints.hub.client import HubClient
-from ..checkpoints.hub.refs import endpoint_label, parse_hub_ref
-from ..checkpoints.resolve import no_local_folder
-from ..errors import CsuloraError, MissingTensorError
+from ...adapters.peft import CONFIG_FILE, LoraAdapter, read_adapter
+from ...adapters.repo_files import adapter_repo_files
+from ...checkpoints.hub.client import HubClient
+from ...checkpoints.hub.refs import endpoint_label, parse_hub_ref
+from ...checkpoints.resolve import no_local_folder
+from ...errors import CsuloraError, MissingTensorError
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import UsageError
-from ..events import Events
+from ...errors import UsageError
+from ...events import Events
 
 
 @dataclass(frozen=True)

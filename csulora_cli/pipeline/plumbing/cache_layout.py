@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..checkpoints import digests
+from ...checkpoints import digests
 
 
 def default_cache_dir() -> Path:

@@ -8,30 +8,30 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 
-from ..adapters.peft import LoraModule
-from ..adapters.writer import AdapterWriter
-from ..correction.methods import get_method
-from ..correction.params import CorrectionParams
-from ..errors import CsuloraError, UsageError
-from ..events import Events, SilentEvents
-from ..report.records import REPORT_FILE, AdapterReport, ModuleReport, Provenance
-from ..subspace.keys import Target
-from ..subspace.targets import targets_for_adapter
-from .adapter_source import OpenedAdapter, open_adapter
-from .basis_source import hub_client, open_provider
-from .module import Outcome, correct_module
-from .outputs import (
+from ...adapters.peft import LoraModule
+from ...adapters.writer import AdapterWriter
+from ...correction.methods import get_method
+from ...correction.params import CorrectionParams
+from ...errors import CsuloraError, UsageError
+from ...events import Events, SilentEvents
+from ...report.records import REPORT_FILE, AdapterReport, ModuleReport, Provenance
+from ...subspace.keys import Target
+from ...subspace.targets import targets_for_adapter
+from ..plumbing.adapter_source import OpenedAdapter, open_adapter
+from ..plumbing.basis_source import hub_client, open_provider
+from ..plumbing.module import Outcome, correct_module
+from ..plumbing.outputs import (
     check_destinations,
     finish_output,
     open_output_folders,
     output_folders_for,
     warn_existing_outputs,
 )
-from .overlap import local_folder, refuse_output_over_inputs
-from .provenance import adapter_file_digests, basis_records, utc_now
+from ..plumbing.overlap import local_folder, refuse_output_over_inputs
+from ..plumbing.provenance import adapter_file_digests, basis_records, utc_now
+from ..plumbing.sides import check_order
+from ..types.requests import CorrectRequest
 from .publish import plan_correct_pushes, push_corrected
-from .requests import CorrectRequest
-from .sides import check_order
 
 
 def _refuse_corrected(opened: list[OpenedAdapter], recorrect: bool) -> None:

@@ -11,14 +11,14 @@ from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
 
-from ..adapters.peft import LoraAdapter
-from ..atomic import atomic_folder, check_destination, write_new_file
-from ..errors import CsuloraError, UsageError
-from ..report.card import render_card
-from ..report.records import REPORT_FILE, AdapterReport
+from ...adapters.peft import LoraAdapter
+from ...atomic import atomic_folder, check_destination, write_new_file
+from ...errors import CsuloraError, UsageError
+from ...report.card import render_card
+from ...report.records import REPORT_FILE, AdapterReport
+from ..types.requests import CorrectRequest
 from .adapter_source import OpenedAdapter
 from .provenance import output_file_digests
-from .requests import CorrectRequest
 
 
 def output_folders_for(opened: list[OpenedAdapter], request: CorrectRequest) -> list[Path | None]:

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from ..errors import CsuloraError
-from ..events import Events, SilentEvents
-from ..subspace.estimate import SubspaceBasis
-from ..subspace.folder import add_to_subspace_folder, check_subspace_folder, prepare_subspace_folder
-from ..subspace.keys import Target, layer_of, parse_layers
-from ..subspace.targets import model_type, targets_by_name, targets_for_adapter
-from .adapter_source import open_adapter
-from .basis_source import estimating_provider, hub_client, resolve_device
-from .overlap import local_folder, refuse_output_over_inputs
+from ...errors import CsuloraError
+from ...events import Events, SilentEvents
+from ...subspace.estimate import SubspaceBasis
+from ...subspace.folder import add_to_subspace_folder, check_subspace_folder, prepare_subspace_folder
+from ...subspace.keys import Target, layer_of, parse_layers
+from ...subspace.targets import model_type, targets_by_name, targets_for_adapter
+from ..plumbing.adapter_source import open_adapter
+from ..plumbing.basis_source import estimating_provider, hub_client, resolve_device
+from ..plumbing.overlap import local_folder, refuse_output_over_inputs
+from ..plumbing.sides import check_order
+from ..types.requests import EstimateRequest
+from ..types.results import EstimateResult, ModuleSubspace
 from .publish import plan_subspace_push, push_subspace
-from .requests import EstimateRequest
-from .results import EstimateResult, ModuleSubspace
-from .sides import check_order
 
 
 def estimate_subspace(request: EstimateRequest, events: Events = SilentEvents()) -> EstimateResult:

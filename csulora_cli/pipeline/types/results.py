@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..report.records import AdapterReport, PushRecord
-from ..subspace.keys import Target
-from ..subspace.params import DEFAULT_ENERGY
+from ...report.records import AdapterReport, PushRecord
+from ...subspace.keys import Target
+from ...subspace.params import DEFAULT_ENERGY
 
 
 @dataclass(frozen=True)

@@ -10,22 +10,22 @@ from pathlib import Path
 
 import torch
 
-from ..adapters.peft import CONFIG_FILE, LoraAdapter
-from ..checkpoints.hub.client import HubClient
-from ..checkpoints.hub.options import HubOptions
-from ..checkpoints.hub.refs import parse_hub_ref
-from ..checkpoints.protocol import TensorSource
-from ..checkpoints.resolve import no_local_folder, resolve_model
-from ..errors import CsuloraError, UsageError
-from ..events import Events
-from ..subspace.estimate import EstimationParams
-from ..subspace.estimating import EstimatingProvider
-from ..subspace.folder import SubspaceFolder
-from ..subspace.providers import BasisProvider, FolderProvider
-from ..subspace.remote import fetch_subspace
-from ..subspace.store import BasisCache
+from ...adapters.peft import CONFIG_FILE, LoraAdapter
+from ...checkpoints.hub.client import HubClient
+from ...checkpoints.hub.options import HubOptions
+from ...checkpoints.hub.refs import parse_hub_ref
+from ...checkpoints.protocol import TensorSource
+from ...checkpoints.resolve import no_local_folder, resolve_model
+from ...errors import CsuloraError, UsageError
+from ...events import Events
+from ...subspace.estimate import EstimationParams
+from ...subspace.estimating import EstimatingProvider
+from ...subspace.folder import SubspaceFolder
+from ...subspace.providers import BasisProvider, FolderProvider
+from ...subspace.remote import fetch_subspace
+from ...subspace.store import BasisCache
+from ..types.requests import SubspaceSpec
 from .cache_layout import CacheLayout
-from .requests import SubspaceSpec
 
 
 def resolve_device(name: str) -> torch.device:

@@ -6,19 +6,19 @@ from pathlib import Path
 
 import torch
 
-from ..adapters.peft import LoraAdapter, LoraModule
-from ..correction.decompose import decompose_update
-from ..correction.params import CorrectionParams
-from ..correction.statistics import STATISTICS, AdapterDetection, ModuleDetection
-from ..errors import CsuloraError
-from ..events import Events, SilentEvents
-from ..heatmap import heatmap_grid, write_heatmap
-from ..report.records import AdapterReport
-from .adapter_source import open_adapter
-from .basis_source import hub_client
+from ...adapters.peft import LoraAdapter, LoraModule
+from ...correction.decompose import decompose_update
+from ...correction.params import CorrectionParams
+from ...correction.statistics import STATISTICS, AdapterDetection, ModuleDetection
+from ...errors import CsuloraError
+from ...events import Events, SilentEvents
+from ...heatmap import heatmap_grid, write_heatmap
+from ...report.records import AdapterReport
+from ..plumbing.adapter_source import open_adapter
+from ..plumbing.basis_source import hub_client
+from ..types.requests import CorrectRequest, InspectRequest, SubspaceSpec
+from ..types.results import GateCheck, InspectResult, ModuleSummary
 from .correct import correct
-from .requests import CorrectRequest, InspectRequest, SubspaceSpec
-from .results import GateCheck, InspectResult, ModuleSummary
 
 
 def inspect(request: InspectRequest, events: Events = SilentEvents()) -> InspectResult:

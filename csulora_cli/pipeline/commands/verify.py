@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..report.records import REPORT_FILE
-from .provenance import output_file_digests
-from .results import VerifyResult
+from ...report.records import REPORT_FILE
+from ..plumbing.provenance import output_file_digests
+from ..types.results import VerifyResult
 
 
 def verify_outputs(folders: tuple[Path, ...]) -> list[VerifyResult]:

@@ -11,17 +11,17 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
-from ..atomic import write_atomically
-from ..checkpoints.hub.upload import PushTarget, push_folder, push_target
-from ..errors import CsuloraError, UsageError
-from ..events import Events, SilentEvents
-from ..report.records import REPORT_FILE, AdapterReport, PushRecord
-from ..report.subspace_card import CARD_FILE, render_subspace_card
-from ..subspace.folder import SUBSPACE_MANIFEST, SubspaceFolder
-from ..subspace.params import DEFAULT_ENERGY
-from ..subspace.store import read_basis_file
-from .requests import CorrectRequest, EstimateRequest, PushRequest, PushSpec
-from .results import EstimateResult, PushedOutput
+from ...atomic import write_atomically
+from ...checkpoints.hub.upload import PushTarget, push_folder, push_target
+from ...errors import CsuloraError, UsageError
+from ...events import Events, SilentEvents
+from ...report.records import REPORT_FILE, AdapterReport, PushRecord
+from ...report.subspace_card import CARD_FILE, render_subspace_card
+from ...subspace.folder import SUBSPACE_MANIFEST, SubspaceFolder
+from ...subspace.params import DEFAULT_ENERGY
+from ...subspace.store import read_basis_file
+from ..types.requests import CorrectRequest, EstimateRequest, PushRequest, PushSpec
+from ..types.results import EstimateResult, PushedOutput
 from .verify import verify_outputs
 
 # Hub repo ids are unique regardless of case: `org/A` and `org/a` are one repo.

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from ..errors import UsageError
+from ...errors import UsageError
 
 DEVICES = ("auto", "cpu", "cuda")
 

@@ -10,11 +10,11 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..adapters.peft import LoraAdapter
-from ..checkpoints.digests import sha256_of_file
-from ..report.records import REPORT_FILE
-from ..subspace.keys import Target
-from ..subspace.providers import BasisProvider
+from ...adapters.peft import LoraAdapter
+from ...checkpoints.digests import sha256_of_file
+from ...report.records import REPORT_FILE
+from ...subspace.keys import Target
+from ...subspace.providers import BasisProvider
 
 
 def utc_now() -> str:

@@ -13,11 +13,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..checkpoints.hub.options import HubOptions
-from ..correction.params import STATISTIC_NAMES, CorrectionParams, check_method
-from ..errors import UsageError
-from ..subspace.keys import parse_layers
-from ..subspace.params import DEFAULT_ENERGY, EstimationParams, check_energy, check_storage
+from ...checkpoints.hub.options import HubOptions
+from ...correction.params import STATISTIC_NAMES, CorrectionParams, check_method
+from ...errors import UsageError
+from ...subspace.keys import parse_layers
+from ...subspace.params import DEFAULT_ENERGY, EstimationParams, check_energy, check_storage
 from .devices import check_device
 
 # `{name}` in a push template: the output folder's name (`org/{name}-safe`).
