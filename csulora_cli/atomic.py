@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import CsuloraError, DiskFullError, OutputExistsError
+from .errors import CsuloraError, DiskFullError, OutputExistsError, UsageError
 
 TEMP_PREFIX = ".csulora-tmp-"
 FULL_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -153,41 +153,127 @@ def _create_unique(parent: Path, prefix: str, suffix: str, create: Callable[[Pat
     raise FileExistsError(errno.EEXIST, "no unused temporary name", str(parent))
 
 
-def check_destination(destination: Path, overwrite: bool) -> None:
-    """Fail before any work when the destination exists (without `overwrite`) or cannot be written."""
-    if destination.exists() and not overwrite:
-        raise OutputExistsError("output already exists", where=str(destination), hint="pass {overwrite} to replace it")
+def check_destination(
+    destination: Path, overwrite: bool, foreign_entries: Callable[[Path], list[str]] | None = None
+) -> None:
+    """Fail before any work when the destination cannot be (re)placed.
+
+    An empty folder counts as free. A folder holding something needs `overwrite`, and then, when
+    `foreign_entries` is given, may hold only what csulora wrote there: it lists the entries csulora
+    did not write (every entry of a folder that is no csulora output), and any of them refuses the run,
+    since replacing the folder would delete them. Missing parents are created when the output is written.
+    """
+    refuse_working_folder(destination)
     if destination.exists() and not destination.is_dir():
         raise CsuloraError("output exists and is not a folder", where=str(destination))
-    parent = destination.parent
-    if not parent.is_dir():
-        raise CsuloraError("parent folder of the output does not exist", where=str(parent))
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise CsuloraError("cannot write here (permission denied)", where=str(parent))
+    if holds_something(destination):
+        if not overwrite:
+            raise OutputExistsError(
+                "output already exists", where=str(destination), hint="pass {overwrite} to replace it"
+            )
+        if foreign_entries is not None:
+            refuse_foreign_entries(destination, foreign_entries(destination))
+    ancestor = _nearest_existing(destination.parent)
+    if not ancestor.is_dir():
+        raise CsuloraError("parent of the output is not a folder", where=str(ancestor))
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise CsuloraError("cannot write here (permission denied)", where=str(ancestor))
+
+
+def holds_something(folder: Path) -> bool:
+    """Whether `folder` is an existing folder with at least one entry (an empty one is free to use)."""
+    try:
+        return folder.is_dir() and any(folder.iterdir())
+    except OSError:
+        return True  # unreadable: never taken for empty
+
+
+def refuse_working_folder(destination: Path) -> None:
+    """An output is replaced whole, by a rename: never the folder a command runs in, nor one above it
+    (`.`, `..`, and an empty value, which a path reads as `.`)."""
+    try:
+        resolved, working = destination.resolve(), Path.cwd().resolve()
+    except OSError:
+        return
+    if resolved == working or resolved in working.parents:
+        what = "the current folder" if resolved == working else "a folder above the current one"
+        raise UsageError(
+            f"is {what}; an output folder is replaced whole, so name a folder of its own (an empty value reads as '.')",
+            where=str(destination),
+        )
+
+
+def refuse_foreign_entries(destination: Path, foreign: list[str]) -> None:
+    if not foreign:
+        return
+    shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+    raise OutputExistsError(
+        f"{{overwrite}} replaces only a folder csulora wrote, and this one holds what csulora did not write "
+        f"({shown}); replacing it would delete them",
+        where=str(destination),
+        hint="move them away, or name another output folder",
+    )
+
+
+def _nearest_existing(folder: Path) -> Path:
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            return candidate
+    return folder
 
 
 @contextmanager
-def atomic_folder(destination: Path, overwrite: bool) -> Iterator[Path]:
-    """Yield an empty temporary folder; on success it replaces `destination` in one rename."""
-    check_destination(destination, overwrite)
-    remove_stale_temporaries(destination.parent)
-    try:
-        temporary = _create_unique(destination.parent, _own_prefix(), "", _new_folder)
-    except OSError as error:
-        if error.errno in FULL_DISK_ERRNOS:
-            raise full_disk_error(error.errno, destination, None) from None
-        raise CsuloraError(f"cannot create a folder here ({error.strerror})", where=str(destination.parent)) from None
-    with _cleanup_on_signal(temporary):
+def atomic_folder(
+    destination: Path, overwrite: bool, foreign_entries: Callable[[Path], list[str]] | None = None
+) -> Iterator[Path]:
+    """Yield an empty temporary folder; on success it replaces `destination` in one rename.
+
+    The checks of `check_destination` run before, and again just before the rename (the folder may have
+    changed while the output was computed). Parents that do not exist are created, and removed again,
+    while still empty, when the output is not written.
+    """
+    check_destination(destination, overwrite, foreign_entries)
+    with _parents_created(destination.parent):
+        remove_stale_temporaries(destination.parent)
         try:
-            yield temporary
-            _fsync_tree(temporary)
-            _replace(temporary, destination, overwrite)
-        except BaseException as error:
-            shutil.rmtree(temporary, ignore_errors=True)
-            full = _full_disk_in(error, temporary, destination)
-            if full is not None:
-                raise full from None
-            raise
+            temporary = _create_unique(destination.parent, _own_prefix(), "", _new_folder)
+        except OSError as error:
+            if error.errno in FULL_DISK_ERRNOS:
+                raise full_disk_error(error.errno, destination, None) from None
+            raise CsuloraError(
+                f"cannot create a folder here ({error.strerror})", where=str(destination.parent)
+            ) from None
+        with _cleanup_on_signal(temporary):
+            try:
+                yield temporary
+                _fsync_tree(temporary)
+                _replace(temporary, destination, overwrite, foreign_entries)
+            except BaseException as error:
+                shutil.rmtree(temporary, ignore_errors=True)
+                full = _full_disk_in(error, temporary, destination)
+                if full is not None:
+                    raise full from None
+                raise
+
+
+@contextmanager
+def _parents_created(folder: Path) -> Iterator[None]:
+    """Create `folder` and its missing parents; on failure remove those created that are still empty."""
+    created = [parent for parent in (folder, *folder.parents) if not parent.exists()]
+    try:
+        with reporting_full_disk(folder, None):
+            folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CsuloraError(f"cannot create the output's folder ({error.strerror})", where=str(folder)) from None
+    try:
+        yield
+    except BaseException:
+        for parent in created:  # deepest first
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+        raise
 
 
 def _full_disk_in(error: BaseException, temporary: Path, destination: Path) -> DiskFullError | None:
@@ -239,10 +325,14 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def _replace(temporary: Path, destination: Path, overwrite: bool) -> None:
-    if destination.exists():
+def _replace(
+    temporary: Path, destination: Path, overwrite: bool, foreign_entries: Callable[[Path], list[str]] | None
+) -> None:
+    if holds_something(destination) or (destination.exists() and not destination.is_dir()):
         if not overwrite:  # appeared while we worked: never clobber it
             raise OutputExistsError("output appeared while writing", where=str(destination))
+        if foreign_entries is not None:
+            refuse_foreign_entries(destination, foreign_entries(destination))
         retired = _create_unique(destination.parent, _own_prefix(), "", _new_folder)
         os.replace(destination, retired / destination.name)
         os.replace(temporary, destination)

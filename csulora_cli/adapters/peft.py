@@ -27,15 +27,16 @@ from ..errors import (
     UnsupportedAdapterError,
 )
 from .links import refuse_links
+from .repo_files import CONFIG_FILE, PICKLE_FILE, SAFETENSORS_FILE, adapter_repo_files
 
-CONFIG_FILE = "adapter_config.json"
-SAFETENSORS_FILE = "adapter_model.safetensors"
-PICKLE_FILE = "adapter_model.bin"
 # PEFT saves keys relative to the PeftModel, whose LoRA model wraps the base model as `model`.
 PEFT_PREFIX = "base_model.model."
 # PEFT's saved key suffixes: Linear / Conv1D layers keep `.weight`, Embedding layers store bare params.
+# PEFT strips the adapter's name when it saves; tools that save a model's state dict keep it
+# (`lora_A.default.weight`), so a name there is read too.
 _LORA_KEY = re.compile(
-    r"^(?P<module>.+)\.(?P<kind>lora_A|lora_B|lora_embedding_A|lora_embedding_B)(?P<suffix>\.weight)?$"
+    r"^(?P<module>.+)\.(?P<kind>lora_A|lora_B|lora_embedding_A|lora_embedding_B)"
+    r"(?:\.(?!weight$)(?P<adapter_name>[^.]+))?(?P<suffix>\.weight)?$"
 )
 
 
@@ -79,9 +80,16 @@ class LoraAdapter:
     modules: tuple[LoraModule, ...]
     # An adapter_model.bin can only be read whole; its tensors are kept here. None for safetensors.
     pickled: dict[str, torch.Tensor] | None = field(default=None, repr=False, compare=False)
-    # The adapter's own files (names in `folder`), what is read, copied and hashed: every file of a local
-    # folder; for an adapter from the Hub, the files fetched for it (its HF cache snapshot may hold more).
+    # The adapter's own files (names in `folder`), what is read, copied and hashed (`repo_files.py` says
+    # which: the config, the weights, small text files beside them), from a local folder as from the Hub.
     files: tuple[str, ...] = ()
+    # What the folder holds besides (training state, other weights, subfolders; folders end in "/"): not
+    # read, not copied into an output.
+    left_out: tuple[str, ...] = ()
+    # Subfolders that hold an adapter of their own (PEFT saves a second adapter so): not corrected.
+    other_adapters: tuple[str, ...] = ()
+    # Where the config's target_modules / layers_to_transform disagree with the tensors the file holds.
+    config_mismatches: tuple[str, ...] = ()
 
     @property
     def passthrough_keys(self) -> list[str]:
@@ -116,9 +124,51 @@ def read_adapter(folder: Path, files: tuple[str, ...] | None = None) -> LoraAdap
     modules = _modules(config, shapes, weights_path)
     if not modules:
         raise MissingTensorError("no lora_A / lora_B tensors found", where=str(weights_path))
+    left_out, other_adapters = (), ()
     if files is None:
-        files = tuple(sorted(entry.name for entry in folder.iterdir() if entry.is_file()))
-    return LoraAdapter(folder, config, weights_path, tuple(shapes), tuple(modules), pickled, tuple(files))
+        entries = sorted(folder.iterdir())
+        files = adapter_repo_files({entry.name: entry.stat().st_size for entry in entries if entry.is_file()})
+        left_out = tuple(entry.name + ("/" if entry.is_dir() else "") for entry in entries if entry.name not in files)
+        other_adapters = tuple(entry.name for entry in entries if entry.is_dir() and (entry / CONFIG_FILE).is_file())
+    return LoraAdapter(
+        folder,
+        config,
+        weights_path,
+        tuple(shapes),
+        tuple(modules),
+        pickled,
+        tuple(files),
+        left_out,
+        other_adapters,
+        config_mismatches(config, [module.name for module in modules]),
+    )
+
+
+def config_mismatches(config: dict, module_names: list[str]) -> tuple[str, ...]:
+    """Modules whose tensors the config's `target_modules` or `layers_to_transform` would not have made:
+    PEFT's own matching (a regex matched whole, or a list of name suffixes; the block index after the
+    layers pattern), so a config copied from another run shows here."""
+    targets = config.get("target_modules")
+    layers = config.get("layers_to_transform")
+    layers = {layers} if isinstance(layers, int) else set(layers) if isinstance(layers, list) else None
+    found = []
+    for name in module_names:
+        if isinstance(targets, str) and targets != "all-linear":
+            try:
+                matched = re.fullmatch(targets, name) is not None
+            except re.error:
+                matched = True  # an invalid pattern is PEFT's to refuse, not a mismatch
+        elif isinstance(targets, list):
+            matched = any(name == target or name.endswith("." + target) for target in targets)
+        else:
+            matched = True
+        if not matched:
+            found.append(f"{name} is not among target_modules {targets!r}")
+            continue
+        index = re.search(r"\.(?:layers|h|blocks|layer|block)\.(\d+)\.", name)
+        if layers is not None and index is not None and int(index[1]) not in layers:
+            found.append(f"{name} is in block {index[1]}, not in layers_to_transform {sorted(layers)}")
+    return tuple(found)
 
 
 def read_config(path: Path) -> dict:
@@ -223,12 +273,20 @@ def resolve_scale(config: dict, module_name: str) -> Scale:
 
 def _modules(config: dict, shapes: dict[str, tuple[tuple[int, ...], str]], path: Path) -> list[LoraModule]:
     factors: dict[str, dict[str, str]] = {}
+    adapter_names = set()
     for key in shapes:
         if "lora_magnitude_vector" in key:
             raise UnsupportedAdapterError("DoRA magnitude vectors found; DoRA adapters are refused", where=key)
         match = _LORA_KEY.match(key)
         if match:
             factors.setdefault(match["module"], {})[match["kind"]] = key
+            adapter_names.add(match["adapter_name"])
+    if len(adapter_names) > 1:
+        named = ", ".join(sorted(str(name) for name in adapter_names))
+        raise UnsupportedAdapterError(
+            f"holds the factors of several adapters ({named}); save each adapter to a folder of its own",
+            where=str(path),
+        )
     modules = []
     for prefixed_name, parts in factors.items():
         embedding = "lora_embedding_A" in parts or "lora_embedding_B" in parts

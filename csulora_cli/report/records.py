@@ -144,19 +144,23 @@ class Provenance:
     """What a deploy gate checks: which bytes went in, which came out, when and by which command.
 
     Digests are sha256 of whole files, keyed by path relative to their folder. `outputs` lists every file
-    written except the report itself (`csulora verify` re-hashes them); None for a dry run.
+    written except the report itself (`csulora verify` re-hashes them); None for a dry run. `left_out`
+    names what the adapter's folder holds besides the adapter (training state, other weights, subfolders,
+    folders ending in "/"): neither read nor copied.
     """
 
     created: str  # UTC, ISO 8601
     command_line: list[str] | None
     adapter_files: dict[str, str]
     outputs: dict[str, str] | None = None
+    left_out: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
             "created": self.created,
             "command_line": self.command_line,
             "adapter_files": self.adapter_files,
+            "left_out": self.left_out,
             "output_files": self.outputs,
         }
 

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from .. import __version__
-from ..atomic import reporting_full_disk, write_atomically
+from ..atomic import refuse_foreign_entries, refuse_working_folder, reporting_full_disk, write_atomically
 from ..checkpoints.header import read_header
 from ..errors import CsuloraError, FormatError, MissingTensorError, OutputExistsError
 from .estimate import EstimationParams, SubspaceBasis
@@ -46,6 +46,7 @@ def check_subspace_folder(
     already holds a subspace of the same sources and parameters is joined, never replaced. Anything
     else there is kept unless `overwrite` is given. Returns True when it must be cleared first.
     """
+    refuse_working_folder(folder)
     if not folder.exists():
         return False
     if not folder.is_dir():
@@ -65,7 +66,31 @@ def check_subspace_folder(
     if not overwrite:
         what = "a subspace of other sources or parameters" if existing else "other files"
         raise OutputExistsError(f"output holds {what}", where=str(folder), hint="pass {overwrite} to replace it")
+    refuse_foreign_entries(folder, entries_not_of_a_subspace_folder(folder))
     return True
+
+
+# What csulora writes into a subspace folder: the manifest, the card a push adds, and basis files.
+_SUBSPACE_FILES = (SUBSPACE_MANIFEST, "README.md", ".gitattributes")
+
+
+def entries_not_of_a_subspace_folder(folder: Path) -> list[str]:
+    """What a folder holds that csulora did not write there as a subspace folder (everything, without a
+    manifest): what replacing it would delete of the user's."""
+    if not (folder / SUBSPACE_MANIFEST).is_file():
+        return sorted(entry.name + ("/" if entry.is_dir() else "") for entry in folder.iterdir())
+    foreign = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name == "bases" and entry.is_dir() and not entry.is_symlink():
+            foreign += [f"bases/{path.name}" for path in sorted(entry.iterdir()) if not _a_basis_file(path)]
+        elif entry.name not in _SUBSPACE_FILES or not entry.is_file():
+            foreign.append(entry.name + ("/" if entry.is_dir() else ""))
+    return foreign
+
+
+def _a_basis_file(path: Path) -> bool:
+    # Hidden names are basis files still being written, or left by a killed job.
+    return path.is_file() and not path.is_symlink() and path.name.endswith(".safetensors")
 
 
 def prepare_subspace_folder(

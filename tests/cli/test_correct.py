@@ -355,7 +355,9 @@ def test_dry_run_writes_nothing(models, subspace, corrected, tmp_path):
     assert_same_figures(report["totals"], written["totals"])
 
 
-def test_existing_out_refused_then_overwritten(models, subspace, corrected, tmp_path):
+def test_existing_out_refused_and_overwrite_never_deletes_what_csulora_did_not_write(
+    models, subspace, corrected, tmp_path
+):
     _, _, adapter = models
     out = tmp_path / "taken"
     out.mkdir()
@@ -367,10 +369,17 @@ def test_existing_out_refused_then_overwritten(models, subspace, corrected, tmp_
     assert "Traceback" not in line
     assert snapshot(tmp_path) == before  # OUT exactly as it was, and no temporary folder left beside it
 
-    assert_ok(run_cli(*common, "--overwrite"))
-    assert {path.name for path in out.iterdir()} == OUTPUT_FILES
-    assert (out / WEIGHTS).read_bytes() == (corrected[1] / WEIGHTS).read_bytes()
-    assert [path.name for path in tmp_path.iterdir()] == ["taken"]
+    # --overwrite replaces only a folder csulora wrote: this one is refused, naming what would be lost.
+    line = assert_one_line_error(run_cli(*common, "--overwrite"), 1, str(out), "keep.txt", WEIGHTS)
+    assert "replaces only a folder csulora wrote" in line
+    assert snapshot(tmp_path) == before
+
+    mine = tmp_path / "mine"
+    assert_ok(run_cli("correct", adapter, "--subspace", subspace, "--out", mine, "--rank", RANK))
+    assert_ok(run_cli("correct", adapter, "--subspace", subspace, "--out", mine, "--rank", RANK, "--overwrite"))
+    assert {path.name for path in mine.iterdir()} == OUTPUT_FILES
+    assert (mine / WEIGHTS).read_bytes() == (corrected[1] / WEIGHTS).read_bytes()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["mine", "taken"]
 
 
 def test_base_aligned_is_deterministic_and_matches_subspace(models, corrected, tmp_path):

@@ -265,7 +265,7 @@ def test_seed_is_part_of_the_cache_key_and_cache_dir_wins(models, tmp_path):
     assert json.loads((out / "subspace.json").read_text())["estimation"]["seed"] == 7
 
 
-def test_out_refused_without_overwrite_then_replaced(models, tmp_path):
+def test_out_refused_without_overwrite_and_overwrite_keeps_the_users_files(models, tmp_path):
     base, aligned, _ = models
     out = tmp_path / "subspace"
     out.mkdir()
@@ -288,8 +288,12 @@ def test_out_refused_without_overwrite_then_replaced(models, tmp_path):
     assert_one_line_error(refused, 1, "--overwrite", str(out))
     assert snapshot(tmp_path) == before
 
+    # --overwrite replaces only a folder csulora wrote: keep.txt is the user's, so it is refused.
+    assert_one_line_error(run_cli(*common, "--overwrite"), 1, "keep.txt", str(out))
+    assert snapshot(tmp_path) == before
+    (out / "keep.txt").unlink()
+    (out / "subspace.json").write_text('{"schema_version": 1}')  # a subspace of another estimation
     assert_ok(run_cli(*common, "--overwrite"))
-    assert not (out / "keep.txt").exists()
     assert json.loads((out / "subspace.json").read_text())["schema_version"] == 2
     assert set(subspace_files(out)) == {f"model.layers.{i}.self_attn.k_proj.weight" for i in range(SHAPE.layers)}
     assert not [path for path in tmp_path.iterdir() if path.name.startswith(".csulora-tmp")]

@@ -76,6 +76,7 @@ def test_method_none_and_lambda_zero_leave_the_update(demo_models, tmp_path):
 def test_existing_output_refused_before_any_estimation(demo_models, tmp_path, monkeypatch):
     base, aligned, adapter = demo_models
     (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "taken.txt").write_text("an empty folder is free; this one is not\n")
     monkeypatch.setattr(bases_module, "estimate_basis", lambda *a, **k: pytest.fail("estimated before refusing"))
     spec = SubspaceSpec(base=str(base), aligned=str(aligned), estimation=PARAMS)
     with pytest.raises(OutputExistsError):

@@ -50,3 +50,33 @@ def test_failed_overwrite_keeps_the_old_output(tmp_path):
             raise RuntimeError("boom")
     assert (tmp_path / "out" / "f").read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_missing_parents_are_created_and_removed_again_on_failure(tmp_path):
+    destination = tmp_path / "a" / "b" / "out"
+    with pytest.raises(RuntimeError), atomic_folder(destination, overwrite=False) as folder:
+        assert folder.parent == tmp_path / "a" / "b"
+        raise RuntimeError("the work failed")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_folder(destination, overwrite=False) as folder:
+        (folder / "f").write_text("done")
+    assert (destination / "f").read_text() == "done"
+
+
+def test_an_empty_destination_is_free_and_foreign_entries_refuse_an_overwrite(tmp_path):
+    destination = tmp_path / "out"
+    destination.mkdir()
+    with atomic_folder(destination, overwrite=False) as folder:
+        (folder / "own").write_text("1")
+    (destination / "users").write_text("keep me")
+
+    def foreign(folder):
+        return sorted(entry.name for entry in folder.iterdir() if entry.name != "own")
+
+    with pytest.raises(OutputExistsError, match="users"), atomic_folder(destination, True, foreign):
+        pass
+    assert (destination / "users").read_text() == "keep me"
+    (destination / "users").unlink()
+    with atomic_folder(destination, True, foreign) as folder:
+        (folder / "own").write_text("2")
+    assert (destination / "own").read_text() == "2"

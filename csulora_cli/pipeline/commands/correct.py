@@ -7,6 +7,7 @@ and shapes here); outputs are filled in temporary folders and renamed into place
 from __future__ import annotations
 
 from contextlib import ExitStack
+from pathlib import Path
 
 from ...adapters.peft import LoraModule
 from ...adapters.writer import AdapterWriter
@@ -80,6 +81,9 @@ def correct(request: CorrectRequest, events: Events = SilentEvents()) -> list[Ad
     else:
         warn_existing_outputs(opened, request, events.warn)
     pushes = plan_correct_pushes(request, destinations)
+    given = {item.adapter.folder.resolve() for item in opened}
+    for item in opened:
+        _warn_what_is_not_corrected(item, given, events)
     adapter_files = [adapter_file_digests(adapter) for adapter in adapters]
     provider = open_provider(request.subspace, adapters, hub, events)
     if not request.subspace.rank_cap_may_exceed:
@@ -107,6 +111,7 @@ def correct(request: CorrectRequest, events: Events = SilentEvents()) -> list[Ad
                 created=created,
                 command_line=None if request.command_line is None else list(request.command_line),
                 adapter_files=adapter_files[index],
+                left_out=list(adapters[index].left_out),
             )
             report = _adapter_report(
                 opened[index], destinations[index], module_reports[index], subspace, provenance, method, request
@@ -116,6 +121,29 @@ def correct(request: CorrectRequest, events: Events = SilentEvents()) -> list[Ad
             reports.append(report)
     # The outputs are renamed into place, complete, when `outputs` closes: only then are they pushed.
     return push_corrected(pushes, reports, request, events)
+
+
+def _warn_what_is_not_corrected(item: OpenedAdapter, given: set[Path], events: Events) -> None:
+    """What a folder holds besides the adapter is left out of the output; say so, and name a second adapter
+    saved in a subfolder (PEFT's layout for several adapters) unless it is corrected too (`given`)."""
+    adapter = item.adapter
+    for name in adapter.other_adapters:
+        if (adapter.folder / name).resolve() in given:
+            continue
+        events.warn(
+            f"{item.label}: the subfolder {name}/ holds another adapter, which is not corrected; correct it as "
+            f"an adapter of its own ({adapter.folder / name})"
+        )
+    others = [name for name in adapter.left_out if name.rstrip("/") not in adapter.other_adapters]
+    if others:
+        shown = ", ".join(others[:6]) + (f" and {len(others) - 6} more" if len(others) > 6 else "")
+        events.warn(f"{item.label}: not part of the adapter, left out of the output (the report lists them): {shown}")
+    for mismatch in adapter.config_mismatches[:3]:
+        events.warn(f"{item.label}: adapter_config.json disagrees with the tensors: {mismatch}")
+    if len(adapter.config_mismatches) > 3:
+        events.warn(
+            f"{item.label}: {len(adapter.config_mismatches) - 3} more modules disagree with adapter_config.json"
+        )
 
 
 def _refuse_outputs_over_inputs(opened: list[OpenedAdapter], destinations: list, request: CorrectRequest) -> None:

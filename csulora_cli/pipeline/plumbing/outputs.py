@@ -75,10 +75,30 @@ def warn_existing_outputs(opened: list[OpenedAdapter], request: CorrectRequest, 
             )
 
 
+def files_csulora_did_not_write(folder: Path) -> list[str]:
+    """What an output folder holds that its csulora_report.json does not record as written by csulora
+    (everything, in a folder without one): what replacing the folder would delete of the user's."""
+    try:
+        recorded = json.loads((folder / REPORT_FILE).read_text())["provenance"]["output_files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        recorded = None
+    own = set(recorded) | {REPORT_FILE} if isinstance(recorded, dict) else set()
+    foreign = []
+    for entry in sorted(folder.iterdir()):
+        if entry.is_dir() and not entry.is_symlink():
+            inside = [path.relative_to(folder).as_posix() for path in entry.rglob("*") if not path.is_dir()]
+            if not inside or any(name not in own for name in inside):
+                foreign.append(entry.name + "/")
+        elif entry.name not in own:
+            foreign.append(entry.name)
+    return foreign
+
+
 def check_destinations(request: CorrectRequest, destinations: list[Path]) -> None:
-    """Refuse before any work: an existing output without --overwrite, or a folder we cannot write."""
+    """Refuse before any work: an existing output without --overwrite, a folder we cannot write, or one
+    holding files csulora did not write (which replacing it would delete)."""
     if request.out is not None:
-        check_destination(destinations[0], request.overwrite)
+        check_destination(destinations[0], request.overwrite, files_csulora_did_not_write)
         return
     out_dir = request.out_dir
     if not out_dir.exists():
@@ -87,8 +107,7 @@ def check_destinations(request: CorrectRequest, destinations: list[Path]) -> Non
     if not out_dir.is_dir():
         raise CsuloraError("output exists and is not a folder", where=str(out_dir))
     for destination in destinations:
-        if destination.exists() or destination.parent.is_dir():
-            check_destination(destination, request.overwrite)
+        check_destination(destination, request.overwrite, files_csulora_did_not_write)
 
 
 def open_output_folders(outputs: ExitStack, request: CorrectRequest, destinations: list) -> list[Path | None]:
@@ -101,7 +120,7 @@ def open_output_folders(outputs: ExitStack, request: CorrectRequest, destination
     if request.dry_run:
         return [None] * len(destinations)
     if request.out is not None:
-        return [outputs.enter_context(atomic_folder(destinations[0], request.overwrite))]
+        return [outputs.enter_context(atomic_folder(destinations[0], request.overwrite, files_csulora_did_not_write))]
     out_dir = request.out_dir
     if not out_dir.exists():
         batch = outputs.enter_context(atomic_folder(out_dir, overwrite=False))
@@ -112,7 +131,9 @@ def open_output_folders(outputs: ExitStack, request: CorrectRequest, destination
     folders = []
     for destination in destinations:
         outputs.enter_context(_parents_created_for(destination.parent, out_dir))
-        folders.append(outputs.enter_context(atomic_folder(destination, request.overwrite)))
+        folders.append(
+            outputs.enter_context(atomic_folder(destination, request.overwrite, files_csulora_did_not_write))
+        )
     return folders
 
 
