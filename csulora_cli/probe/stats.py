@@ -31,7 +31,7 @@ def normal_quantile(probability: float) -> float:
 
 def t_quantile(probability: float, df: int) -> float:
     """Student t quantile: exact for 1 and 2 degrees of freedom, else the Cornish-Fisher expansion in 1/df
-    (Abramowitz and Stegun 26.7.5), within 0.004 of the exact value at 3 and 1e-4 from 6 on."""
+    (Abramowitz and Stegun 26.7.5), within 0.004 of the exact value at 3, 1e-4 from 6 on."""
     if df < 1:
         raise ValueError("at least one degree of freedom")
     if df == 1:
