@@ -12,6 +12,8 @@ import pytest
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 pytest.importorskip("tokenizers")
+# Matrices of 16 columns: one thread is faster, and spares a busy machine thread contention.
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 import torch  # noqa: E402
 
