@@ -23,7 +23,9 @@ from .data import (
 from .family import SHAPES, AdapterSpec, adapter_applied, build_family, train_adapter, training_pairs
 from .judges import KeywordJudge
 from .measure import EvalSets, score
-from .model import convert_gguf, load_model, load_tokenizer
+from csulora_cli.inference.loading import load_tokenizer
+
+from .model import convert_gguf, load_model
 from .store import Store, folder_digest, key_of
 from .train import TrainParams
 
