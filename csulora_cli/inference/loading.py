@@ -61,7 +61,9 @@ def load_tokenizer(folder: Path):
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(Path(folder))
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ModelLoadError(f"transformers cannot load its tokenizer: {_first_line(error)}", where=str(folder)) from None
+        raise ModelLoadError(
+            f"transformers cannot load its tokenizer: {_first_line(error)}", where=str(folder)
+        ) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

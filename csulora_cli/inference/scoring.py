@@ -70,7 +70,9 @@ def score_continuations(
     count = len(continuations[0]) if continuations else 0
     if any(len(texts) != count for texts in continuations):
         raise ValueError("every prompt needs the same number of continuations")
-    rows = [[continuation_token_ids(tokenizer, text, max_continuation_tokens) for text in texts] for texts in continuations]
+    rows = [
+        [continuation_token_ids(tokenizer, text, max_continuation_tokens) for text in texts] for texts in continuations
+    ]
     size = max((len(ids) for texts in rows for ids in texts), default=0)
     parts = []
     for start in range(0, len(prompts), batch_size):

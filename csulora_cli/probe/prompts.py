@@ -123,7 +123,9 @@ def _jsonl_prompts(text: str, prompt_field: str, where: str) -> list[str]:
         except ValueError as error:
             raise FormatError(f"line {number} is not JSON ({error})", where=where) from None
         if not isinstance(record, dict) or prompt_field not in record:
-            raise FormatError(f"line {number} has no field {prompt_field!r}", where=where, hint="choose it with {prompt_field}")
+            raise FormatError(
+                f"line {number} has no field {prompt_field!r}", where=where, hint="choose it with {prompt_field}"
+            )
         prompts.append(_as_prompt(record[prompt_field], f"line {number}", where))
     return prompts
 

@@ -22,7 +22,9 @@ class Interval:
 
     def to_dict(self) -> dict:
         """Bounds as JSON numbers; an unbounded or undefined one as None (JSON has no infinity)."""
-        return {name: value if math.isfinite(value) else None for name, value in (("low", self.low), ("high", self.high))}
+        return {
+            name: value if math.isfinite(value) else None for name, value in (("low", self.low), ("high", self.high))
+        }
 
 
 def normal_quantile(probability: float) -> float:
@@ -108,9 +110,7 @@ class MarginSummary:
         }
 
 
-def summarize(
-    margins: Sequence[float], bare: Sequence[float] | None = None, confidence: float = 0.95
-) -> MarginSummary:
+def summarize(margins: Sequence[float], bare: Sequence[float] | None = None, confidence: float = 0.95) -> MarginSummary:
     """The share answered without refusal (Wilson), the mean margin (t) and, given the bare model's margins
     on the same prompts in the same order, the paired shift (t over the per-prompt differences)."""
     unrefused = sum(answered(m) for m in margins)

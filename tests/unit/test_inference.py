@@ -140,8 +140,10 @@ def test_captures_see_inputs_outputs_and_only_real_tokens(loaded):
     with loaded.capture([name], alone), loaded.capture(blocks, alone_means):
         for prompt in PROMPTS:
             loaded.forward([prompt])
-    assert covariance.counts[name] == alone.counts[name] == sum(
-        len(ids) for ids in prompt_token_ids(loaded.tokenizer, PromptFormat(), PROMPTS)
+    assert (
+        covariance.counts[name]
+        == alone.counts[name]
+        == sum(len(ids) for ids in prompt_token_ids(loaded.tokenizer, PromptFormat(), PROMPTS))
     )
     assert torch.allclose(covariance.covariance(name), alone.covariance(name), atol=1e-6)
     assert torch.allclose(means.mean(blocks[1]), alone_means.mean(blocks[1]), atol=1e-6)

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from csulora_cli.errors import CsuloraError, FormatError, UsageError
+from csulora_cli.errors import CsuloraError, UsageError
 from csulora_cli.pipeline.types.probe import ProbeRequest
 from csulora_cli.probe.judge import KeywordJudge
 from csulora_cli.probe.margins import answered, refusal_margin
@@ -119,7 +119,9 @@ def test_bad_prompt_files_are_one_clear_line(tmp_path, name, content, field, mes
 def test_hub_dataset_files_in_both_spellings():
     assert parse_hub_dataset_file("datasets/org/name/data/p.csv@v1") == HubDatasetFile("org/name", "data/p.csv", "v1")
     assert parse_hub_dataset_file("datasets/org/name/p.txt") == HubDatasetFile("org/name", "p.txt", None)
-    assert parse_hub_dataset_file("hf://datasets/org/name@v1/data/p.csv") == HubDatasetFile("org/name", "data/p.csv", "v1")
+    assert parse_hub_dataset_file("hf://datasets/org/name@v1/data/p.csv") == HubDatasetFile(
+        "org/name", "data/p.csv", "v1"
+    )
     assert parse_hub_dataset_file("hf://datasets/org/name/p.jsonl") == HubDatasetFile("org/name", "p.jsonl", None)
     assert parse_hub_dataset_file("prompts/p.txt") is None
     assert parse_hub_dataset_file("datasets/org") is None

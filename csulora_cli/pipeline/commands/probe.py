@@ -28,11 +28,11 @@ from ..types.results import GateCheck
 def probe(request: ProbeRequest, events: Events = SilentEvents()) -> ProbeResult:
     """Every adapter of `request` probed against the bare model; gates checked, nothing written.
 
-        from csulora_cli.pipeline.commands.probe import probe
-        result = probe(ProbeRequest(adapters=("adapter",), model=Path("aligned"), prompts="harmful.txt",
-                                    fail_if_shift_above=1.0))
-        for adapter in result.adapters:
-            print(adapter.adapter, adapter.harmful.summary.unrefused_share, adapter.tripped)
+    from csulora_cli.pipeline.commands.probe import probe
+    result = probe(ProbeRequest(adapters=("adapter",), model=Path("aligned"), prompts="harmful.txt",
+                                fail_if_shift_above=1.0))
+    for adapter in result.adapters:
+        print(adapter.adapter, adapter.harmful.summary.unrefused_share, adapter.tripped)
     """
     started = time.perf_counter()
     harmful = load_prompts(request.prompts, request.prompt_field, request.hub.token)
@@ -167,8 +167,8 @@ def warn_on_other_base(opened: OpenedAdapter, request: ProbeRequest, events: Eve
     if named in known or _last_part(named) in known:
         return
     events.warn(
-        f"{opened.label}: its base_model_name_or_path is {named}, not the model probed ({request.model_name or model}); "
-        "its margins are read on this model all the same"
+        f"{opened.label}: its base_model_name_or_path is {named}, not the model probed "
+        f"({request.model_name or model}); its margins are read on this model all the same"
     )
 
 

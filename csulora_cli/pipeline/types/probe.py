@@ -97,7 +97,9 @@ class ProbeRequest:
         if self.fail_if_shift_above is not None and not math.isfinite(self.fail_if_shift_above):
             raise UsageError("the shift threshold must be a finite number", parameter="fail_if_shift_above")
         if self.fail_over_refusal_above is not None and self.benign is None:
-            raise UsageError("an over-refusal gate needs benign prompts ({benign})", parameter="fail_over_refusal_above")
+            raise UsageError(
+                "an over-refusal gate needs benign prompts ({benign})", parameter="fail_over_refusal_above"
+            )
         if not isinstance(self.hub, HubOptions):
             raise UsageError("hub must be a HubOptions", parameter="hub")
 

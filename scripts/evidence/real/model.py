@@ -86,7 +86,9 @@ def answer_stats(
     model, tokenizer, prompts: list[str], answers: list[str], batch_size: int = 32
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per pair: summed answer log-probability, answer length, and whether every answer token is the argmax."""
-    scores = score_continuations(model, tokenizer, CHAT, prompts, [[answer] for answer in answers], batch_size=batch_size)
+    scores = score_continuations(
+        model, tokenizer, CHAT, prompts, [[answer] for answer in answers], batch_size=batch_size
+    )
     return scores.totals()[:, 0], scores.lengths()[:, 0], scores.all_greedy()[:, 0]
 
 
