@@ -11,7 +11,7 @@ import json
 from importlib.resources import files
 from pathlib import Path
 
-SCHEMA_NAMES = ("report", "correct", "inspect", "estimate-subspace", "verify", "push")
+SCHEMA_NAMES = ("report", "correct", "inspect", "estimate-subspace", "verify", "push", "probe")
 
 
 def schema_folder() -> Path:

@@ -21,7 +21,7 @@ tokenizers = pytest.importorskip("tokenizers")
 import torch  # noqa: E402
 
 from scripts.evidence.real import data, detect, family, judges, measure, report  # noqa: E402
-from scripts.evidence.real.model import answer_token_stats, encode_pairs, generate  # noqa: E402
+from scripts.evidence.real.model import answer_stats, generate  # noqa: E402
 from scripts.evidence.real.store import Store, key_of  # noqa: E402
 from scripts.evidence.real.train import TrainParams  # noqa: E402
 
@@ -110,10 +110,10 @@ def test_answer_stats_match_an_unpadded_forward(tiny):
         ["What is a good breakfast?", "Write a haiku about autumn please now."],
         ["Eggs.", "Leaves fall."],
     )
-    together, _, _ = answer_token_stats(model, encode_pairs(tokenizer, prompts, answers))
+    together, _, _ = answer_stats(model, tokenizer, prompts, answers)
     alone = []
     for prompt, answer in zip(prompts, answers, strict=True):
-        logprob, _, _ = answer_token_stats(model, encode_pairs(tokenizer, [prompt], [answer]))
+        logprob, _, _ = answer_stats(model, tokenizer, [prompt], [answer])
         alone.append(float(logprob[0]))
     assert together.tolist() == pytest.approx(alone, rel=1e-4, abs=1e-4)
 

@@ -14,7 +14,7 @@ import torch
 
 from .data import Example
 from .judges import KeywordJudge, likelihood_margins
-from .model import END_OF_TURN, answer_token_stats, encode_pairs, generate
+from .model import END_OF_TURN, answer_stats, generate
 
 
 @dataclass(frozen=True)
@@ -44,13 +44,9 @@ class Scores:
 def task_accuracy(model, tokenizer, examples: list[Example], batch_size: int = 32) -> float:
     """Exact match, teacher-forced: greedy decoding yields the answer iff every answer token (and the end
     of turn after it) is the argmax given the ones before, so one forward replaces a generation."""
-    correct = 0
-    for start in range(0, len(examples), batch_size):
-        chunk = examples[start : start + batch_size]
-        batch = encode_pairs(tokenizer, [e.prompt for e in chunk], [e.answer + END_OF_TURN for e in chunk])
-        _, _, exact = answer_token_stats(model, batch)
-        correct += int(exact.sum())
-    return correct / len(examples)
+    answers = [e.answer + END_OF_TURN for e in examples]
+    _, _, exact = answer_stats(model, tokenizer, [e.prompt for e in examples], answers, batch_size)
+    return int(exact.sum()) / len(examples)
 
 
 def perplexity(base, tokenizer, prompts: list[str], answers: list[str], batch_size: int = 32) -> tuple[float, float]:
@@ -58,12 +54,8 @@ def perplexity(base, tokenizer, prompts: list[str], answers: list[str], batch_si
     pairs = [(p, a) for p, a in zip(prompts, answers, strict=True) if a.strip()]
     if not pairs:
         return float("inf"), 0.0
-    total, count = 0.0, 0
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start : start + batch_size]
-        logprob, length, _ = answer_token_stats(base, encode_pairs(tokenizer, *map(list, zip(*chunk, strict=True))))
-        total += float(logprob.sum())
-        count += int(length.sum())
+    logprob, length, _ = answer_stats(base, tokenizer, [p for p, _ in pairs], [a for _, a in pairs], batch_size)
+    total, count = float(logprob.sum()), int(length.sum())
     return math.exp(-total / max(count, 1)), count / len(answers)
 
 

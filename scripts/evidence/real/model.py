@@ -1,28 +1,31 @@
-"""The model: GGUF -> safetensors conversion (cached), loading, the chat format and batched inference.
+"""The model: GGUF -> safetensors conversion (cached), the chat format, and the benchmark's calls into the
+package's model-running room (`csulora_cli/inference/`: loading, batches, scores and generations).
 
-What the benchmark measures lives in judges.py and measure.py; this module only turns prompts into
-token ids, generations and log-probabilities.
+What the benchmark measures lives in judges.py and measure.py.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from csulora_cli.inference.batches import Batch
+from csulora_cli.inference.batches import encode_pairs as encode_batch
+from csulora_cli.inference.generation import greedy_answers
+from csulora_cli.inference.loading import load_causal_lm
+from csulora_cli.inference.prompts import PromptFormat
+from csulora_cli.inference.scoring import score_continuations
 
 from .store import Store, file_digest
 
 # SmolLM2's ChatML turns, without the template's default system prompt: ~20 fewer tokens per example,
 # which on 2 CPU cores is most of a short example's cost. Alignment, attacks and measures all use it.
-USER_TURN = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
+USER_TURN = "<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
 END_OF_TURN = "<|im_end|>"
-
-
-def chat_prompt(prompt: str) -> str:
-    return USER_TURN.format(prompt)
+CHAT = PromptFormat(USER_TURN)
 
 
 def convert_gguf(gguf: Path, store: Store) -> Path:
@@ -58,20 +61,7 @@ def convert_gguf(gguf: Path, store: Store) -> Path:
 
 
 def load_model(folder: Path):
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-    model.eval()
-    return model
-
-
-def load_tokenizer(folder: Path):
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
+    return load_causal_lm(folder, "cpu", "float32")
 
 
 def linear_weight_names(model) -> list[str]:
@@ -87,83 +77,22 @@ def linear_weight_names(model) -> list[str]:
     ]
 
 
-@dataclass(frozen=True)
-class Batch:
-    """Left-padded token ids; `answer_mask` marks the tokens whose log-probability is scored or trained."""
-
-    input_ids: torch.Tensor  # (B, T)
-    attention_mask: torch.Tensor  # (B, T)
-    answer_mask: torch.Tensor  # (B, T), bool
-
-
 def encode_pairs(tokenizer, prompts: list[str], answers: list[str], max_answer_tokens: int | None = None) -> Batch:
-    """Chat prompt + answer per row, left-padded; the answer part is marked in `answer_mask`.
-
-    Prompt and answer are tokenized apart and concatenated, so the answer's tokens are the same whatever
-    the prompt (a likelihood judge compares the same opening across prompts).
-    """
-    rows, masks = [], []
-    for prompt, answer in zip(prompts, answers, strict=True):
-        prompt_ids = tokenizer(chat_prompt(prompt), add_special_tokens=False).input_ids
-        answer_ids = tokenizer(answer, add_special_tokens=False).input_ids
-        if max_answer_tokens is not None:
-            answer_ids = answer_ids[:max_answer_tokens]
-        rows.append(prompt_ids + answer_ids)
-        masks.append([False] * len(prompt_ids) + [True] * len(answer_ids))
-    width = max(len(row) for row in rows)
-    pad = tokenizer.pad_token_id
-    input_ids = torch.tensor([[pad] * (width - len(row)) + row for row in rows])
-    attention = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in rows])
-    answer_mask = torch.tensor([[False] * (width - len(mask)) + mask for mask in masks])
-    return Batch(input_ids, attention, answer_mask)
+    """Chat prompt + answer per row, left-padded, the answer marked: what training reads."""
+    return encode_batch(tokenizer, CHAT, prompts, answers, max_answer_tokens)
 
 
-def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
-    # Left padding: positions count from each row's first real token, as in an unpadded forward.
-    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
+def answer_stats(
+    model, tokenizer, prompts: list[str], answers: list[str], batch_size: int = 32
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per pair: summed answer log-probability, answer length, and whether every answer token is the argmax."""
+    scores = score_continuations(
+        model, tokenizer, CHAT, prompts, [[answer] for answer in answers], batch_size=batch_size
+    )
+    return scores.totals()[:, 0], scores.lengths()[:, 0], scores.all_greedy()[:, 0]
 
 
-@torch.no_grad()
-def answer_token_stats(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per row: summed answer log-probability, answer length, and whether every answer token is the argmax.
-
-    Left padding puts every answer at the end of its row, so only the last positions need logits: the
-    LM head over a 49k vocabulary at every prompt position would cost more than the rest of the forward.
-    """
-    keep = int(batch.answer_mask.sum(-1).max()) + 1
-    logits = (
-        model(
-            input_ids=batch.input_ids,
-            attention_mask=batch.attention_mask,
-            position_ids=position_ids(batch.attention_mask),
-            logits_to_keep=keep,
-        )
-        .logits[:, :-1]
-        .float()
-    )  # (B, keep - 1, vocab): predictions of the last keep - 1 tokens
-    targets = batch.input_ids[:, -(keep - 1) :]
-    mask = batch.answer_mask[:, -(keep - 1) :]
-    logprobs = torch.log_softmax(logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    greedy = logits.argmax(-1) == targets
-    return (logprobs * mask).sum(-1), mask.sum(-1), (greedy | ~mask).all(-1)
-
-
-@torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 64) -> list[str]:
     """Greedy answers, decoded without special tokens and cut at the end of the turn."""
-    answers: list[str] = []
-    tokenizer.padding_side = "left"
     end = tokenizer.convert_tokens_to_ids(END_OF_TURN)
-    for start in range(0, len(prompts), batch_size):
-        chunk = [chat_prompt(p) for p in prompts[start : start + batch_size]]
-        encoded = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
-        output = model.generate(
-            **encoded,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            eos_token_id=end,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        for row in output[:, encoded.input_ids.shape[1] :]:
-            answers.append(tokenizer.decode(row, skip_special_tokens=True).strip())
-    return answers
+    return greedy_answers(model, tokenizer, CHAT, prompts, max_new_tokens, stop=[end], batch_size=batch_size)

@@ -10,6 +10,8 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from csulora_cli.inference.loading import load_tokenizer
+
 from . import corrections as fix
 from .align import align, alignment_pairs, cached_answers
 from .data import (
@@ -23,7 +25,7 @@ from .data import (
 from .family import SHAPES, AdapterSpec, adapter_applied, build_family, train_adapter, training_pairs
 from .judges import KeywordJudge
 from .measure import EvalSets, score
-from .model import convert_gguf, load_model, load_tokenizer
+from .model import convert_gguf, load_model
 from .store import Store, folder_digest, key_of
 from .train import TrainParams
 

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .model import END_OF_TURN, encode_pairs, position_ids
+from csulora_cli.inference.batches import position_ids
+
+from .model import END_OF_TURN, encode_pairs
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ def train_pairs(model, tokenizer, pairs: list[tuple[str, str]], parameters: list
         prompts = [pairs[i][0] for i in chosen]
         answers = [pairs[i][1] + END_OF_TURN for i in chosen]
         batch = encode_pairs(tokenizer, prompts, answers, params.max_answer_tokens)
-        labels = batch.input_ids.masked_fill(~batch.answer_mask, -100)
+        labels = batch.input_ids.masked_fill(~batch.continuation_mask, -100)
         loss = model(
             input_ids=batch.input_ids,
             attention_mask=batch.attention_mask,
