@@ -15,7 +15,8 @@ from typing import Annotated, Literal
 import typer
 
 from .. import __version__
-from ..correction.params import STATISTIC_NAMES, CorrectionParams
+from ..correction.params import CorrectionParams
+from ..correction.statistics import STATISTICS
 from ..pipeline.plumbing.cache_layout import hash_local_models_ahead
 from ..report.schema_files import SCHEMA_NAMES
 from ..subspace.params import DEFAULT_ENERGY, STORAGES
@@ -302,7 +303,7 @@ def inspect_command(
         typer.Option("--fail-below", metavar="F", help="Exit 3 when the adapter's total --gate statistic is below F."),
     ] = None,
     gate: Annotated[
-        Literal[STATISTIC_NAMES] | None,
+        Literal[tuple(STATISTICS)] | None,
         typer.Option("--gate", help="The detection statistic --fail-above/--fail-below and --plot use."),
     ] = None,
     plot: Annotated[

@@ -13,7 +13,8 @@ from typing import Annotated, Literal
 import typer
 
 from ..checkpoints.hub.options import FETCH_MODES, HubOptions
-from ..correction.params import METHOD_NAMES, SAFELORA_SELECTIONS, CorrectionParams
+from ..correction.methods import METHODS
+from ..correction.params import SAFELORA_SELECTIONS, CorrectionParams
 from ..errors import UsageError
 from ..pipeline.types.devices import DEVICES
 from ..pipeline.types.requests import PushSpec, SubspaceSpec
@@ -108,7 +109,7 @@ AlignedOpt = Annotated[
     ),
 ]
 MethodOpt = Annotated[
-    Literal[METHOD_NAMES],
+    Literal[tuple(METHODS)],
     typer.Option(
         "--method",
         help="How each update is corrected: csulora, the closest update inside the safety subspace (the paper's); "

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...checkpoints.hub.options import HubOptions
-from ...correction.params import STATISTIC_NAMES, CorrectionParams, check_method
+from ...correction.methods import check_method
+from ...correction.params import CorrectionParams
+from ...correction.statistics import STATISTICS
 from ...errors import UsageError
 from ...subspace.keys import parse_layers
 from ...subspace.params import DEFAULT_ENERGY, EstimationParams, check_energy, check_storage
@@ -303,9 +305,9 @@ class InspectRequest:
                 f"one adapter folder or Hub repo id, got {type(self.adapter).__name__}", parameter="adapter"
             )
         check_method(self.method, self.correction.two_sided)
-        if self.gate is not None and self.gate not in STATISTIC_NAMES:
+        if self.gate is not None and self.gate not in STATISTICS:
             raise UsageError(
-                f"unknown statistic {self.gate!r}; choose one of {', '.join(STATISTIC_NAMES)}", parameter="gate"
+                f"unknown statistic {self.gate!r}; choose one of {', '.join(STATISTICS)}", parameter="gate"
             )
         if self.fail_above is not None and self.fail_below is not None:
             raise UsageError("give {fail_above} or {fail_below}, not both", parameter="fail_below")
