@@ -81,8 +81,15 @@ def test_no_import_cycles():
 def test_package_init_files_import_nothing_heavy():
     """Importing csulora_cli.x.y runs every __init__ above it: they must stay docstrings and light re-exports."""
     for name, path in MODULES.items():
-        if path.name == "__init__.py" and name != "csulora_cli.cli":
+        if path.name == "__init__.py" and name not in ("csulora_cli.cli", "csulora_cli.correction.methods"):
             assert not imports_of(path)[1] - {"__future__"}, f"{name} imports {imports_of(path)[1]}"
+
+
+def test_the_method_registry_imports_no_method():
+    """`--method`, `--help` and the request check read the registry: it imports a method's module (and with
+    it torch) only when `get_method` is called, never at module level."""
+    own, other = imports_of(MODULES["csulora_cli.correction.methods"])
+    assert not other & HEAVY and own <= {"csulora_cli.errors"}, (own, other)
 
 
 def test_request_and_result_types_import_nothing_heavy():
