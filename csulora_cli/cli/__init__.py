@@ -1,6 +1,6 @@
-"""The `csulora` command line: `app.py` (commands), `options.py` (shared flags), `boundary.py` (errors
-and exit codes), `config.py` (`--config FILE.yaml`), `output.py` (tables, JSON, progress), `demo.py`,
-and `reference.py` (renders docs/cli.md)."""
+"""The `csulora` command line: `app.py` (commands), `options.py` (every option, declared once in its group;
+`declared.py` the mechanism), `boundary.py` (errors and exit codes), `config.py` (`--config FILE.yaml`),
+`output.py` (tables, JSON, progress), `demo.py`, and `reference.py` (renders docs/cli.md)."""
 
 from __future__ import annotations
 

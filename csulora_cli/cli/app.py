@@ -1,8 +1,11 @@
 """The `csulora` commands: parse flags, build a request, call one API function, print the result.
 
-No math and no file formats here; the options shared by several commands are in `options.py`, and the
-error boundary (one stderr line and an exit code) in `boundary.py`. The API (and with it torch) is
-imported inside each command, so that `--help` and `--version` answer at once.
+No math and no file formats here. Every option is declared once, in a group of `options.py`; a command
+takes groups as parameters (`takes_option_groups`) and passes their values to the request by keyword. The
+requests are built first (plain data, `pipeline.types`: a request that cannot run is refused before
+anything heavy is loaded); the API (and with it torch) is imported after, inside each command, so that
+`--help` and `--version` answer at once. The error boundary (one stderr line and an exit code) is
+`boundary.py`.
 """
 
 from __future__ import annotations
@@ -10,49 +13,40 @@ from __future__ import annotations
 import functools
 import gc
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 
 from .. import __version__
-from ..correction.params import STATISTIC_NAMES, CorrectionParams
-from ..pipeline.plumbing.cache_layout import hash_local_models_ahead
-from ..report.schema_files import SCHEMA_NAMES
-from ..subspace.params import DEFAULT_ENERGY, STORAGES
-from . import options
+from ..checkpoints.hub.options import HubOptions
+from ..errors import CsuloraError, GateTripped
+from ..pipeline.types import CorrectRequest, EstimateRequest, InspectRequest, PushRequest
 from .boundary import CsuloraGroup
+from .declared import FLAG, takes_option_groups
 from .help import GroupedCommand
 from .options import (
-    DEFAULTS,
-    FLAG,
-    AlignedOpt,
-    BaseOpt,
-    CacheDirOpt,
-    ConfigOpt,
-    ConfirmOrderOpt,
-    DeviceOpt,
-    EnergyOpt,
-    EpsOpt,
-    EstimatePushOpt,
-    ExactOpt,
-    FetchOpt,
-    JsonOpt,
-    LambdaOpt,
-    MethodOpt,
-    OverwriteOpt,
-    PowerOpt,
-    PrivateOpt,
-    PushToHubOpt,
-    QuietOpt,
-    RankOpt,
-    RevisionOpt,
-    SafeLoraLayersOpt,
-    SafeLoraSelectOpt,
-    SafeLoraThresholdOpt,
-    SeedOpt,
-    SubspaceOpt,
-    TokenOpt,
-    TwoSidedOpt,
+    BasesSource,
+    ConfigFile,
+    Correction,
+    CorrectMode,
+    CorrectOutput,
+    DemoOptions,
+    EstimateInputs,
+    Estimation,
+    Gate,
+    JsonOutput,
+    OrderConfirmation,
+    Overwrite,
+    Printing,
+    Push,
+    PushTarget,
+    SchemaChoice,
+    SubspaceOutput,
+    SubspacePush,
+    Token,
+    as_path,
+    command_line,
+    subspace_spec,
 )
 from .output import Output, gate_line
 
@@ -120,7 +114,16 @@ def _library():
     return api
 
 
+def _hash_local_models_ahead(models: list[str | None], cache_dir: Path | None) -> None:
+    """Start hashing the shards of local models on threads, beside the API's import that follows (torch takes
+    1.5 s to import; the hashes are the cache key). The one reach below the API: it must run before it."""
+    from ..pipeline.plumbing.cache_layout import hash_local_models_ahead
+
+    hash_local_models_ahead(models, cache_dir)
+
+
 @app.command("estimate-subspace", cls=GroupedCommand, epilog=ESTIMATE_EXAMPLES)
+@takes_option_groups
 def estimate_subspace_command(
     ctx: typer.Context,
     base: Annotated[
@@ -131,225 +134,124 @@ def estimate_subspace_command(
         str,
         typer.Argument(metavar="ALIGNED", help="Safety-aligned model (folder, or Hub repo org/name[@revision])."),
     ],
-    modules: Annotated[
-        str | None, typer.Option("--modules", metavar="REGEX", help="Regex over base weight keys.")
-    ] = None,
-    adapter: Annotated[
-        str | None,
-        typer.Option(
-            "--adapter", metavar="ADAPTER", help="Estimate the modules this adapter (folder or Hub repo) targets."
-        ),
-    ] = None,
-    layers: Annotated[
-        str | None,
-        typer.Option(
-            "--layers", metavar="RANGES", help="Only these transformer blocks, e.g. 0-15 or 0-3,8-11 (split jobs)."
-        ),
-    ] = None,
-    rank: RankOpt = DEFAULTS.max_rank,
-    energy: EnergyOpt = DEFAULT_ENERGY,
-    exact: ExactOpt = False,
-    seed: SeedOpt = DEFAULTS.seed,
-    power_iterations: PowerOpt = DEFAULTS.power_iterations,
-    device: DeviceOpt = "auto",
-    cache_dir: CacheDirOpt = None,
-    fetch: FetchOpt = "auto",
-    token: TokenOpt = None,
-    out: Annotated[
-        Path | None, typer.Option("--out", metavar="DIR", help="Write a portable subspace folder here.")
-    ] = None,
-    storage: Annotated[
-        Literal[STORAGES],
-        typer.Option(
-            "--storage", help="dtype of the --out folder's bases: float16 halves a folder to publish (readers upcast)."
-        ),
-    ] = "float32",
-    overwrite: OverwriteOpt = False,
-    push_to_hub: EstimatePushOpt = None,
-    private: PrivateOpt = False,
-    revision: RevisionOpt = None,
-    confirm_order: ConfirmOrderOpt = False,
-    config: ConfigOpt = None,
-    json_output: JsonOpt = False,
-    quiet: QuietOpt = False,
+    inputs: EstimateInputs,
+    estimation: Estimation,
+    token: Token,
+    outputs: SubspaceOutput,
+    overwrite: Overwrite,
+    push: SubspacePush,
+    order: OrderConfirmation,
+    config: ConfigFile,
+    printing: Printing,
 ) -> None:
     """Estimate and cache the safety subspace of each module (or write a portable subspace folder)."""
-    hash_local_models_ahead([base, aligned], options.as_path(cache_dir))  # beside the imports below
-    api = _library()
-
-    output = Output(json_output, quiet, flag_of=ctx.find_root().command.flag_of)
-    flags = options.EstimationFlags.of(ctx)
-    request = api.EstimateRequest(
+    request = EstimateRequest(
         base=base,
         aligned=aligned,
-        modules=modules,
-        adapter=adapter,
-        layers=layers,
-        estimation=flags.estimation(),
-        energy=energy,
-        cache_dir=options.as_path(cache_dir),
-        device=device,
-        hub=flags.hub_options(),
-        out=options.as_path(out),
-        overwrite=overwrite,
-        storage=storage,
-        push=options.push_spec(ctx),
-        confirm_order=confirm_order,
+        modules=inputs.modules,
+        adapter=inputs.adapter,
+        layers=inputs.layers,
+        estimation=estimation.params(),
+        energy=estimation.energy,
+        cache_dir=as_path(estimation.cache_dir),
+        device=estimation.device,
+        hub=estimation.hub_options(token),
+        out=as_path(outputs.out),
+        overwrite=overwrite.overwrite,
+        storage=outputs.storage,
+        push=push.spec(),
+        confirm_order=order.confirm_order,
     )
+    _hash_local_models_ahead([request.base, request.aligned], request.cache_dir)
+    api = _library()
+
+    output = Output(printing.json_output, printing.quiet, flag_of=ctx.find_root().command.flag_of)
     with output.progress():
         result = api.estimate_subspace(request, output)
     output.estimate(result)
 
 
 @app.command("correct", cls=GroupedCommand, epilog=CORRECT_EXAMPLES)
+@takes_option_groups
 def correct_command(
     ctx: typer.Context,
     adapters: Annotated[
         list[str],
         typer.Argument(metavar="ADAPTER", help="PEFT LoRA adapter folders, or Hub repos org/name[@revision]."),
     ],
-    out: Annotated[
-        Path | None, typer.Option("--out", metavar="DIR", help="The corrected adapter's folder (one adapter).")
-    ] = None,
-    out_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--out-dir",
-            metavar="DIR",
-            help="Any number of adapters: each to DIR/<its path below the adapters' common parent>.",
-        ),
-    ] = None,
-    subspace: SubspaceOpt = None,
-    base: BaseOpt = None,
-    aligned: AlignedOpt = None,
-    method: MethodOpt = "csulora",
-    lambda_: LambdaOpt = CorrectionParams.lambda_,
-    eps: EpsOpt = CorrectionParams.eps,
-    safelora_select: SafeLoraSelectOpt = CorrectionParams.safelora_select,
-    safelora_threshold: SafeLoraThresholdOpt = CorrectionParams.safelora_threshold,
-    safelora_layers: SafeLoraLayersOpt = CorrectionParams.safelora_layers,
-    two_sided: TwoSidedOpt = CorrectionParams.two_sided,
-    rank: RankOpt = DEFAULTS.max_rank,
-    energy: EnergyOpt = DEFAULT_ENERGY,
-    exact: ExactOpt = False,
-    seed: SeedOpt = DEFAULTS.seed,
-    power_iterations: PowerOpt = DEFAULTS.power_iterations,
-    device: DeviceOpt = "auto",
-    cache_dir: CacheDirOpt = None,
-    fetch: FetchOpt = "auto",
-    token: TokenOpt = None,
-    config: ConfigOpt = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", metavar=FLAG, help="Compute and print the report; write nothing.")
-    ] = False,
-    recorrect: Annotated[
-        bool,
-        typer.Option("--recorrect", metavar=FLAG, help="Correct an adapter that csulora already corrected."),
-    ] = False,
-    overwrite: OverwriteOpt = False,
-    push_to_hub: PushToHubOpt = None,
-    private: PrivateOpt = False,
-    revision: RevisionOpt = None,
-    confirm_order: ConfirmOrderOpt = False,
-    json_output: JsonOpt = False,
-    quiet: QuietOpt = False,
+    outputs: CorrectOutput,
+    source: BasesSource,
+    correction: Correction,
+    estimation: Estimation,
+    token: Token,
+    config: ConfigFile,
+    mode: CorrectMode,
+    overwrite: Overwrite,
+    push: Push,
+    order: OrderConfirmation,
+    printing: Printing,
 ) -> None:
     """Write corrected adapters and their reports."""
-    if subspace is None:
-        hash_local_models_ahead([base, aligned], options.as_path(cache_dir))  # beside the imports below
+    request = CorrectRequest(
+        adapters=tuple(adapters),
+        out=as_path(outputs.out),
+        out_dir=as_path(outputs.out_dir),
+        subspace=subspace_spec(source, estimation, token),
+        method=correction.method,
+        correction=correction.params(),
+        dry_run=mode.dry_run,
+        overwrite=overwrite.overwrite,
+        recorrect=mode.recorrect,
+        command_line=command_line(ctx),
+        push=push.spec(),
+        order_check="accept" if order.confirm_order else "warn",
+    )
+    if request.subspace.subspace is None:
+        _hash_local_models_ahead([request.subspace.base, request.subspace.aligned], request.subspace.cache_dir)
     api = _library()
 
-    options.refuse_estimation_flags_with_subspace(ctx, subspace)
-    output = Output(json_output, quiet, flag_of=ctx.find_root().command.flag_of)
-    request = api.CorrectRequest(
-        adapters=tuple(adapters),
-        out=options.as_path(out),
-        out_dir=options.as_path(out_dir),
-        subspace=options.subspace_spec(ctx),
-        method=method,
-        correction=options.correction(ctx),
-        dry_run=dry_run,
-        overwrite=overwrite,
-        recorrect=recorrect,
-        command_line=options.command_line(ctx),
-        push=options.push_spec(ctx),
-        order_check="accept" if confirm_order else "warn",
-    )
+    output = Output(printing.json_output, printing.quiet, flag_of=ctx.find_root().command.flag_of)
     with output.progress():
         reports = api.correct(request, output)
-    output.reports(reports, dry_run)
+    output.reports(reports, request.dry_run)
 
 
 @app.command("inspect", cls=GroupedCommand, epilog=INSPECT_EXAMPLES)
+@takes_option_groups
 def inspect_command(
     ctx: typer.Context,
     adapter: Annotated[
         str, typer.Argument(metavar="ADAPTER", help="A PEFT LoRA adapter folder, or a Hub repo org/name[@revision].")
     ],
-    subspace: SubspaceOpt = None,
-    base: BaseOpt = None,
-    aligned: AlignedOpt = None,
-    fail_above: Annotated[
-        float | None,
-        typer.Option(
-            "--fail-above",
-            metavar="F",
-            help="Exit 3 when the adapter's total --gate statistic (default off_share) exceeds F.",
-        ),
-    ] = None,
-    fail_below: Annotated[
-        float | None,
-        typer.Option("--fail-below", metavar="F", help="Exit 3 when the adapter's total --gate statistic is below F."),
-    ] = None,
-    gate: Annotated[
-        Literal[STATISTIC_NAMES] | None,
-        typer.Option("--gate", help="The detection statistic --fail-above/--fail-below and --plot use."),
-    ] = None,
-    plot: Annotated[
-        Path | None,
-        typer.Option("--plot", metavar="FILE.png", help="Write a heatmap of the statistic per block and module type."),
-    ] = None,
-    method: MethodOpt = "csulora",
-    lambda_: LambdaOpt = CorrectionParams.lambda_,
-    eps: EpsOpt = CorrectionParams.eps,
-    safelora_select: SafeLoraSelectOpt = CorrectionParams.safelora_select,
-    safelora_threshold: SafeLoraThresholdOpt = CorrectionParams.safelora_threshold,
-    safelora_layers: SafeLoraLayersOpt = CorrectionParams.safelora_layers,
-    two_sided: TwoSidedOpt = CorrectionParams.two_sided,
-    rank: RankOpt = DEFAULTS.max_rank,
-    energy: EnergyOpt = DEFAULT_ENERGY,
-    exact: ExactOpt = False,
-    seed: SeedOpt = DEFAULTS.seed,
-    power_iterations: PowerOpt = DEFAULTS.power_iterations,
-    device: DeviceOpt = "auto",
-    cache_dir: CacheDirOpt = None,
-    fetch: FetchOpt = "auto",
-    token: TokenOpt = None,
-    confirm_order: ConfirmOrderOpt = False,
-    config: ConfigOpt = None,
-    json_output: JsonOpt = False,
-    quiet: QuietOpt = False,
+    source: BasesSource,
+    gate: Gate,
+    correction: Correction,
+    estimation: Estimation,
+    token: Token,
+    order: OrderConfirmation,
+    config: ConfigFile,
+    printing: Printing,
 ) -> None:
     """Show an adapter's modules, or with a subspace, what `correct` would remove."""
-    if subspace is None:
-        hash_local_models_ahead([base, aligned], options.as_path(cache_dir))  # beside the imports below
-    api = _library()
-    from ..errors import GateTripped
-
-    options.refuse_estimation_flags_with_subspace(ctx, subspace)
-    output = Output(json_output, quiet, flag_of=ctx.find_root().command.flag_of)
-    request = api.InspectRequest(
+    request = InspectRequest(
         adapter=adapter,
-        subspace=options.subspace_spec(ctx),
-        method=method,
-        correction=options.correction(ctx),
-        fail_above=fail_above,
-        fail_below=fail_below,
-        gate=gate,
-        plot=options.as_path(plot),
-        command_line=options.command_line(ctx),
-        confirm_order=confirm_order,
+        subspace=subspace_spec(source, estimation, token),
+        method=correction.method,
+        correction=correction.params(),
+        fail_above=gate.fail_above,
+        fail_below=gate.fail_below,
+        gate=gate.gate,
+        plot=as_path(gate.plot),
+        command_line=command_line(ctx),
+        confirm_order=order.confirm_order,
+        hub=estimation.hub_options(token),
+        cache_dir=as_path(estimation.cache_dir),
     )
+    if request.subspace is not None and request.subspace.subspace is None:
+        _hash_local_models_ahead([request.subspace.base, request.subspace.aligned], request.subspace.cache_dir)
+    api = _library()
+
+    output = Output(printing.json_output, printing.quiet, flag_of=ctx.find_root().command.flag_of)
     with output.progress():
         result = api.inspect(request, output)
     output.inspect(result)
@@ -358,17 +260,17 @@ def inspect_command(
 
 
 @app.command("verify", cls=GroupedCommand, epilog=VERIFY_EXAMPLES)
+@takes_option_groups
 def verify_command(
     folders: Annotated[
         list[Path], typer.Argument(metavar="OUT", help="Corrected adapter folders written by csulora correct.")
     ],
-    json_output: JsonOpt = False,
+    printing: JsonOutput,
 ) -> None:
     """Check that output folders hold exactly the files their csulora_report.json records (exit 1 if not)."""
     api = _library()
-    from ..errors import CsuloraError
 
-    output = Output(json_output)
+    output = Output(printing.json_output)
     results = api.verify_outputs(tuple(folders))
     output.verify(results)
     first_problem = next((result.problem for result in results if result.problem is not None), None)
@@ -377,6 +279,7 @@ def verify_command(
 
 
 @app.command("validate", cls=GroupedCommand, epilog=VALIDATE_EXAMPLES)
+@takes_option_groups
 def validate_command(
     files: Annotated[
         list[Path],
@@ -385,10 +288,7 @@ def validate_command(
             help="A csulora_report.json, a subspace's --json document, or what any command printed with --json.",
         ),
     ],
-    schema: Annotated[
-        Literal[SCHEMA_NAMES] | None,
-        typer.Option("--schema", help="The schema to check against (default: the document's command, else report)."),
-    ] = None,
+    schema: SchemaChoice,
 ) -> None:
     """Check JSON documents against the JSON Schemas that ship with csulora (exit 1 at the first mismatch)."""
     import json
@@ -405,7 +305,7 @@ def validate_command(
         except (OSError, UnicodeDecodeError, ValueError) as error:
             raise FormatError(f"not JSON ({error})", where=str(path)) from None
         try:
-            name = validate(document, schema)
+            name = validate(document, schema.schema)
         except FormatError as error:
             error.where = str(path)
             raise
@@ -413,6 +313,7 @@ def validate_command(
 
 
 @app.command("push", cls=GroupedCommand, epilog=PUSH_EXAMPLES)
+@takes_option_groups
 def push_command(
     folder: Annotated[
         Path,
@@ -423,16 +324,9 @@ def push_command(
         ),
     ],
     repo: Annotated[str, typer.Argument(metavar="REPO", help="The Hub model repo to push to (org/name).")],
-    private: Annotated[
-        bool, typer.Option("--private", metavar=FLAG, help="A repo the push creates is private.")
-    ] = False,
-    revision: Annotated[
-        str | None,
-        typer.Option("--revision", metavar="BRANCH", help="The branch to push to (default main; created from main)."),
-    ] = None,
-    token: TokenOpt = None,
-    json_output: JsonOpt = False,
-    quiet: QuietOpt = False,
+    target: PushTarget,
+    token: Token,
+    printing: Printing,
 ) -> None:
     """Push a finished output to a Hub repo in one commit, as --push-to-hub would have (after a failed push).
 
@@ -440,35 +334,24 @@ def push_command(
     card. The branch then holds exactly the folder: files of an earlier push that the folder no longer has
     are deleted in the same commit (.gitattributes stays).
     """
+    request = PushRequest(
+        folder=folder, repo=repo, private=target.private, revision=target.revision, hub=HubOptions(token=token.token)
+    )
     api = _library()
-    from ..checkpoints.hub.options import HubOptions
 
-    output = Output(json_output, quiet)
-    request = api.PushRequest(folder=folder, repo=repo, private=private, revision=revision, hub=HubOptions(token=token))
+    output = Output(printing.json_output, printing.quiet)
     with output.progress():
         result = api.push_output(request, output)
     output.pushed_output(result)
 
 
 @app.command("demo", cls=GroupedCommand, epilog=DEMO_EXAMPLES)
-def demo_command(
-    keep: Annotated[
-        Path | None,
-        typer.Option(
-            "--keep",
-            metavar="DIR",
-            help="Build the demo here and keep it: DIR/base, DIR/aligned, DIR/adapter, and the demo's run in "
-            "DIR/demo-run. An existing DIR that is not empty needs --overwrite.",
-        ),
-    ] = None,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", metavar=FLAG, help="Build the demo in a --keep DIR that is not empty.")
-    ] = False,
-) -> None:
+@takes_option_groups
+def demo_command(demo: DemoOptions) -> None:
     """Build a tiny model pair and adapter, then run estimate -> inspect -> correct on them."""
     from .demo import run_demo
 
-    run_demo(Output(), keep, overwrite)
+    run_demo(Output(), demo.keep, demo.overwrite)
 
 
 @app.callback(invoke_without_command=True)

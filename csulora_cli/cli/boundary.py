@@ -16,12 +16,11 @@ from typer.core import TyperGroup
 
 from ..errors import CsuloraError, GateTripped
 from .config import config_defaults
+from .options import declared_options
 from .output import Output
 
 # typer ships its own copy of click; its usage-error base class is reached through a public export.
 _CLICK_ERROR = next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "ClickException")
-# Library parameters whose flag is not `--` + the name with dashes.
-_SPELLED_OTHERWISE = {"max_rank": "--rank", "lambda_": "--lambda", "adapters": "ADAPTER"}
 
 
 # What an interrupted command leaves behind, in the one line Ctrl-C prints.
@@ -114,12 +113,21 @@ class CsuloraGroup(TyperGroup):
         sys.exit(code if isinstance(code, int) else 0)
 
     def flag_of(self, parameter: str) -> str | None:
-        """The flag (or argument) that sets a library parameter; None for a name no command takes."""
-        if parameter in _SPELLED_OTHERWISE:
-            return _SPELLED_OTHERWISE[parameter]
+        """The flag (or argument) that sets a library parameter; None for a name no command takes.
+
+        A declaration names the library parameter it sets where that is not its own name (`--rank` sets
+        `max_rank`) and spells its flag (`lambda_` is `--lambda`); otherwise the flag is `--` and the name
+        with dashes, or an argument's placeholder (`adapters` is `ADAPTER`)."""
+        declared = declared_options()
+        for name, option in declared.items():
+            if option.parameter == parameter or (name == parameter and option.parameter is None):
+                return option.flag
         flag = "--" + parameter.replace("_", "-")
+        arguments = {}
         for command in self.commands.values():
             for option in command.params:
                 if flag in getattr(option, "opts", ()):
                     return flag
-        return None
+                if getattr(option, "param_type_name", None) == "argument":
+                    arguments.setdefault(option.name, option.metavar)
+        return arguments.get(parameter)

@@ -11,6 +11,8 @@ import difflib
 from pathlib import Path
 
 from ..errors import FormatError, UsageError
+from .declared import MODEL, PATH
+from .options import declared_options
 
 
 def read_config_file(path: Path) -> dict:
@@ -39,14 +41,6 @@ def _yaml_problem(error) -> str:
     if mark is None:
         return problem
     return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
-
-
-# Values that name files or folders: relative ones are read against the config file's folder, so a
-# preset means the same from any working directory.
-PATH_PARAMETERS = {"adapter", "cache_dir", "keep", "out", "out_dir", "subspace"}
-# A model is a folder or a Hub repo id: relative values are read against the config's folder when that
-# names an existing folder, and left as typed (a repo id) otherwise.
-MODEL_PARAMETERS = {"base", "aligned"}
 
 
 def config_defaults(group, args: list[str]) -> dict | None:
@@ -92,12 +86,18 @@ def _suggestion(flag: str, known: set[str]) -> str:
 
 
 def _relative_to(folder: Path, name: str, value):
+    """A value that names a file or folder (`value=PATH` in its declaration) is read against the config
+    file's folder, so a preset means the same from any working directory. A model (`value=MODEL`) is a folder
+    or a Hub repo id: read against the config's folder when that names an existing folder, and left as typed
+    (a repo id) otherwise."""
     if not isinstance(value, str) or not value:
         return value
-    if name in PATH_PARAMETERS:
+    declared = declared_options().get(name)
+    kind = declared.value if declared is not None else None
+    if kind == PATH:
         given = Path(value).expanduser()
         return str(given if given.is_absolute() else folder / given)
-    if name in MODEL_PARAMETERS and not Path(value).expanduser().is_absolute():
+    if kind == MODEL and not Path(value).expanduser().is_absolute():
         candidate = folder / value
         return str(candidate) if candidate.exists() else value
     return value

@@ -2,7 +2,7 @@
 
 The app renders help as plain text (`rich_markup_mode=None`, so that `org/name[@revision]` shows as
 typed), and typer's plain renderer ignores `rich_help_panel`: this command class groups the options
-itself, by the panel each parameter is listed under here, and prints arguments by their own names
+itself, by the panel each option's declaration names (`options.py`), and prints arguments by their own names
 (`ADAPTER...`) instead of typer's type names (`<list[str]>`).
 """
 
@@ -12,25 +12,10 @@ import inspect
 
 from typer.core import TyperCommand
 
-# Every parameter of every command, by the group `--help` lists it in, in this order.
-PANELS: dict[str, tuple[str, ...]] = {
-    "Inputs": ("subspace", "base", "aligned", "adapter", "modules", "layers", "confirm_order", "config", "schema"),
-    "Method": (
-        "method",
-        "lambda_",
-        "eps",
-        "two_sided",
-        "safelora_select",
-        "safelora_threshold",
-        "safelora_layers",
-    ),
-    "Estimation": ("rank", "energy", "exact", "seed", "power_iterations", "device", "cache_dir"),
-    "Gate": ("gate", "fail_above", "fail_below", "plot"),
-    "Output": ("out", "out_dir", "storage", "dry_run", "recorrect", "overwrite", "keep", "json_output", "quiet"),
-    "Hub": ("push_to_hub", "private", "revision", "token", "fetch"),
-}
-PANEL_OF = {name: panel for panel, names in PANELS.items() for name in names}
-OTHER = "Other"
+from .declared import PANELS
+from .options import declared_options
+
+OTHER = "Other"  # what no declaration places: `--help` itself
 
 
 class GroupedCommand(TyperCommand):
@@ -45,6 +30,7 @@ class GroupedCommand(TyperCommand):
 
     def format_options(self, ctx, formatter) -> None:
         arguments = []
+        panel_of = {name: declared.panel for name, declared in declared_options().items()}
         groups: dict[str, list[tuple[str, str]]] = {panel: [] for panel in [*PANELS, OTHER]}
         for parameter in self.get_params(ctx):
             if parameter.param_type_name == "argument":
@@ -52,7 +38,7 @@ class GroupedCommand(TyperCommand):
                 continue
             record = parameter.get_help_record(ctx)
             if record is not None:
-                groups[PANEL_OF.get(parameter.name, OTHER)].append(record)
+                groups[panel_of.get(parameter.name, OTHER)].append(record)
         if arguments:
             with formatter.section("Arguments"):
                 formatter.write_dl(arguments)

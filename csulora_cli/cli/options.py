@@ -1,335 +1,614 @@
-"""Options shared by several commands, defined once, and the builders that turn flags into typed values.
+"""Every option of every command, each declared once as a field of its group (`declared.py`), and the
+builders that turn a group into the library's typed values, by keyword.
 
-Nothing here imports torch: `--help` and `--version` must start at once (the request types are plain
-data, so the builders import them directly).
+Defaults are the library's own (`default_of(CorrectionParams, "lambda_")`), so `--help` shows what the API
+would use. `GROUPS` lists every group; the tables `--help` (panels), `--config` (paths and models), the
+estimation check and the error boundary (flags of library parameters) read are derived from it below.
+Nothing here imports torch: `--help` and `--version` must start at once.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
-
-import typer
+from typing import Literal
 
 from ..checkpoints.hub.options import FETCH_MODES, HubOptions
-from ..correction.params import METHOD_NAMES, SAFELORA_SELECTIONS, CorrectionParams
+from ..correction.methods import METHODS
+from ..correction.params import SAFELORA_SELECTIONS, CorrectionParams
+from ..correction.statistics import STATISTICS
 from ..errors import UsageError
-from ..pipeline.types.devices import DEVICES
-from ..pipeline.types.requests import PushSpec, SubspaceSpec
-from ..subspace.params import EstimationParams
+from ..pipeline.types import DEVICES, CorrectRequest, EstimateRequest, InspectRequest, PushSpec, SubspaceSpec
+from ..report.schema_files import SCHEMA_NAMES
+from ..subspace.params import STORAGES, EstimationParams, check_energy
+from .declared import (
+    ESTIMATION,
+    FLAG,
+    GATE,
+    HUB,
+    INPUTS,
+    METHOD,
+    MODEL,
+    OUTPUT,
+    PATH,
+    Declared,
+    OptionGroup,
+    declared_fields,
+    default_of,
+    option,
+)
 
-# Flags that take no value show no placeholder; the others show what they take.
-FLAG = ""
+# ---------------------------------------------------------------------------------------------------
+# Where bases come from, and how they are estimated (estimate-subspace, correct, inspect).
 
-RankOpt = Annotated[
-    int,
-    typer.Option(
-        "--rank",
-        metavar="N",
-        help="Most directions (basis columns) the safety subspace keeps per module; beside --subspace, at most "
-        "that many of the stored ones.",
-    ),
-]
-EnergyOpt = Annotated[
-    float,
-    typer.Option(
-        "--energy",
-        metavar="F",
-        help="Share of the alignment's change to each weight (its energy, ||W_aligned - W_base||^2) the subspace "
-        "must hold, in (0, 1]: more keeps more directions.",
-    ),
-]
-ExactOpt = Annotated[
-    bool,
-    typer.Option(
-        "--exact", metavar=FLAG, help="Exact SVD instead of the faster randomized estimate (randomized range finder)."
-    ),
-]
-SeedOpt = Annotated[int, typer.Option("--seed", metavar="N", help="Seed of the randomized range finder's sketch.")]
-PowerOpt = Annotated[
-    int,
-    typer.Option(
-        "--power-iterations",
-        metavar="N",
-        help="Subspace iterations of the randomized range finder (more: slower, closer to exact).",
-    ),
-]
-DeviceOpt = Annotated[
-    Literal[DEVICES], typer.Option("--device", help="Where the numerics run (auto: a GPU when there is one).")
-]
-CacheDirOpt = Annotated[
-    Path | None,
-    typer.Option("--cache-dir", metavar="DIR", help="Basis cache (default $CSULORA_CACHE or ~/.cache/csulora)."),
-]
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        metavar="FILE",
-        help="YAML file of option defaults (paths in it are relative to its folder).",
-    ),
-]
-ConfirmOrderOpt = Annotated[
-    bool,
-    typer.Option(
-        "--confirm-order",
-        metavar=FLAG,
-        help="The base/aligned order is right even though a source (an adapter's base_model_name_or_path, a "
-        "model's card or config.json) says otherwise: no warning, and a gate runs.",
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", metavar=FLAG, help="Print results as JSON.")]
-QuietOpt = Annotated[
-    bool,
-    typer.Option(
-        "--quiet", "-q", metavar=FLAG, help="Errors only: no tables, warnings or progress (--json still prints)."
-    ),
-]
-SubspaceOpt = Annotated[
-    str | None,
-    typer.Option(
+
+@dataclass(frozen=True)
+class BasesSource(OptionGroup):
+    """A subspace folder, or the base/aligned pair to estimate one from (`correct`, `inspect`)."""
+
+    subspace: str | None = option(
         "--subspace",
         metavar="SUBSPACE",
+        panel=INPUTS,
+        value=PATH,
         help="Subspace folder from estimate-subspace --out, or a Hub repo org/name[@revision] holding one.",
-    ),
-]
-BaseOpt = Annotated[
-    str | None,
-    typer.Option("--base", metavar="MODEL", help="Pre-alignment base model (folder, or Hub repo org/name[@revision])."),
-]
-AlignedOpt = Annotated[
-    str | None,
-    typer.Option(
+        default=default_of(SubspaceSpec, "subspace"),
+    )
+    base: str | None = option(
+        "--base",
+        metavar="MODEL",
+        panel=INPUTS,
+        value=MODEL,
+        help="Pre-alignment base model (folder, or Hub repo org/name[@revision]).",
+        default=default_of(SubspaceSpec, "base"),
+    )
+    aligned: str | None = option(
         "--aligned",
         metavar="MODEL",
+        panel=INPUTS,
+        value=MODEL,
         help="Safety-aligned model (folder, or Hub repo org/name[@revision]); default: the adapter's "
         "base_model_name_or_path.",
-    ),
-]
-MethodOpt = Annotated[
-    Literal[METHOD_NAMES],
-    typer.Option(
+        default=default_of(SubspaceSpec, "aligned"),
+    )
+
+    @property
+    def named(self) -> bool:
+        return self.subspace is not None or self.base is not None or self.aligned is not None
+
+
+@dataclass(frozen=True)
+class Estimation(OptionGroup):
+    """How bases are estimated, how many columns are kept, where the numerics run and how sources are read."""
+
+    rank: int = option(
+        "--rank",
+        metavar="N",
+        panel=ESTIMATION,
+        parameter="max_rank",
+        help="Most directions (basis columns) the safety subspace keeps per module; beside --subspace, at most "
+        "that many of the stored ones.",
+        default=default_of(EstimationParams, "max_rank"),
+    )
+    energy: float = option(
+        "--energy",
+        metavar="F",
+        panel=ESTIMATION,
+        help="Share of the alignment's change to each weight (its energy, ||W_aligned - W_base||^2) the subspace "
+        "must hold, in (0, 1]: more keeps more directions.",
+        default=default_of(SubspaceSpec, "energy"),
+    )
+    exact: bool = option(
+        "--exact",
+        metavar=FLAG,
+        panel=ESTIMATION,
+        estimation_only=True,
+        help="Exact SVD instead of the faster randomized estimate (randomized range finder).",
+        default=default_of(EstimationParams, "exact"),
+    )
+    seed: int = option(
+        "--seed",
+        metavar="N",
+        panel=ESTIMATION,
+        estimation_only=True,
+        help="Seed of the randomized range finder's sketch.",
+        default=default_of(EstimationParams, "seed"),
+    )
+    power_iterations: int = option(
+        "--power-iterations",
+        metavar="N",
+        panel=ESTIMATION,
+        estimation_only=True,
+        help="Subspace iterations of the randomized range finder (more: slower, closer to exact).",
+        default=default_of(EstimationParams, "power_iterations"),
+    )
+    device: Literal[DEVICES] = option(
+        "--device",
+        panel=ESTIMATION,
+        help="Where the numerics run (auto: a GPU when there is one).",
+        default=default_of(SubspaceSpec, "device"),
+    )
+    cache_dir: Path | None = option(
+        "--cache-dir",
+        metavar="DIR",
+        panel=ESTIMATION,
+        value=PATH,
+        estimation_only=True,
+        help="Basis cache (default $CSULORA_CACHE or ~/.cache/csulora).",
+        default=default_of(SubspaceSpec, "cache_dir"),
+    )
+    fetch: Literal[FETCH_MODES] = option(
+        "--fetch",
+        panel=HUB,
+        help="Hub sources: whole shards, byte ranges of the needed tensors, or auto (by the share of a shard needed).",
+        default=default_of(HubOptions, "fetch"),
+    )
+
+    def params(self, max_rank: int | None = None) -> EstimationParams:
+        return EstimationParams(
+            max_rank=self.rank if max_rank is None else max_rank,
+            exact=self.exact,
+            seed=self.seed,
+            power_iterations=self.power_iterations,
+        )
+
+    def hub_options(self, token: Token) -> HubOptions:
+        return HubOptions(fetch=self.fetch, token=token.token or None)
+
+
+@dataclass(frozen=True)
+class Token(OptionGroup):
+    token: str | None = option(
+        "--token",
+        metavar="TOKEN",
+        panel=HUB,
+        show_default=False,
+        help="Hugging Face token for private or gated repos (default: HF_TOKEN or the stored login).",
+        default=default_of(HubOptions, "token"),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# The correction (correct, inspect).
+
+
+@dataclass(frozen=True)
+class Correction(OptionGroup):
+    """The method and its knobs."""
+
+    method: Literal[tuple(METHODS)] = option(
         "--method",
+        panel=METHOD,
         help="How each update is corrected: csulora, the closest update inside the safety subspace (the paper's); "
         "project, the hard projection onto it; safelora, Safe LoRA; csulora-inside and csulora-signed, variants "
         "(docs/method.md section 5); none, report only.",
-    ),
-]
-LambdaOpt = Annotated[
-    float,
-    typer.Option(
+        default=default_of(CorrectRequest, "method"),
+    )
+    lambda_: float = option(
         "--lambda",
         metavar="F",
+        panel=METHOD,
         help="How strongly csulora attenuates what an update writes outside the subspace: 0 keeps it, larger "
         "removes more (>= 0).",
-    ),
-]
-EpsOpt = Annotated[
-    float,
-    typer.Option(
+        default=default_of(CorrectionParams, "lambda_"),
+    )
+    eps: float = option(
         "--eps",
         metavar="F",
+        panel=METHOD,
         help="A direction of the update counts as aligned when at most this share of it lies outside the subspace, "
         "and as off when at most this share lies inside (in [0, 1]).",
-    ),
-]
-FetchOpt = Annotated[
-    Literal[FETCH_MODES],
-    typer.Option(
-        "--fetch",
-        help="Hub sources: whole shards, byte ranges of the needed tensors, or auto (by the share of a shard needed).",
-    ),
-]
-TokenOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--token",
-        metavar="TOKEN",
-        help="Hugging Face token for private or gated repos (default: HF_TOKEN or the stored login).",
-        show_default=False,
-    ),
-]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", metavar=FLAG, help="Replace an existing output.")]
-PushToHubOpt = Annotated[
-    str | None,
-    typer.Option(
+        default=default_of(CorrectionParams, "eps"),
+    )
+    safelora_select: Literal[SAFELORA_SELECTIONS] = option(
+        "--safelora-select",
+        panel=METHOD,
+        help="safelora: rewrite the N least similar modules (number) or all <= a threshold.",
+        default=default_of(CorrectionParams, "safelora_select"),
+    )
+    safelora_threshold: float = option(
+        "--safelora-threshold",
+        metavar="F",
+        panel=METHOD,
+        help="safelora --safelora-select threshold: cosine cut, in [-1, 1].",
+        default=default_of(CorrectionParams, "safelora_threshold"),
+    )
+    safelora_layers: int = option(
+        "--safelora-layers",
+        metavar="N",
+        panel=METHOD,
+        help="safelora --safelora-select number: how many modules (N).",
+        default=default_of(CorrectionParams, "safelora_layers"),
+    )
+    two_sided: bool = option(
+        "--two-sided",
+        metavar=FLAG,
+        panel=METHOD,
+        help="Use the subspace on both sides of the alignment's change V (its output and input directions) "
+        "rather than the output side only; for csulora, project, csulora-inside and none.",
+        default=default_of(CorrectionParams, "two_sided"),
+    )
+
+    def params(self) -> CorrectionParams:
+        return CorrectionParams(
+            lambda_=self.lambda_,
+            eps=self.eps,
+            safelora_select=self.safelora_select,
+            safelora_threshold=self.safelora_threshold,
+            safelora_layers=self.safelora_layers,
+            two_sided=self.two_sided,
+        )
+
+
+# ---------------------------------------------------------------------------------------------------
+# What each command reads and writes besides.
+
+
+@dataclass(frozen=True)
+class EstimateInputs(OptionGroup):
+    """Which weights `estimate-subspace` estimates."""
+
+    modules: str | None = option(
+        "--modules",
+        metavar="REGEX",
+        panel=INPUTS,
+        help="Regex over base weight keys.",
+        default=default_of(EstimateRequest, "modules"),
+    )
+    adapter: str | None = option(
+        "--adapter",
+        metavar="ADAPTER",
+        panel=INPUTS,
+        value=PATH,
+        help="Estimate the modules this adapter (folder or Hub repo) targets.",
+        default=default_of(EstimateRequest, "adapter"),
+    )
+    layers: str | None = option(
+        "--layers",
+        metavar="RANGES",
+        panel=INPUTS,
+        help="Only these transformer blocks, e.g. 0-15 or 0-3,8-11 (split jobs).",
+        default=default_of(EstimateRequest, "layers"),
+    )
+
+
+@dataclass(frozen=True)
+class SubspaceOutput(OptionGroup):
+    """The portable subspace folder `estimate-subspace` writes."""
+
+    out: Path | None = option(
+        "--out",
+        metavar="DIR",
+        panel=OUTPUT,
+        value=PATH,
+        help="Write a portable subspace folder here.",
+        default=default_of(EstimateRequest, "out"),
+    )
+    storage: Literal[STORAGES] = option(
+        "--storage",
+        panel=OUTPUT,
+        help="dtype of the --out folder's bases: float16 halves a folder to publish (readers upcast).",
+        default=default_of(EstimateRequest, "storage"),
+    )
+
+
+@dataclass(frozen=True)
+class CorrectOutput(OptionGroup):
+    """Where `correct` writes."""
+
+    out: Path | None = option(
+        "--out",
+        metavar="DIR",
+        panel=OUTPUT,
+        value=PATH,
+        help="The corrected adapter's folder (one adapter).",
+        default=default_of(CorrectRequest, "out"),
+    )
+    out_dir: Path | None = option(
+        "--out-dir",
+        metavar="DIR",
+        panel=OUTPUT,
+        value=PATH,
+        help="Any number of adapters: each to DIR/<its path below the adapters' common parent>.",
+        default=default_of(CorrectRequest, "out_dir"),
+    )
+
+
+@dataclass(frozen=True)
+class CorrectMode(OptionGroup):
+    """Whether `correct` writes at all, and whether it takes an adapter it corrected before."""
+
+    dry_run: bool = option(
+        "--dry-run",
+        metavar=FLAG,
+        panel=OUTPUT,
+        help="Compute and print the report; write nothing.",
+        default=default_of(CorrectRequest, "dry_run"),
+    )
+    recorrect: bool = option(
+        "--recorrect",
+        metavar=FLAG,
+        panel=OUTPUT,
+        help="Correct an adapter that csulora already corrected.",
+        default=default_of(CorrectRequest, "recorrect"),
+    )
+
+
+@dataclass(frozen=True)
+class Overwrite(OptionGroup):
+    overwrite: bool = option(
+        "--overwrite",
+        metavar=FLAG,
+        panel=OUTPUT,
+        help="Replace an existing output.",
+        default=default_of(CorrectRequest, "overwrite"),
+    )
+
+
+@dataclass(frozen=True)
+class Gate(OptionGroup):
+    """`inspect`'s CI gate and heatmap."""
+
+    fail_above: float | None = option(
+        "--fail-above",
+        metavar="F",
+        panel=GATE,
+        help="Exit 3 when the adapter's total --gate statistic (default off_share) exceeds F.",
+        default=default_of(InspectRequest, "fail_above"),
+    )
+    fail_below: float | None = option(
+        "--fail-below",
+        metavar="F",
+        panel=GATE,
+        help="Exit 3 when the adapter's total --gate statistic is below F.",
+        default=default_of(InspectRequest, "fail_below"),
+    )
+    gate: Literal[tuple(STATISTICS)] | None = option(
+        "--gate",
+        panel=GATE,
+        help="The detection statistic --fail-above/--fail-below and --plot use.",
+        default=default_of(InspectRequest, "gate"),
+    )
+    plot: Path | None = option(
+        "--plot",
+        metavar="FILE.png",
+        panel=GATE,
+        value=PATH,
+        help="Write a heatmap of the statistic per block and module type.",
+        default=default_of(InspectRequest, "plot"),
+    )
+
+
+@dataclass(frozen=True)
+class Push(OptionGroup):
+    """Where `correct` pushes its finished outputs."""
+
+    push_to_hub: str | None = option(
         "--push-to-hub",
         metavar="REPO",
+        panel=HUB,
         help="Push the finished output to this Hub repo in one commit (org/name; {name} in it stands for the "
         "output folder's name, one repo per adapter: org/{name}-safe). The branch then holds exactly the output: "
         "files of an earlier push it no longer has are deleted. A failed push keeps the output; csulora push "
         "FOLDER REPO retries it.",
-    ),
-]
-EstimatePushOpt = Annotated[
-    str | None,
-    typer.Option(
+        default=default_of(CorrectRequest, "push"),
+    )
+    private: bool = option(
+        "--private",
+        metavar=FLAG,
+        panel=HUB,
+        help="--push-to-hub: a repo the push creates is private.",
+        default=default_of(PushSpec, "private"),
+    )
+    revision: str | None = option(
+        "--revision",
+        metavar="BRANCH",
+        panel=HUB,
+        help="--push-to-hub: the branch to push to (default main; created from main when missing).",
+        default=default_of(PushSpec, "revision"),
+    )
+
+    def spec(self) -> PushSpec | None:
+        """Where `--push-to-hub` sends the outputs, or None; `--private` and `--revision` typed without it are
+        refused."""
+        if self.push_to_hub is None:
+            for name, _ in declared_fields(type(self)):
+                if name in self.typed:
+                    raise UsageError("applies to a push: give {push_to_hub} REPO too", parameter=name)
+            return None
+        return PushSpec(repo=self.push_to_hub, private=self.private, revision=self.revision)
+
+
+@dataclass(frozen=True)
+class SubspacePush(Push):
+    """`estimate-subspace` pushes one subspace folder: its `--push-to-hub` says so (the field keeps its place)."""
+
+    push_to_hub: str | None = option(
         "--push-to-hub",
         metavar="REPO",
+        panel=HUB,
         help="Push the finished --out folder, with a model card written into it, to this Hub repo (org/name) in "
         "one commit. The branch then holds exactly the folder: files of an earlier push it no longer has are "
         "deleted. A failed push keeps the folder; csulora push FOLDER REPO retries it.",
-    ),
-]
-PrivateOpt = Annotated[
-    bool, typer.Option("--private", metavar=FLAG, help="--push-to-hub: a repo the push creates is private.")
-]
-RevisionOpt = Annotated[
-    str | None,
-    typer.Option(
+        default=default_of(EstimateRequest, "push"),
+    )
+
+
+@dataclass(frozen=True)
+class PushTarget(OptionGroup):
+    """The `push` command's repo settings (the same as a run's push, said for a command that only pushes)."""
+
+    private: bool = option(
+        "--private",
+        metavar=FLAG,
+        panel=HUB,
+        help="A repo the push creates is private.",
+        default=default_of(PushSpec, "private"),
+    )
+    revision: str | None = option(
         "--revision",
         metavar="BRANCH",
-        help="--push-to-hub: the branch to push to (default main; created from main when missing).",
-    ),
-]
-SafeLoraSelectOpt = Annotated[
-    Literal[SAFELORA_SELECTIONS],
-    typer.Option(
-        "--safelora-select", help="safelora: rewrite the N least similar modules (number) or all <= a threshold."
-    ),
-]
-SafeLoraThresholdOpt = Annotated[
-    float,
-    typer.Option(
-        "--safelora-threshold", metavar="F", help="safelora --safelora-select threshold: cosine cut, in [-1, 1]."
-    ),
-]
-TwoSidedOpt = Annotated[
-    bool,
-    typer.Option(
-        "--two-sided",
+        panel=HUB,
+        help="The branch to push to (default main; created from main).",
+        default=default_of(PushSpec, "revision"),
+    )
+
+
+@dataclass(frozen=True)
+class OrderConfirmation(OptionGroup):
+    confirm_order: bool = option(
+        "--confirm-order",
         metavar=FLAG,
-        help="Use the subspace on both sides of the alignment's change V (its output and input directions) "
-        "rather than the output side only; for csulora, project, csulora-inside and none.",
-    ),
-]
-SafeLoraLayersOpt = Annotated[
-    int, typer.Option("--safelora-layers", metavar="N", help="safelora --safelora-select number: how many modules (N).")
-]
+        panel=INPUTS,
+        help="The base/aligned order is right even though a source (an adapter's base_model_name_or_path, a "
+        "model's card or config.json) says otherwise: no warning, and a gate runs.",
+        default=default_of(EstimateRequest, "confirm_order"),
+    )
 
-DEFAULTS = EstimationParams()
-DEFAULT_CORRECTION = CorrectionParams()
 
-# What only estimation uses: given on the command line together with --subspace, they would be ignored.
-# (--rank is not: beside a subspace folder it keeps fewer of the stored columns.)
-ESTIMATION_FLAGS = {
-    "exact": "--exact",
-    "seed": "--seed",
-    "power_iterations": "--power-iterations",
-    "cache_dir": "--cache-dir",
-}
+@dataclass(frozen=True)
+class ConfigFile(OptionGroup):
+    """`--config`: read by the error boundary before the command line is parsed (`config.py`)."""
+
+    config: Path | None = option(
+        "--config",
+        metavar="FILE",
+        panel=INPUTS,
+        help="YAML file of option defaults (paths in it are relative to its folder).",
+        default=None,
+    )
+
+
+@dataclass(frozen=True)
+class JsonOutput(OptionGroup):
+    json_output: bool = option("--json", metavar=FLAG, panel=OUTPUT, help="Print results as JSON.", default=False)
+
+
+@dataclass(frozen=True)
+class Printing(JsonOutput):
+    quiet: bool = option(
+        "--quiet",
+        short="-q",
+        metavar=FLAG,
+        panel=OUTPUT,
+        help="Errors only: no tables, warnings or progress (--json still prints).",
+        default=False,
+    )
+
+
+@dataclass(frozen=True)
+class SchemaChoice(OptionGroup):
+    schema: Literal[SCHEMA_NAMES] | None = option(
+        "--schema",
+        panel=INPUTS,
+        help="The schema to check against (default: the document's command, else report).",
+        default=None,
+    )
+
+
+@dataclass(frozen=True)
+class DemoOptions(OptionGroup):
+    keep: Path | None = option(
+        "--keep",
+        metavar="DIR",
+        panel=OUTPUT,
+        value=PATH,
+        help="Build the demo here and keep it: DIR/base, DIR/aligned, DIR/adapter, and the demo's run in "
+        "DIR/demo-run. An existing DIR that is not empty needs --overwrite.",
+        default=None,
+    )
+    overwrite: bool = option(
+        "--overwrite",
+        metavar=FLAG,
+        panel=OUTPUT,
+        help="Build the demo in a --keep DIR that is not empty.",
+        default=False,
+    )
+
+
+# Every group a command takes: the tables below are read from these.
+GROUPS: tuple[type[OptionGroup], ...] = (
+    BasesSource,
+    Estimation,
+    Token,
+    Correction,
+    EstimateInputs,
+    SubspaceOutput,
+    CorrectOutput,
+    CorrectMode,
+    Overwrite,
+    Gate,
+    Push,
+    SubspacePush,
+    PushTarget,
+    OrderConfirmation,
+    ConfigFile,
+    JsonOutput,
+    Printing,
+    SchemaChoice,
+    DemoOptions,
+)
+
+
+def declared_options() -> dict[str, Declared]:
+    """Every declared option by its parameter name (an option two groups declare has the same panel, kind of
+    value and library parameter in both: `tests/cli/test_declared_options.py`)."""
+    return {name: declared for group in GROUPS for name, declared in declared_fields(group)}
+
+
+def estimation_only() -> dict[str, str]:
+    """{parameter name: flag} of the options only estimation reads, which a subspace folder makes moot."""
+    return {name: declared.flag for name, declared in declared_options().items() if declared.estimation_only}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Builders: a command's groups to the library's values, by keyword.
 
 
 def as_path(value) -> Path | None:
     return None if value is None else Path(value).expanduser()
 
 
-def refuse_estimation_flags_with_subspace(ctx: typer.Context, subspace) -> None:
-    """A subspace folder fixes how its bases were estimated: estimation flags typed beside it are an error.
+def subspace_spec(source: BasesSource, estimation: Estimation, token: Token) -> SubspaceSpec | None:
+    """Where `correct` and `inspect` take bases from; None when no source is named (inspect lists modules).
 
-    Values from a `--config` preset are not: a preset serves every command and every source of bases.
+    A subspace folder fixes how its bases were estimated: estimation options typed beside it are refused
+    (a `--config` preset's are not: a preset serves every source of bases). Beside a folder, `--rank` (typed,
+    or a preset's `rank`) caps its stored columns, and estimation keeps the default rank (the folder's
+    bases are already estimated); a preset's cap above what the folder stores keeps every column.
     """
-    if subspace is None:
-        return
-    for name, flag in ESTIMATION_FLAGS.items():
-        if _typed(ctx, name):
-            raise UsageError(
-                f"{flag} sets how bases are estimated, but {{subspace}} reads bases already estimated "
-                "(their parameters are in its subspace.json); drop it, or estimate with --base/--aligned",
-                parameter="subspace",
-            )
-
-
-def _typed(ctx: typer.Context, name: str) -> bool:
-    source = ctx.get_parameter_source(name)
-    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
-
-
-def _from_preset(ctx: typer.Context, name: str) -> bool:
-    source = ctx.get_parameter_source(name)
-    return source is not None and source.name == "DEFAULT_MAP"
-
-
-@dataclass(frozen=True)
-class EstimationFlags:
-    """How bases are estimated and from where they are read: the flags `estimate-subspace`, `correct` and
-    `inspect` share (`subspace`, `base` and `aligned` are None where a command has no such flag)."""
-
-    rank: int
-    energy: float
-    exact: bool
-    seed: int
-    power_iterations: int
-    device: str
-    cache_dir: Path | None
-    fetch: str
-    token: str | None
-    subspace: str | None = None
-    base: str | None = None
-    aligned: str | None = None
-
-    @classmethod
-    def of(cls, ctx: typer.Context) -> EstimationFlags:
-        """The group's values as the command received them (typed, from --config, or defaults)."""
-        return cls(**{field.name: ctx.params[field.name] for field in fields(cls) if field.name in ctx.params})
-
-    def estimation(self) -> EstimationParams:
-        return EstimationParams(
-            max_rank=self.rank, exact=self.exact, seed=self.seed, power_iterations=self.power_iterations
-        )
-
-    def hub_options(self) -> HubOptions:
-        return HubOptions(fetch=self.fetch, token=self.token or None)
-
-
-def subspace_spec(ctx: typer.Context) -> SubspaceSpec:
-    """Where `correct` and `inspect` take bases from. Beside a subspace folder, `--rank` (typed, or a
-    preset's `rank`) caps its stored columns; estimation uses the default rank there (the folder's bases
-    are already estimated). A preset's cap above what the folder stores keeps every column."""
-    flags = EstimationFlags.of(ctx)
-    from_preset = _from_preset(ctx, "rank")
-    rank_cap = flags.rank if flags.subspace is not None and (_typed(ctx, "rank") or from_preset) else None
-    if flags.subspace is not None:
-        flags = replace(flags, rank=DEFAULTS.max_rank)
+    if source.subspace is not None:
+        for name, flag in estimation_only().items():
+            if name in estimation.typed:
+                raise UsageError(
+                    f"{flag} sets how bases are estimated, but {{subspace}} reads bases already estimated "
+                    "(their parameters are in its subspace.json); drop it, or estimate with --base/--aligned",
+                    parameter="subspace",
+                )
+    if not source.named:
+        # Nothing is estimated, but a value out of range is refused all the same.
+        estimation.params().check()
+        check_energy(estimation.energy)
+        return None
+    from_preset = "rank" in estimation.preset
+    rank_cap = estimation.rank if source.subspace is not None and ("rank" in estimation.typed or from_preset) else None
     return SubspaceSpec(
-        subspace=flags.subspace,
-        base=flags.base,
-        aligned=flags.aligned,
-        estimation=flags.estimation(),
+        subspace=source.subspace,
+        base=source.base,
+        aligned=source.aligned,
+        estimation=estimation.params(
+            max_rank=default_of(EstimationParams, "max_rank") if source.subspace is not None else None
+        ),
         rank_cap=rank_cap,
         rank_cap_may_exceed=rank_cap is not None and from_preset,
-        energy=flags.energy,
-        cache_dir=as_path(flags.cache_dir),
-        device=flags.device,
-        hub=flags.hub_options(),
+        energy=estimation.energy,
+        cache_dir=as_path(estimation.cache_dir),
+        device=estimation.device,
+        hub=estimation.hub_options(token),
     )
 
 
-def push_spec(ctx: typer.Context) -> PushSpec | None:
-    """Where `--push-to-hub` sends the outputs, or None; `--private` and `--revision` typed without it are refused."""
-    repo = ctx.params["push_to_hub"]
-    if repo is None:
-        for name in ("private", "revision"):
-            if _typed(ctx, name):
-                raise UsageError("applies to a push: give {push_to_hub} REPO too", parameter=name)
-        return None
-    return PushSpec(repo=repo, private=ctx.params["private"], revision=ctx.params["revision"])
-
-
-def correction(ctx: typer.Context) -> CorrectionParams:
-    """The correction flags (`--lambda`, `--eps`, the Safe LoRA selection, `--two-sided`) as params."""
-    return CorrectionParams(
-        lambda_=ctx.params["lambda_"],
-        eps=ctx.params["eps"],
-        safelora_select=ctx.params["safelora_select"],
-        safelora_threshold=ctx.params["safelora_threshold"],
-        safelora_layers=ctx.params["safelora_layers"],
-        two_sided=ctx.params["two_sided"],
-    )
-
-
-def command_line(ctx: typer.Context) -> tuple[str, ...]:
+def command_line(ctx) -> tuple[str, ...]:
     """The command line as typed (recorded in reports), with any token's value removed."""
     argv = list((ctx.obj or {}).get("argv", ()))
     cleaned = ["csulora"]

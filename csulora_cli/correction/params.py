@@ -1,4 +1,5 @@
-"""The knobs of a correction: plain data, checked when made."""
+"""The knobs of a correction: plain data, checked when made (the methods themselves are registered in
+`methods/__init__.py`)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,6 @@ from dataclasses import dataclass
 from ..errors import UsageError
 
 SAFELORA_SELECTIONS = ("number", "threshold")
-
-# The names of the registered methods (`methods/__init__.py`), in the order the help lists them; written
-# out here so that the command line can offer them without importing torch (a test keeps both in step).
-METHOD_NAMES = ("csulora", "project", "safelora", "csulora-inside", "csulora-signed", "none")
-# The registered methods whose rule has no two-sided form (`supports_two_sided = False`), written out for the
-# same reason: a request is checked without importing the methods.
-ONE_SIDED_METHODS = ("safelora", "csulora-signed")
-# The detection statistics (`detection.py` STATISTICS) that `inspect --gate` offers, written out for the same
-# reason.
-STATISTIC_NAMES = ("off_share", "enrichment", "weighted_enrichment", "reversal", "reversing_share")
 
 
 @dataclass(frozen=True)
@@ -44,16 +35,3 @@ class CorrectionParams:
             raise UsageError(f"must be in [-1, 1], got {self.safelora_threshold}", parameter="safelora_threshold")
         if self.safelora_layers < 0:
             raise UsageError(f"must be at least 0, got {self.safelora_layers}", parameter="safelora_layers")
-
-
-def check_method(name: str, two_sided: bool) -> None:
-    """A method name the registry knows, and `two_sided` only for a method that has that form."""
-    if name not in METHOD_NAMES:
-        raise UsageError(
-            f"unknown method {name!r}; choose one of {', '.join(sorted(METHOD_NAMES))}", parameter="method"
-        )
-    if two_sided and name in ONE_SIDED_METHODS:
-        two_sided_methods = ", ".join(known for known in METHOD_NAMES if known not in ONE_SIDED_METHODS)
-        raise UsageError(
-            f"{{method}} {name} has no two-sided form (it has for {two_sided_methods})", parameter="two_sided"
-        )

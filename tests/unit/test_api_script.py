@@ -46,16 +46,18 @@ def test_one_adapter_or_a_list(adapters):
     assert request.out == Path("safe")
 
 
-def test_a_correct_request_without_bases_is_refused_as_it_is_built():
+def test_a_subspace_spec_without_bases_is_refused_as_it_is_built():
     with pytest.raises(UsageError, match="^subspace: names no bases"):
-        CorrectRequest(adapters="adapter", out="safe", subspace=SubspaceSpec())
+        SubspaceSpec()
+    with pytest.raises(UsageError, match="^subspace: names no bases"):
+        CorrectRequest(adapters="adapter", out="safe", subspace=None)
     with pytest.raises(UsageError, match="^aligned: needs the base model too"):
         SubspaceSpec(aligned="aligned")
     with pytest.raises(UsageError, match="^adapters: a folder, a Hub repo id, or a list of them; got int"):
         CorrectRequest(adapters=3, out="safe", subspace=SubspaceSpec(subspace="s"))
 
 
-def test_inspect_without_a_subspace_still_takes_the_empty_spec(demo_models):
+def test_inspect_without_a_subspace_lists_the_modules(demo_models):
     _, _, adapter = demo_models
     assert inspect(InspectRequest(adapter=str(adapter))).summaries
 

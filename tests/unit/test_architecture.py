@@ -85,6 +85,13 @@ def test_package_init_files_import_nothing_heavy():
             assert not imports_of(path)[1] - {"__future__"}, f"{name} imports {imports_of(path)[1]}"
 
 
+def test_the_method_registry_imports_no_method():
+    """`--method`, `--help` and the request check read the registry: it imports a method's module (and with
+    it torch) only when `get_method` is called, never at module level."""
+    own, other = imports_of(MODULES["csulora_cli.correction.methods"])
+    assert not other & HEAVY and own <= {"csulora_cli.errors"}, (own, other)
+
+
 def test_request_and_result_types_import_nothing_heavy():
     reachable, pending = set(), ["csulora_cli.pipeline.types.requests", "csulora_cli.pipeline.types.results"]
     while pending:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from csulora_cli.correction.decompose import apply_projector, decompose_update
 from csulora_cli.correction.measures import measure_correction
-from csulora_cli.correction.methods import METHODS
+from csulora_cli.correction.methods import get_method
 from csulora_cli.correction.methods.csulora import attenuation_factors
 from csulora_cli.correction.params import CorrectionParams
 from csulora_cli.subspace.estimate import EstimationParams, SelectedSubspace, estimate_basis
@@ -34,9 +34,9 @@ MIN_RELATIVE_GAP = 1e-6
 
 SETTINGS = settings(max_examples=80, deadline=None, database=None)
 
-CSULORA = METHODS["csulora"]
-PROJECT = METHODS["project"]
-NONE = METHODS["none"]
+CSULORA = get_method("csulora")
+PROJECT = get_method("project")
+NONE = get_method("none")
 
 
 # Tiny matrices: one thread is faster, and spares a busy machine thread contention (fixture in conftest).
@@ -453,7 +453,7 @@ def assert_figures_match_dense(problem: Problem, corrected_b: torch.Tensor, eps:
 )
 def test_reported_energies_match_dense_definitions(problem, method, lambda_, eps):
     assume_well_posed(problem, eps)
-    _, corrected_b = correct(problem, method=METHODS[method], lambda_=lambda_, eps=eps)
+    _, corrected_b = correct(problem, method=get_method(method), lambda_=lambda_, eps=eps)
     assert_figures_match_dense(problem, corrected_b, eps)
 
 
@@ -479,7 +479,7 @@ def test_zero_update_gives_zero_figures(method, k, zero_factor):
     else:
         problem = Problem(problem.lora_b, torch.zeros_like(problem.lora_a), problem.scale, problem.subspace)
 
-    update, corrected_b = correct(problem, method=METHODS[method])
+    update, corrected_b = correct(problem, method=get_method(method))
     figures = measure_correction(update, corrected_b, problem.subspace, eps=0.05)
 
     assert bool(torch.isfinite(corrected_b).all())

@@ -14,7 +14,7 @@ from csulora_cli.checkpoints.header import read_header
 from csulora_cli.cli.config import read_config_file
 from csulora_cli.correction.decompose import decompose_update
 from csulora_cli.correction.measures import measure_correction
-from csulora_cli.correction.methods import METHODS
+from csulora_cli.correction.methods import METHODS, get_method
 from csulora_cli.correction.params import CorrectionParams
 from csulora_cli.errors import CsuloraError
 from csulora_cli.subspace.estimate import SelectedSubspace
@@ -145,8 +145,8 @@ def test_every_method_is_finite_on_extreme_inputs(m, n, r, k, scale, pattern, la
     right[:, : min(k, n)] = orthonormal(n, min(k, n), seed + 1)
     subspace = SelectedSubspace(basis, torch.ones(k, dtype=torch.float64), 1.0, 1.0, True, right=right)
     update = decompose_update(lora_b, lora_a, scale)
-    variants = [(method, False) for method in METHODS.values()]
-    variants += [(method, True) for method in METHODS.values() if method.supports_two_sided]
+    variants = [(get_method(name), False) for name in METHODS]
+    variants += [(get_method(name), True) for name, entry in METHODS.items() if entry.two_sided]
     for method, two_sided in variants:
         params = CorrectionParams(lambda_=lambda_, eps=eps, two_sided=two_sided)
         corrected = method.corrected_b(update, subspace, params)

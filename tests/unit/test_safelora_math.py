@@ -13,13 +13,13 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from csulora_cli.correction.decompose import decompose_update
-from csulora_cli.correction.methods import METHODS
+from csulora_cli.correction.methods import get_method
 from csulora_cli.correction.methods.safelora import EXACT_CAPTURED_ENERGY, select_modules
 from csulora_cli.correction.params import CorrectionParams
 from csulora_cli.subspace.estimate import EstimationParams, estimate_basis
 
 DTYPE = torch.float64
-SAFELORA = METHODS["safelora"]
+SAFELORA = get_method("safelora")
 SETTINGS = settings(max_examples=60, deadline=None, database=None)
 # Similarities closer than this to the selection cut could flip on round-off between the two paths.
 SELECTION_MARGIN = 1e-9

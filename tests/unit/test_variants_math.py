@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from csulora_cli.correction.decompose import decompose_update
 from csulora_cli.correction.measures import measure_correction
-from csulora_cli.correction.methods import METHODS
+from csulora_cli.correction.methods import get_method
 from csulora_cli.correction.params import CorrectionParams
 from csulora_cli.subspace.estimate import EstimationParams, estimate_basis
 from tests.unit.test_correction_math import (
@@ -28,7 +28,7 @@ from tests.unit.test_correction_math import (
     problems,
 )
 
-INSIDE = METHODS["csulora-inside"]
+INSIDE = get_method("csulora-inside")
 
 
 # Tiny matrices: one thread is faster, and spares a busy machine thread contention (fixture in conftest).
@@ -146,7 +146,7 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor, reference: torc
 
 # --- csulora-signed ---------------------------------------------------------------------------------------
 
-SIGNED = METHODS["csulora-signed"]
+SIGNED = get_method("csulora-signed")
 
 
 def dense_signed(problem: Problem, lambda_: float) -> torch.Tensor:
@@ -248,7 +248,7 @@ def test_two_sided_is_the_closest_b_to_the_dense_target(problem, method, lambda_
     target = dense_two_sided_target(problem, method, lambda_, eps)
     params = CorrectionParams(lambda_=lambda_, eps=eps, two_sided=True)
     update = decompose_update(problem.lora_b, problem.lora_a, problem.scale)
-    corrected_b = METHODS[method].corrected_b(update, problem.subspace, params)
+    corrected_b = get_method(method).corrected_b(update, problem.subspace, params)
     written = problem.corrected_update(corrected_b)
 
     expected = target @ dense_row_projector(problem.lora_a)
@@ -268,11 +268,11 @@ def test_two_sided_csulora_limits(problem):
     update = problem.dense_update
     two_sided = {"two_sided": True}
     decomposed = decompose_update(problem.lora_b, problem.lora_a, problem.scale)
-    kept = METHODS["csulora"].corrected_b(decomposed, problem.subspace, CorrectionParams(lambda_=0.0, **two_sided))
-    limit = METHODS["csulora"].corrected_b(
+    kept = get_method("csulora").corrected_b(decomposed, problem.subspace, CorrectionParams(lambda_=0.0, **two_sided))
+    limit = get_method("csulora").corrected_b(
         decomposed, problem.subspace, CorrectionParams(lambda_=math.inf, eps=0.0, **two_sided)
     )
-    projected = METHODS["project"].corrected_b(decomposed, problem.subspace, CorrectionParams(**two_sided))
+    projected = get_method("project").corrected_b(decomposed, problem.subspace, CorrectionParams(**two_sided))
     assert relative_error(problem.corrected_update(kept), update, update) < 1e-9
     assert relative_error(problem.corrected_update(limit), problem.corrected_update(projected), update) < 1e-9
 

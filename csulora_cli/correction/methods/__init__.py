@@ -1,34 +1,84 @@
-"""Registry of correction methods; the CLI offers exactly what is listed here."""
+"""The registry of correction methods: one entry per method, naming the module its rule lives in.
+
+Torch-free: `--method`'s choices, `--help`, the request check (`check_method`) and docs/cli.md read these
+entries without importing the numerical core; `get_method` imports a method's module when a run needs it.
+Adding a method is a file beside `base.py` and one entry here (docs/architecture.md, "Recipes").
+"""
 
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass
+
 from ...errors import UsageError
-from .base import CorrectionMethod
-from .csulora import ClosestSafeUpdate
-from .csulora_inside import InsideAttenuation
-from .csulora_signed import SignAwarePenalty
-from .none import NoCorrection
-from .project import HardProjection
-from .safelora import SafeLora
 
-__all__ = ["METHODS", "CorrectionMethod", "get_method"]
+__all__ = ["METHODS", "MethodEntry", "check_method", "get_method"]
 
-METHODS: dict[str, CorrectionMethod] = {
-    method.name: method
-    for method in (
-        ClosestSafeUpdate(),
-        HardProjection(),
-        SafeLora(),
-        InsideAttenuation(),
-        SignAwarePenalty(),
-        NoCorrection(),
+
+@dataclass(frozen=True)
+class MethodEntry:
+    """What the command line and the request check know of a method; its rule is `implementation` in `module`."""
+
+    name: str
+    summary: str
+    module: str  # relative to this package (".csulora"), or an absolute module name
+    implementation: str  # the `CorrectionMethod` subclass there
+    # Whether `two_sided` has a meaning for the method (a usage error otherwise).
+    two_sided: bool = True
+
+
+# In the order `--method` lists them.
+METHODS: dict[str, MethodEntry] = {
+    entry.name: entry
+    for entry in (
+        MethodEntry(
+            "csulora",
+            "keep the in-subspace part of each direction, attenuate the rest by its off-subspace energy",
+            ".csulora",
+            "ClosestSafeUpdate",
+        ),
+        MethodEntry(
+            "project", "keep only the part of the update inside the safety subspace", ".project", "HardProjection"
+        ),
+        MethodEntry(
+            "safelora",
+            "Safe LoRA: B' = C B with C = V V^T / ||V||_F, on the modules least similar after projection",
+            ".safelora",
+            "SafeLora",
+            two_sided=False,  # C is defined on the output side only
+        ),
+        MethodEntry(
+            "csulora-inside",
+            "keep the off-subspace part of each direction, attenuate the in-subspace part by its aligned energy",
+            ".csulora_inside",
+            "InsideAttenuation",
+        ),
+        MethodEntry(
+            "csulora-signed",
+            "attenuate the update's negative coefficients along V's own directions u_j w_j^T",
+            ".csulora_signed",
+            "SignAwarePenalty",
+            two_sided=False,  # its coefficients c_j are already two-sided (u_j^T dW w_j)
+        ),
+        MethodEntry("none", "copy the adapter unchanged; report only", ".none", "NoCorrection"),
     )
 }
 
 
-def get_method(name: str) -> CorrectionMethod:
-    try:
-        return METHODS[name]
-    except KeyError:
-        choices = ", ".join(sorted(METHODS))
-        raise UsageError(f"unknown method {name!r}; choose one of {choices}", parameter="method") from None
+def check_method(name: str, two_sided: bool) -> None:
+    """A method name the registry knows, and `two_sided` only for a method that has that form."""
+    if name not in METHODS:
+        raise UsageError(f"unknown method {name!r}; choose one of {', '.join(sorted(METHODS))}", parameter="method")
+    if two_sided and not METHODS[name].two_sided:
+        two_sided_methods = ", ".join(entry.name for entry in METHODS.values() if entry.two_sided)
+        raise UsageError(
+            f"{{method}} {name} has no two-sided form (it has for {two_sided_methods})", parameter="two_sided"
+        )
+
+
+def get_method(name: str):
+    """The method `name` (a `base.CorrectionMethod`), its module imported now (with it, torch)."""
+    check_method(name, two_sided=False)
+    entry = METHODS[name]
+    implementation = getattr(importlib.import_module(entry.module, __name__), entry.implementation)
+    return implementation(entry)

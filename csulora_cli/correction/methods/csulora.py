@@ -34,8 +34,6 @@ def attenuation_factors(aligned: torch.Tensor, lambda_: float, eps: float) -> to
 
 
 class ClosestSafeUpdate(CorrectionMethod):
-    name = "csulora"
-    summary = "keep the in-subspace part of each direction, attenuate the rest by its off-subspace energy"
     reference_url = "https://arxiv.org/abs/2605.30640"
 
     def parameters(self, params: CorrectionParams) -> dict:

@@ -24,9 +24,6 @@ from .csulora import attenuation_factors
 
 
 class InsideAttenuation(CorrectionMethod):
-    name = "csulora-inside"
-    summary = "keep the off-subspace part of each direction, attenuate the in-subspace part by its aligned energy"
-
     def parameters(self, params: CorrectionParams) -> dict:
         return penalty_parameters(params)
 

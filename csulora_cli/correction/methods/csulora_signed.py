@@ -45,9 +45,6 @@ def penalty_coefficients(coefficients: torch.Tensor, reach: torch.Tensor, lambda
 
 
 class SignAwarePenalty(CorrectionMethod):
-    name = "csulora-signed"
-    summary = "attenuate the update's negative coefficients along V's own directions u_j w_j^T"
-    supports_two_sided = False
     needs_right_vectors = True
 
     def parameters(self, params: CorrectionParams) -> dict:

@@ -11,8 +11,6 @@ from .base import CorrectionMethod
 
 
 class NoCorrection(CorrectionMethod):
-    name = "none"
-    summary = "copy the adapter unchanged; report only"
     # Nothing is rewritten; --two-sided only measures the report against the two-sided subspace.
     rewrites_b = False
 

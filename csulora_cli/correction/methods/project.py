@@ -12,8 +12,6 @@ from .base import CorrectionMethod
 
 
 class HardProjection(CorrectionMethod):
-    name = "project"
-    summary = "keep only the part of the update inside the safety subspace"
     reference_url = "https://arxiv.org/abs/2605.30640"
 
     def corrected_b(self, update: LowRankUpdate, subspace: SelectedSubspace, params: CorrectionParams) -> torch.Tensor:

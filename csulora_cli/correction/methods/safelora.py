@@ -50,11 +50,8 @@ def select_modules(similarities: list[float], params: CorrectionParams) -> list[
 
 
 class SafeLora(CorrectionMethod):
-    name = "safelora"
-    summary = "Safe LoRA: B' = C B with C = V V^T / ||V||_F, on the modules least similar after projection"
     reference_url = "https://arxiv.org/abs/2405.16833"
     selects_modules = True
-    supports_two_sided = False  # C is defined on the output side only
 
     def parameters(self, params: CorrectionParams) -> dict:
         if params.safelora_select == "threshold":

@@ -33,8 +33,8 @@ def inspect(request: InspectRequest, events: Events = SilentEvents()) -> Inspect
     Without a subspace `result.summaries` lists the modules; with one `result.report` is a dry-run
     `AdapterReport`. Nothing is written (except `request.plot`).
     """
-    if not request.subspace.has_source:
-        opened = open_adapter(request.adapter, hub_client(request.subspace.cache_dir, request.subspace.hub, events))
+    if request.subspace is None:
+        opened = open_adapter(request.adapter, hub_client(request.cache_dir, request.hub, events))
         summaries = [_summary(opened.adapter, module) for module in opened.adapter.modules]
         return InspectResult(adapter=opened.label, summaries=summaries)
     # With a subspace, `correct` opens the adapter (once) and names it in its report.

@@ -10,7 +10,7 @@ from ...adapters.peft import LoraModule
 from ...correction.decompose import decompose_update
 from ...correction.detection import detection_energies
 from ...correction.measures import measure_correction
-from ...correction.methods import CorrectionMethod
+from ...correction.methods.base import CorrectionMethod
 from ...correction.params import CorrectionParams
 from ...correction.statistics import DetectionEnergies
 from ...errors import CsuloraError

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...checkpoints.hub.options import HubOptions
-from ...correction.params import STATISTIC_NAMES, CorrectionParams, check_method
+from ...correction.methods import check_method
+from ...correction.params import CorrectionParams
+from ...correction.statistics import STATISTICS
 from ...errors import UsageError
 from ...subspace.keys import parse_layers
 from ...subspace.params import DEFAULT_ENERGY, EstimationParams, check_energy, check_storage
@@ -105,8 +107,8 @@ class SubspaceSpec:
         SubspaceSpec(base="base", aligned="aligned")         # estimated (and cached) on the way
         SubspaceSpec(base="meta-llama/Llama-3.2-3B")         # aligned: the adapters' base_model_name_or_path
 
-    `SubspaceSpec()` names no source: only `InspectRequest` takes it (an adapter's modules, no subspace);
-    `CorrectRequest` refuses it as it is built.
+    It names a source or is refused as it is built (`SubspaceSpec()` names none); an `InspectRequest`
+    without a subspace takes `subspace=None`.
     """
 
     subspace: str | Path | None = None  # a folder, or a Hub repo id `org/name[@revision]`
@@ -137,6 +139,11 @@ class SubspaceSpec:
             raise UsageError("needs the base model too: give {base}", parameter="aligned")
         if self.subspace is not None and (self.base is not None or self.aligned is not None):
             raise UsageError("give either {subspace} or {base}/{aligned}, not both", parameter="subspace")
+        if self.subspace is None and self.base is None:
+            raise UsageError(
+                "names no bases: give SubspaceSpec(subspace=...) or SubspaceSpec(base=..., aligned=...)",
+                parameter="subspace",
+            )
         if self.rank_cap is not None:
             if self.subspace is None:
                 raise UsageError("caps a subspace folder's bases; give it with {subspace}", parameter="max_rank")
@@ -147,11 +154,6 @@ class SubspaceSpec:
     def columns_kept(self) -> int | None:
         """The most basis columns a module keeps (before the energy rule); None for no limit."""
         return self.rank_cap if self.subspace is not None else self.estimation.max_rank
-
-    @property
-    def has_source(self) -> bool:
-        """Whether a subspace folder or a base model was named (inspect runs without either)."""
-        return self.subspace is not None or self.base is not None
 
 
 @dataclass(frozen=True)
@@ -239,7 +241,7 @@ class CorrectRequest:
         for name in ("out", "out_dir"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), Path):
                 object.__setattr__(self, name, Path(getattr(self, name)))
-        if not self.subspace.has_source:
+        if not isinstance(self.subspace, SubspaceSpec):
             raise UsageError(
                 "names no bases: give SubspaceSpec(subspace=...) or SubspaceSpec(base=..., aligned=...)",
                 parameter="subspace",
@@ -281,10 +283,12 @@ class InspectRequest:
     InspectRequest(adapter="adapter")                                        # modules, ranks, scales
     InspectRequest(adapter="adapter", subspace=SubspaceSpec(subspace="subspace"),
                    gate="reversal", fail_below=-0.05)                        # result.gate.tripped
+
+    Without a subspace, `hub` and `cache_dir` say how the adapter is read; a subspace carries its own.
     """
 
     adapter: str | Path
-    subspace: SubspaceSpec = SubspaceSpec()
+    subspace: SubspaceSpec | None = None
     method: str = "csulora"
     correction: CorrectionParams = CorrectionParams()
     # A CI gate: trips (exit 3) when the adapter's total `gate` statistic is above `fail_above` or below
@@ -296,16 +300,20 @@ class InspectRequest:
     command_line: tuple[str, ...] | None = None
     # The user confirms a base/aligned order the sources contradict; without it a gate run refuses it.
     confirm_order: bool = False
+    hub: HubOptions = HubOptions()
+    cache_dir: Path | None = None
 
     def __post_init__(self) -> None:
+        if self.cache_dir is not None and not isinstance(self.cache_dir, Path):
+            object.__setattr__(self, "cache_dir", Path(self.cache_dir))
         if not isinstance(self.adapter, (str, Path)):
             raise UsageError(
                 f"one adapter folder or Hub repo id, got {type(self.adapter).__name__}", parameter="adapter"
             )
         check_method(self.method, self.correction.two_sided)
-        if self.gate is not None and self.gate not in STATISTIC_NAMES:
+        if self.gate is not None and self.gate not in STATISTICS:
             raise UsageError(
-                f"unknown statistic {self.gate!r}; choose one of {', '.join(STATISTIC_NAMES)}", parameter="gate"
+                f"unknown statistic {self.gate!r}; choose one of {', '.join(STATISTICS)}", parameter="gate"
             )
         if self.fail_above is not None and self.fail_below is not None:
             raise UsageError("give {fail_above} or {fail_below}, not both", parameter="fail_below")
@@ -320,7 +328,7 @@ class InspectRequest:
         needs_subspace = [
             name for name in ("fail_above", "fail_below", "gate", "plot") if getattr(self, name) is not None
         ]
-        if needs_subspace and not self.subspace.has_source:
+        if needs_subspace and self.subspace is None:
             raise UsageError("needs a subspace: pass {subspace} DIR or {base} BASE", parameter=needs_subspace[0])
 
     @property
