@@ -17,9 +17,11 @@ import torch
 from safetensors import safe_open
 
 from ..errors import CsuloraError, FormatError, MissingTensorError
+from .description import SourceDescription, TextFile
 from .digests import file_sha256, hash_ahead, keep_only
 from .header import SafetensorsHeader, TensorEntry, read_header
 from .layout import INDEX_FILE, SINGLE_FILE, read_weight_map
+from .recorded import read_text_file
 
 
 class LocalSource:
@@ -121,8 +123,11 @@ class LocalSource:
             self._digests[shard] = file_sha256(shard, self._digest_memo_dir)
         return f"sha256:{self._digests[shard]}:{key}"
 
-    def describe(self) -> dict:
-        return {"kind": "local", "path": str(self.folder.resolve())}
+    def describe(self) -> SourceDescription:
+        return SourceDescription.local(self.folder)
+
+    def text_file(self, name: str) -> TextFile | None:
+        return read_text_file(self.folder.resolve() / name)
 
     def model_config(self) -> dict:
         return read_json_object(self.folder / "config.json")

@@ -108,9 +108,9 @@ def _folder_provider(spec: SubspaceSpec, adapters: list[LoraAdapter], device, hu
     if ref is None:
         return FolderProvider(SubspaceFolder(path), device)
     with no_local_folder(str(spec.subspace)):
-        hub.snapshot(ref)  # resolved once per run: fetch_subspace reads it again from memory
-    folder, record = fetch_subspace(ref, hub, adapters)
-    return FolderProvider(SubspaceFolder(folder), device, hub=record)
+        hub.snapshot(ref)  # resolved here, where a failure names the spec; fetch_subspace's ask is answered from memory
+    folder, origin = fetch_subspace(ref, hub, adapters)
+    return FolderProvider(SubspaceFolder(folder), device, hub=origin)
 
 
 def _aligned_from_adapters(adapters: list[LoraAdapter]) -> tuple[str, str]:
