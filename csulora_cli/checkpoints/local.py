@@ -1,8 +1,8 @@
 """A local checkpoint folder as a `TensorSource`: `model.safetensors`, or shards with an index.
 
-Tensors are read one at a time, only those asked for, grouped by shard, with plain reads. The helpers
-for reading a local file (rows of a tensor, a JSON object, a memoised sha256) serve Hub shards already
-on disk too.
+Tensors are read one at a time, only those asked for, grouped by shard, with plain reads; shards are
+hashed for their content ids by `digests.py`. The helpers for reading a local file (rows of a tensor, a
+JSON object) serve Hub files already on disk too.
 """
 
 from __future__ import annotations

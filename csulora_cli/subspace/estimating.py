@@ -104,10 +104,10 @@ class EstimatingProvider:
         one module's displacement per estimator and MAX_WAITING_BASES finished bases.
         """
         self.check(targets)
+        # Local sources start hashing the shards the targets need now, not when each shard's first module
+        # comes up (checkpoints/digests.py); Hub sources choose between whole shards and byte ranges.
         for source in (self.base, self.aligned):
             source.plan_reads([target.base_key for target in targets])
-        # Local sources start hashing the shards the targets need now, not when each shard's first module
-        # comes up (checkpoints/digests.py).
         yield from self._bases_in_order(targets)
 
     def _bases_in_order(self, targets: list[Target]) -> Iterator[tuple[Target, SubspaceBasis, bool]]:

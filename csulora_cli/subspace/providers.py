@@ -1,5 +1,6 @@
-"""Where bases come from at run time: the `BasisProvider` protocol, and `FolderProvider` for a portable
-subspace folder. `estimating.py` holds the other provider, which estimates from a base/aligned pair.
+"""Where bases come from at run time: the `BasisProvider` protocol, `SubspaceDescription` (what a provider
+says of itself), and `FolderProvider` for a portable subspace folder. `estimating.py` holds the other
+provider, which estimates from a base/aligned pair.
 
 Both answer the same questions (which keys exist, what shape, the basis of a module), so the pipeline
 never learns which one it is talking to.

@@ -32,7 +32,7 @@ from .errors import HubError, push_errors
 from .snapshots import COMMIT
 
 PUSH_REPO_TYPES = ("model", "dataset")
-# atomic.py's temporaries: a hidden sibling folder (`atomic_folder`) and a hidden file (`atomic_file`).
+# atomic.py's temporaries: a hidden sibling folder (`atomic_folder`) and a hidden file (`write_atomically`).
 UNFINISHED_PREFIXES = (TEMP_PREFIX, ".tmp-")
 # What the Hub writes into a new repo itself: never deleted as a stale file of an earlier push.
 KEPT_IN_REPO = frozenset({".gitattributes"})

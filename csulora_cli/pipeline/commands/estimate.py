@@ -1,4 +1,5 @@
-"""`estimate-subspace`: the bases of the targeted modules, into the cache or a portable subspace folder."""
+"""`estimate-subspace`: the bases of the targeted modules, into the cache or a portable subspace folder (then
+pushed to a Hub repo when asked)."""
 
 from __future__ import annotations
 
