@@ -1,8 +1,8 @@
 """A local checkpoint folder as a `TensorSource`: `model.safetensors`, or shards with an index.
 
-Tensors are read one at a time, only those asked for, grouped by shard, with plain reads. The helpers
-for reading a local file (rows of a tensor, a JSON object, a memoised sha256) serve Hub shards already
-on disk too.
+Tensors are read one at a time, only those asked for, grouped by shard, with plain reads; shards are
+hashed for their content ids by `digests.py`. The helpers for reading a local file (rows of a tensor, a
+JSON object) serve Hub files already on disk too.
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ import torch
 from safetensors import safe_open
 
 from ..errors import CsuloraError, FormatError, MissingTensorError
+from .description import SourceDescription, TextFile
 from .digests import file_sha256, hash_ahead, keep_only
 from .header import SafetensorsHeader, TensorEntry, read_header
 from .layout import INDEX_FILE, SINGLE_FILE, read_weight_map
+from .recorded import read_text_file
 
 
 class LocalSource:
@@ -121,8 +123,11 @@ class LocalSource:
             self._digests[shard] = file_sha256(shard, self._digest_memo_dir)
         return f"sha256:{self._digests[shard]}:{key}"
 
-    def describe(self) -> dict:
-        return {"kind": "local", "path": str(self.folder.resolve())}
+    def describe(self) -> SourceDescription:
+        return SourceDescription.local(self.folder)
+
+    def text_file(self, name: str) -> TextFile | None:
+        return read_text_file(self.folder.resolve() / name)
 
     def model_config(self) -> dict:
         return read_json_object(self.folder / "config.json")

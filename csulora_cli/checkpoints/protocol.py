@@ -1,4 +1,8 @@
-"""What every checkpoint source provides: `LocalSource` (local.py) and `HubSource` (hub/source.py)."""
+"""What every checkpoint source provides: `LocalSource` (local.py) and `HubSource` (hub/source.py).
+
+`ModelFiles` is the part that needs no tensors (where the model is, its card and config): a model known
+only from what a subspace folder recorded (`recorded.py`) offers that much too.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,24 @@ from typing import Protocol
 
 import torch
 
+from .description import SourceDescription, TextFile
 from .header import TensorEntry
 
 
-class TensorSource(Protocol):
+class ModelFiles(Protocol):
+    """A model named by where it is, whose small text files can be read."""
+
+    def describe(self) -> SourceDescription:
+        """Where the model is, as reports record it."""
+        ...
+
+    def text_file(self, name: str) -> TextFile | None:
+        """A small text file of the model (`README.md`, `config.json`), read once; None when it is absent or
+        cannot be read."""
+        ...
+
+
+class TensorSource(ModelFiles, Protocol):
     """A model checkpoint that can be read tensor by tensor."""
 
     name: str  # what the user passed, for messages and reports
@@ -37,10 +55,6 @@ class TensorSource(Protocol):
 
     def content_id(self, key: str) -> str:
         """A string that changes whenever the bytes of `key` may have changed (a content hash)."""
-        ...
-
-    def describe(self) -> dict:
-        """What the report records about this source."""
         ...
 
     def model_config(self) -> dict:

@@ -11,14 +11,14 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 import torch
 
-from ..checkpoints.protocol import TensorSource
+from ..checkpoints.protocol import ModelFiles, TensorSource
 from ..errors import MissingTensorError, ShapeMismatchError
 from . import linalg
 from .displacement import Workspace, form_displacement, holds_the_same_weights
 from .estimate import EstimationParams, SubspaceBasis, estimate_basis, no_displacement, uses_sketch
 from .hardware import bfloat16_is_fast
 from .keys import Target
-from .providers import BasisOrigin, on_device
+from .providers import BasisOrigin, SubspaceDescription, on_device
 from .store import BasisCache, BasisRequest
 
 # Modules read ahead of those being decomposed: reading takes a tenth of decomposing (docs/performance.md).
@@ -104,10 +104,10 @@ class EstimatingProvider:
         one module's displacement per estimator and MAX_WAITING_BASES finished bases.
         """
         self.check(targets)
+        # Local sources start hashing the shards the targets need now, not when each shard's first module
+        # comes up (checkpoints/digests.py); Hub sources choose between whole shards and byte ranges.
         for source in (self.base, self.aligned):
             source.plan_reads([target.base_key for target in targets])
-        # Local sources start hashing the shards the targets need now, not when each shard's first module
-        # comes up (checkpoints/digests.py).
         yield from self._bases_in_order(targets)
 
     def _bases_in_order(self, targets: list[Target]) -> Iterator[tuple[Target, SubspaceBasis, bool]]:
@@ -195,13 +195,16 @@ class EstimatingProvider:
             low_precision=low_precision,
         )
 
-    def describe(self) -> dict:
-        return {
-            "base": self.base.describe(),
-            "aligned": self.aligned.describe(),
-            "estimation": self.params.as_dict(),
-            "cache": str(self.cache.directory),
-        }
+    def describe(self) -> SubspaceDescription:
+        return SubspaceDescription(
+            base=self.base.describe(),
+            aligned=self.aligned.describe(),
+            estimation=self.params.as_dict(),
+            cache=self.cache.directory,
+        )
+
+    def models(self) -> tuple[ModelFiles | None, ModelFiles | None]:
+        return self.base, self.aligned
 
     def missing_weight(self, module_name: str, key: str) -> MissingTensorError:
         return MissingTensorError(

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from ..adapters.peft import LoraAdapter
+from ..checkpoints.description import SourceDescription
 from ..checkpoints.hub.client import HubClient
 from ..checkpoints.hub.refs import HubRef, endpoint_label
 from ..errors import FormatError, MissingTensorError
@@ -21,8 +22,8 @@ BASES = "bases/"
 SUFFIX = ".safetensors"
 
 
-def fetch_subspace(ref: HubRef, hub: HubClient, adapters: list[LoraAdapter]) -> tuple[Path, dict]:
-    """(the local snapshot folder holding the description and the needed bases, the repo's record)."""
+def fetch_subspace(ref: HubRef, hub: HubClient, adapters: list[LoraAdapter]) -> tuple[Path, SourceDescription]:
+    """(the local snapshot folder holding the description and the needed bases, where it came from)."""
     snapshot = hub.snapshot(ref)
     if SUBSPACE_MANIFEST not in snapshot.files:
         raise MissingTensorError(f"not a csulora subspace repo: no {SUBSPACE_MANIFEST}", where=snapshot.where())
@@ -50,8 +51,7 @@ def fetch_subspace(ref: HubRef, hub: HubClient, adapters: list[LoraAdapter]) -> 
             needed.update(dict.fromkeys(files_by_key[key]))
     for name in needed:
         hub.download(snapshot, name)
-    record = {"repo": ref.repo_id, "revision": ref.revision, "commit": snapshot.commit, "endpoint": endpoint_label()}
-    return manifest_path.parent, record
+    return manifest_path.parent, SourceDescription.hub(ref.repo_id, ref.revision, snapshot.commit, endpoint_label())
 
 
 def _basis_files(listing) -> dict[str, list[str]]:

@@ -52,7 +52,7 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
     write_checkpoint(folders["aligned-moved"], moved_weights, shards=4)
     for folder in folders.values():
         (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
-        (folder / "README.md").write_text("a model card the job never needs\n")
+        (folder / "README.md").write_text("a model card naming no base model\n")
     for name, targets in (("adapter-qv", ("q_proj", "v_proj")), ("adapter-all", _ALL)):
         factors = make_adapter_factors(SHAPE, targets, rank=RANK, seed=5)
         write_adapter(root / name, factors, {"target_modules": list(targets), "base_model_name_or_path": "org/aligned"})
@@ -116,7 +116,9 @@ def test_correct_fetches_only_the_targeted_tensors_by_range(hub, checkpoints, tm
     whole = snapshot_bytes(checkpoints["base"]) + snapshot_bytes(checkpoints["aligned"])
     assert safetensors_served < whole / 2
     assert all(r.range is not None for r in hub.data_requests() if r.path.endswith(".safetensors"))
-    assert not any(r.path.endswith("README.md") for r in hub.log)
+    # Besides tensors, whole files: each repo's index, and the card and config the base/aligned order check reads.
+    others = [r.path.rsplit("/", 1)[1] for r in hub.data_requests() if not r.path.endswith(".safetensors")]
+    assert sorted(others) == sorted(["model.safetensors.index.json", "README.md", "config.json"] * 2)
 
     # Same numbers as the local run on the same checkpoints.
     local = assert_ok(

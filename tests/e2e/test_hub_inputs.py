@@ -6,6 +6,7 @@ stand-in and gives each test an HF cache of its own.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -45,6 +46,16 @@ def lora_b(folder: Path) -> dict[str, torch.Tensor]:
 
 def served(hub, fragment: str) -> int:
     return sum(r.body_bytes for r in hub.data_requests() if fragment in r.path)
+
+
+# huggingface_hub's own look-up of AI agent harnesses for its user agent (at most once a day per HF_HOME):
+# not a request csulora makes.
+NOT_OURS = "/api/agent-harnesses"
+
+
+def requests(hub) -> list[tuple[str, str]]:
+    """(method, path without query) of every request csulora made to the stand-in."""
+    return [(r.method, r.path.split("?")[0]) for r in hub.log if r.path.split("?")[0] != NOT_OURS]
 
 
 def test_adapter_by_id_fetches_only_its_files_and_lands_under_its_repo_name(hub_online, local, tmp_path):
@@ -190,3 +201,43 @@ def test_share_once_push_a_subspace_then_correct_from_a_clean_machine(hub_online
     assert_ok(run_cli("correct", local["qv"], "--subspace", published, "--out", alone))
     for key, tensor in lora_b(alone).items():
         assert torch.equal(tensor, lora_b(out)[key]), key
+
+
+def test_correct_from_a_subspace_repo_resolves_it_once(hub_online, local, tmp_path):
+    commit = hub_online.push("org/subspace", local["subspace"])
+    hub_online.clear_log()
+    assert_ok(run_cli("correct", local["adapter"], "--subspace", "org/subspace", "--out", tmp_path / "out"))
+    # The folder holds the bases of exactly this adapter's modules (estimated with --adapter).
+    names = ["subspace.json", *(f"bases/{path.name}" for path in (local["subspace"] / "bases").iterdir())]
+    files = [(method, f"/org/subspace/resolve/{commit}/{name}") for name in names for method in ("HEAD", "GET")]
+    made = requests(hub_online)
+    assert made[0] == ("GET", "/api/models/org/subspace/revision/main")
+    assert sorted(made[1:]) == sorted(files)
+
+
+def test_a_hub_models_card_naming_the_other_model_is_order_evidence(hub_online, local, tmp_path):
+    """As a local folder's card is (tests/cli/test_inputs_kept.py): read through the run's Hub client, at the
+    resolved commit."""
+    carded = tmp_path / "aligned"
+    shutil.copytree(local["aligned"], carded)
+    (carded / "README.md").write_text("---\nbase_model: org/base\n---\n\n# the aligned model\n")
+    hub_online.push("org/base", local["base"])
+    commit = hub_online.push("org/aligned", carded)
+    # An adapter that names no model: the card is the only evidence.
+    plain = tmp_path / "adapter"
+    shutil.copytree(local["adapter"], plain)
+    config = json.loads((plain / "adapter_config.json").read_text())
+    (plain / "adapter_config.json").write_text(json.dumps(config | {"base_model_name_or_path": None}))
+    card = f"org/aligned@{commit[:12]}/README.md (base_model)"
+
+    swapped = ("--base", "org/aligned", "--aligned", "org/base", "--rank", RANK)
+    warned = assert_ok(run_cli("correct", plain, *swapped, "--dry-run"))
+    assert f"swapped: {card} names org/base, the model given as aligned" in warned.stderr, warned.describe()
+    gate = ("inspect", plain, *swapped, "--gate", "reversal", "--fail-below", "-1")
+    assert_one_line_error(run_cli(*gate), 2, "swapped", card, "--confirm-order")
+
+    out = tmp_path / "subspace"
+    right = run_cli("estimate-subspace", "org/base", "org/aligned", "--adapter", plain, "--rank", RANK, "--out", out)
+    assert "swapped" not in assert_ok(right).stderr
+    evidence = json.loads((out / "subspace.json").read_text())["order"]["evidence"]
+    assert evidence == [f"{card} names the base model as the model it was made from"]

@@ -8,10 +8,11 @@ what was pushed is downloaded back with `snapshot_download`.
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
-from huggingface_hub import ModelCard, snapshot_download
+from huggingface_hub import HfApi, ModelCard, snapshot_download
 
 from tests.helpers import RANK, WRITER, assert_ok, assert_one_line_error, files_of, read_report, run_cli
 
@@ -167,3 +168,30 @@ def test_push_options_are_checked_before_any_work(case, code, mentions, hub, mod
     }[case]
     assert_one_line_error(run_cli(*args, "--token", WRITER), code, *mentions)
     assert not out.exists() and hub.log == []
+
+
+@pytest.fixture
+def api_makers(monkeypatch) -> list[str]:
+    """The module that made each `HfApi` a run constructs (huggingface_hub makes some of its own in a commit)."""
+    callers = []
+    original = HfApi.__init__
+
+    def counting(self, *args, **kwargs):
+        callers.append(sys._getframe(1).f_globals.get("__name__", ""))
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(HfApi, "__init__", counting)
+    return callers
+
+
+def test_a_push_goes_through_the_runs_one_client(hub, models, subspace, tmp_path, api_makers):
+    """One `HfApi` serves the run's resolution and its push; the subspace repo is resolved once."""
+    _, _, adapter = models
+    hub.push("org/subspace", subspace)
+    hub.clear_log()
+    push = ("--push-to-hub", "org/safe", "--token", WRITER)
+    assert_ok(run_cli("correct", adapter, "--subspace", "org/subspace", "--out", tmp_path / "out", *push))
+    assert [maker for maker in api_makers if maker.startswith("csulora_cli")] == ["csulora_cli.checkpoints.hub.upload"]
+    paths = [r.path.split("?")[0] for r in hub.log]
+    assert [path for path in paths if "/revision/" in path] == ["/api/models/org/subspace/revision/main"]
+    assert paths[-1] == "/api/models/org/safe/commit/main" and hub.repos["org/safe"].refs["main"]

@@ -9,8 +9,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from csulora_cli.checkpoints.description import SourceDescription
 from csulora_cli.checkpoints.header import read_header
 from csulora_cli.checkpoints.local import LocalSource, file_sha256
+from csulora_cli.checkpoints.recorded import RecordedModel
 from csulora_cli.errors import CsuloraError, FormatError, MissingTensorError
 from csulora_cli.testing.builders import write_checkpoint
 
@@ -127,3 +129,31 @@ def test_file_digest_memo_is_used_while_the_file_is_unchanged(tmp_path):
     entry.write_text(json.dumps(record | {"sha256": "remembered"}))
     assert file_sha256(path, memo) == "remembered"
     assert file_sha256(path, None) == digest
+
+
+def test_a_description_reads_back_from_its_record_and_rejects_what_is_none(tmp_path):
+    local = SourceDescription.local(tmp_path / "m" / "..")
+    hub = SourceDescription.hub("org/m", "main", "a" * 40, "https://huggingface.co")
+    assert local.to_dict() == {"kind": "local", "path": str(tmp_path)} and local.label == str(tmp_path)
+    assert list(hub.to_dict()) == ["kind", "repo", "revision", "commit", "endpoint"] and hub.label == "org/m"
+    for description in (local, hub):
+        # A subspace folder's manifest stores it with sorted keys: read back, it is the same description.
+        record = json.loads(json.dumps(description.to_dict(), sort_keys=True))
+        assert SourceDescription.from_record(record) == description
+    for record in (None, "org/m", {"kind": "hub"}, {"kind": "local", "path": 3}, {"kind": "other", "path": "/m"}):
+        assert SourceDescription.from_record(record) is None
+
+
+def test_a_local_source_and_a_recorded_folder_read_the_same_text_files(tmp_path):
+    write_checkpoint(tmp_path / "m", {"w": torch.ones(2, 2)})
+    (tmp_path / "m" / "README.md").write_text("---\nbase_model: org/base\n---\n")
+    (tmp_path / "m" / "config.json").write_bytes(b"\xff\xfe not text")
+    source = LocalSource(tmp_path / "m")
+    recorded = RecordedModel(source.describe())
+    for model in (source, recorded):
+        card = model.text_file("README.md")
+        assert card.where == str((tmp_path / "m" / "README.md").resolve()) and "org/base" in card.text
+        assert model.text_file("config.json") is None  # not text
+        assert model.text_file("missing.md") is None
+    # A Hub repo a folder only recorded is never fetched.
+    assert RecordedModel(SourceDescription.hub("org/m", "main", "a" * 40, "e")).text_file("README.md") is None

@@ -46,14 +46,21 @@ class HubSnapshot:
 
 
 class SnapshotResolver:
-    """Resolves each ref once per run; remembers what it resolved for offline and unreachable-Hub runs."""
+    """Resolves each ref once per run (later asks are answered from memory); records what it resolved for
+    offline and unreachable-Hub runs."""
 
-    def __init__(self, token: str | None, metadata_dir: Path, warn: Callable[[str], None]):
-        self.token = token
+    def __init__(self, api: HfApi, metadata_dir: Path, warn: Callable[[str], None]):
+        self.api = api
         self.metadata_dir = metadata_dir
         self.warn = warn
+        self._resolved: dict[HubRef, HubSnapshot] = {}
 
     def resolve(self, ref: HubRef) -> HubSnapshot:
+        if ref not in self._resolved:
+            self._resolved[ref] = self._resolve(ref)
+        return self._resolved[ref]
+
+    def _resolve(self, ref: HubRef) -> HubSnapshot:
         if COMMIT.fullmatch(ref.revision):
             recorded = self._recorded_snapshot(ref, ref.revision)
             if recorded is not None:
@@ -62,7 +69,7 @@ class SnapshotResolver:
             return self._offline_snapshot(ref)
         try:
             with hub_errors(ref.label):
-                info = HfApi(token=self.token).model_info(
+                info = self.api.model_info(
                     ref.repo_id, revision=ref.revision, files_metadata=True, timeout=constants.HF_HUB_ETAG_TIMEOUT
                 )
         except HubError as error:

@@ -17,10 +17,13 @@ import torch
 from ...atomic import write_best_effort
 from ...errors import MissingTensorError
 from ...events import Advance
+from ..description import SourceDescription, TextFile
 from ..header import SafetensorsHeader, TensorEntry, header_length_of, parse_header, read_header
 from ..layout import INDEX_FILE, SINGLE_FILE, read_weight_map
 from ..local import read_json_object, read_rows_from_file
+from ..recorded import read_text_file
 from .client import HubClient
+from .errors import HubError
 from .refs import HubRef, endpoint_label
 from .snapshots import HubSnapshot
 
@@ -43,6 +46,7 @@ class HubSource:
         self._whole_shard: dict[str, bool] = {}
         self._advance_ranges: Advance | None = None
         self._prefetched: dict[str, torch.Tensor] = {}
+        self._text_files: dict[str, TextFile | None] = {}
         self._file_of = self._read_layout()
 
     # Layout and headers (small reads only)
@@ -219,11 +223,23 @@ class HubSource:
             return {}
         return read_json_object(self.client.download(self.snapshot, CONFIG_FILE))
 
-    def describe(self) -> dict:
-        return {
-            "kind": "hub",
-            "repo": self.snapshot.ref.repo_id,
-            "revision": self.snapshot.ref.revision,
-            "commit": self.snapshot.commit,
-            "endpoint": endpoint_label(),
-        }
+    def describe(self) -> SourceDescription:
+        ref = self.snapshot.ref
+        return SourceDescription.hub(ref.repo_id, ref.revision, self.snapshot.commit, endpoint_label())
+
+    def text_file(self, name: str) -> TextFile | None:
+        if name not in self._text_files:
+            self._text_files[name] = self._fetch_text_file(name)
+        return self._text_files[name]
+
+    def _fetch_text_file(self, name: str) -> TextFile | None:
+        """The file at the resolved commit, through the HF cache (a request only the first time on a machine).
+        One that cannot be fetched (offline, never downloaded) counts as absent: what reads these files (the
+        base/aligned order check) works with what it has rather than failing the run."""
+        if name not in self.snapshot.files:
+            return None
+        try:
+            found = read_text_file(self.client.download(self.snapshot, name))
+        except HubError:
+            return None
+        return None if found is None else TextFile(self.snapshot.where(name), found.text)

@@ -32,7 +32,7 @@ from .errors import HubError, push_errors
 from .snapshots import COMMIT
 
 PUSH_REPO_TYPES = ("model", "dataset")
-# atomic.py's temporaries: a hidden sibling folder (`atomic_folder`) and a hidden file (`atomic_file`).
+# atomic.py's temporaries: a hidden sibling folder (`atomic_folder`) and a hidden file (`write_atomically`).
 UNFINISHED_PREFIXES = (TEMP_PREFIX, ".tmp-")
 # What the Hub writes into a new repo itself: never deleted as a stale file of an earlier push.
 KEPT_IN_REPO = frozenset({".gitattributes"})
@@ -66,6 +66,7 @@ def push_folder(
     revision: str | None = None,
     token: str | None = None,
     commit_message: str,
+    api: HfApi | None = None,
 ) -> PushResult:
     """Push every file of `local_dir` to `revision` (default main) of `repo_id` in one commit.
 
@@ -73,13 +74,16 @@ def push_folder(
     The branch then holds exactly the folder: files an earlier push left that the folder no longer has
     are deleted in the same commit (`.gitattributes`, the Hub's own, stays), so a repo never mixes the
     files of two runs. `token` None means huggingface_hub's own lookup (HF_TOKEN, then `hf auth login`).
+    `api` is the run's client (`HubClient.api`, made with the run's token, which `token` then leaves be);
+    None makes one for this push.
     """
     target = push_target(repo_id, repo_type, revision)
     if not commit_message.strip():
         raise UsageError("a commit message is needed", parameter="commit_message")
     files = files_to_push(Path(local_dir))
-    token_given = token is not None or get_token() is not None
-    api = HfApi(token=token, library_name="csulora", library_version=__version__)
+    if api is None:
+        api = new_api(token)
+    token_given = api.token is not None or get_token() is not None
     with push_errors(target.label, stage="setup", token_given=token_given):
         _ensure_repo(api, target, private)
         if target.revision != constants.DEFAULT_REVISION:
@@ -96,6 +100,11 @@ def push_folder(
     with push_errors(target.label, stage="commit", token_given=token_given):
         info = api.create_commit(operations=[*additions, *deletions], commit_message=commit_message, **repo_args)
     return PushResult(target.repo_id, info.oid, info.commit_url)
+
+
+def new_api(token: str | None) -> HfApi:
+    """A huggingface_hub client that names csulora in its requests' user agent."""
+    return HfApi(token=token, library_name="csulora", library_version=__version__)
 
 
 def push_target(repo_id: str, repo_type: str, revision: str | None) -> PushTarget:

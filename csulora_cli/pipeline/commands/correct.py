@@ -17,6 +17,7 @@ from ...errors import CsuloraError, UsageError
 from ...events import Events, SilentEvents
 from ...report.records import REPORT_FILE, AdapterReport, ModuleReport, Provenance
 from ...subspace.keys import Target
+from ...subspace.providers import SubspaceDescription
 from ...subspace.targets import targets_for_adapter
 from ..plumbing.adapter_source import OpenedAdapter, open_adapter
 from ..plumbing.basis_source import hub_client, open_provider
@@ -86,11 +87,10 @@ def correct(request: CorrectRequest, events: Events = SilentEvents()) -> list[Ad
         _warn_what_is_not_corrected(item, given, events)
     adapter_files = [adapter_file_digests(adapter) for adapter in adapters]
     provider = open_provider(request.subspace, adapters, hub, events)
+    description = provider.describe()
     if not request.subspace.rank_cap_may_exceed:
-        _check_rank_cap(request.subspace.rank_cap, provider.describe())
-    check_order(
-        provider.describe(), [(item.label, item.adapter.config) for item in opened], request.order_check, events
-    )
+        _check_rank_cap(request.subspace.rank_cap, description)
+    check_order(*provider.models(), [(item.label, item.adapter.config) for item in opened], request.order_check, events)
     targets = [targets_for_adapter(adapter, provider) for adapter in adapters]
     with ExitStack() as outputs:
         folders = open_output_folders(outputs, request, destinations)
@@ -99,10 +99,10 @@ def correct(request: CorrectRequest, events: Events = SilentEvents()) -> list[Ad
             for adapter, folder in zip(adapters, folders, strict=True)
         ]
         module_reports = _correct_modules(adapters, targets, writers, provider, method, request, events)
-        _refuse_no_displacement(module_reports, provider)
+        _refuse_no_displacement(module_reports, description)
         used = list(dict.fromkeys(target for by_module in targets for target in by_module.values()))
         bases, checkpoints = basis_records(provider, used)
-        subspace = dict(provider.describe(), energy=request.subspace.energy, bases=bases, checkpoints=checkpoints)
+        subspace = dict(description.to_dict(), energy=request.subspace.energy, bases=bases, checkpoints=checkpoints)
         if request.subspace.rank_cap is not None:
             subspace["rank_cap"] = request.subspace.rank_cap
         reports = []
@@ -120,7 +120,7 @@ def correct(request: CorrectRequest, events: Events = SilentEvents()) -> list[Ad
                 report = finish_output(writers[index].folder, adapter, report)
             reports.append(report)
     # The outputs are renamed into place, complete, when `outputs` closes: only then are they pushed.
-    return push_corrected(pushes, reports, request, events)
+    return push_corrected(pushes, reports, request, hub, events)
 
 
 def _warn_what_is_not_corrected(item: OpenedAdapter, given: set[Path], events: Events) -> None:
@@ -160,31 +160,26 @@ def _refuse_outputs_over_inputs(opened: list[OpenedAdapter], destinations: list,
         refuse_output_over_inputs(destination, parameter, inputs)
 
 
-def _check_rank_cap(rank_cap: int | None, subspace: dict) -> None:
+def _check_rank_cap(rank_cap: int | None, subspace: SubspaceDescription) -> None:
     """A cap above what a subspace folder stores would be silently meaningless: refuse it."""
-    stored = (subspace.get("estimation") or {}).get("max_rank")
-    if rank_cap is not None and isinstance(stored, int) and rank_cap > stored:
+    stored = subspace.stored_max_rank
+    if rank_cap is not None and stored is not None and rank_cap > stored:
         raise UsageError(
             f"{rank_cap} is more columns than the subspace folder stores per module ({stored}, its max_rank)",
             parameter="max_rank",
         )
 
 
-def _refuse_no_displacement(module_reports: list[list[ModuleReport]], provider) -> None:
+def _refuse_no_displacement(module_reports: list[list[ModuleReport]], subspace: SubspaceDescription) -> None:
     """Bases without a displacement anywhere mean the two models are the same: nothing can be corrected."""
     if any(report.status != "no_signal" for reports in module_reports for report in reports):
         return
-    sources = provider.describe()
+    base = "the base model" if subspace.base is None else subspace.base.label
+    aligned = "the aligned model" if subspace.aligned is None else subspace.aligned.label
     raise CsuloraError(
-        f"no displacement: {_source_label(sources.get('base'))} and {_source_label(sources.get('aligned'))} hold "
-        "the same weights in every module the adapters target, so there is no safety subspace to correct against"
+        f"no displacement: {base} and {aligned} hold the same weights in every module the adapters target, so "
+        "there is no safety subspace to correct against"
     )
-
-
-def _source_label(source) -> str:
-    if not isinstance(source, dict):
-        return "the base model"
-    return str(source.get("repo") or source.get("path") or source)
 
 
 def _correct_modules(adapters, targets, writers, provider, method, request: CorrectRequest, events: Events):
@@ -265,7 +260,7 @@ def _adapter_report(
         method_record["selected_modules"] = sum(bool(module.selected) for module in modules)
     return AdapterReport(
         adapter=opened.label,
-        adapter_source=opened.source,
+        adapter_source=opened.source.to_dict(),
         output=None if destination is None else str(destination.resolve()),
         method=method_record,
         subspace=subspace,

@@ -1,4 +1,5 @@
-"""`estimate-subspace`: the bases of the targeted modules, into the cache or a portable subspace folder."""
+"""`estimate-subspace`: the bases of the targeted modules, into the cache or a portable subspace folder (then
+pushed to a Hub repo when asked)."""
 
 from __future__ import annotations
 
@@ -69,8 +70,9 @@ def estimate_subspace(request: EstimateRequest, events: Events = SilentEvents())
             raise CsuloraError("no 2-D weights match", parameter="layers" if layers is not None else "modules")
         raise CsuloraError("no 2-D weights match", where=request.base)
     provider.check(targets)
-    sources = {"base": provider.base.describe(), "aligned": provider.aligned.describe()}
-    evidence = check_order(sources, adapter_configs, "accept" if request.confirm_order else "warn", events)
+    sources = {"base": provider.base.describe().to_dict(), "aligned": provider.aligned.describe().to_dict()}
+    order_check = "accept" if request.confirm_order else "warn"
+    evidence = check_order(provider.base, provider.aligned, adapter_configs, order_check, events)
     # Which side is which, and what confirmed it: `V = W_aligned - W_base`, whose sign the signed statistics read.
     order = {
         "displacement": "aligned - base",
@@ -119,7 +121,7 @@ def estimate_subspace(request: EstimateRequest, events: Events = SilentEvents())
         estimation=request.estimation.as_dict(),
         energy=request.energy,
     )
-    return push_subspace(push, result, request, events)
+    return push_subspace(push, result, request, hub, events)
 
 
 def _module_subspace(target: Target, basis: SubspaceBasis, energy: float, from_cache: bool) -> ModuleSubspace:

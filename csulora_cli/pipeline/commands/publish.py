@@ -12,7 +12,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from ...atomic import write_atomically
-from ...checkpoints.hub.upload import PushTarget, push_folder, push_target
+from ...checkpoints.hub.client import HubClient
+from ...checkpoints.hub.upload import PushTarget, push_target
 from ...errors import CsuloraError, UsageError
 from ...events import Events, SilentEvents
 from ...report.records import REPORT_FILE, AdapterReport, PushRecord
@@ -20,6 +21,7 @@ from ...report.subspace_card import CARD_FILE, render_subspace_card
 from ...subspace.folder import SUBSPACE_MANIFEST, SubspaceFolder
 from ...subspace.params import DEFAULT_ENERGY
 from ...subspace.store import read_basis_file
+from ..plumbing.basis_source import hub_client
 from ..types.requests import CorrectRequest, EstimateRequest, PushRequest, PushSpec
 from ..types.results import EstimateResult, PushedOutput
 from .verify import verify_outputs
@@ -67,9 +69,14 @@ def _target(spec: PushSpec, name: str) -> PushTarget:
 
 
 def push_corrected(
-    targets: list[PushTarget] | None, reports: list[AdapterReport], request: CorrectRequest, events: Events
+    targets: list[PushTarget] | None,
+    reports: list[AdapterReport],
+    request: CorrectRequest,
+    hub: HubClient,
+    events: Events,
 ) -> list[AdapterReport]:
-    """Push each finished output folder to its repo; the reports come back with where each went."""
+    """Push each finished output folder to its repo through the run's Hub client; the reports come back with
+    where each went."""
     if targets is None:
         return reports
     advance = events.start("pushing to the Hub", len(targets))
@@ -77,7 +84,7 @@ def push_corrected(
     for report, target in zip(reports, targets, strict=True):
         name = Path(report.output).name
         message = f"csulora correct: {name} corrected with {report.method['name']}"
-        record = _push(Path(report.output), target, request.push, request.subspace.hub.token, message, done)
+        record = _push(Path(report.output), target, request.push, hub, message, done)
         pushed.append(replace(report, pushed=record))
         done.append(target.repo_id)
         advance()
@@ -85,15 +92,16 @@ def push_corrected(
 
 
 def push_subspace(
-    target: PushTarget | None, result: EstimateResult, request: EstimateRequest, events: Events
+    target: PushTarget | None, result: EstimateResult, request: EstimateRequest, hub: HubClient, events: Events
 ) -> EstimateResult:
-    """Write the folder's model card, then push the folder (all of it, bases other jobs added included)."""
+    """Write the folder's model card, then push the folder (all of it, bases other jobs added included) through
+    the run's Hub client."""
     if target is None:
         return result
     count = _write_subspace_card(request.out, target, request.energy)
     advance = events.start("pushing to the Hub", 1)
     message = f"csulora estimate-subspace: safety subspace of {count} modules"
-    record = _push(request.out, target, request.push, request.hub.token, message, [])
+    record = _push(request.out, target, request.push, hub, message, [])
     advance()
     return replace(result, pushed=record)
 
@@ -124,7 +132,7 @@ def push_output(request: PushRequest, events: Events = SilentEvents()) -> Pushed
             where=str(folder),
         )
     advance = events.start("pushing to the Hub", 1)
-    record = _push(folder, target, request.spec, request.hub.token, message, [])
+    record = _push(folder, target, request.spec, hub_client(None, request.hub, events), message, [])
     advance()
     return PushedOutput(str(folder), kind, record)
 
@@ -177,17 +185,11 @@ def _natural(key: str) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", key)]
 
 
-def _push(folder: Path, target: PushTarget, spec: PushSpec, token, message: str, done: list[str]) -> PushRecord:
+def _push(
+    folder: Path, target: PushTarget, spec: PushSpec, hub: HubClient, message: str, done: list[str]
+) -> PushRecord:
     try:
-        result = push_folder(
-            folder,
-            target.repo_id,
-            repo_type=target.repo_type,
-            private=True if spec.private else None,
-            revision=target.revision,
-            token=token,
-            commit_message=message,
-        )
+        result = hub.push(folder, target, private=True if spec.private else None, commit_message=message)
     except CsuloraError as error:
         raise _kept(error, folder, target, done) from None
     return PushRecord(result.repo_id, target.revision, result.commit, result.url)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ...adapters.peft import CONFIG_FILE, LoraAdapter, read_adapter
 from ...adapters.repo_files import adapter_repo_files
+from ...checkpoints.description import SourceDescription
 from ...checkpoints.hub.client import HubClient
 from ...checkpoints.hub.refs import endpoint_label, parse_hub_ref
 from ...checkpoints.resolve import no_local_folder
@@ -20,24 +21,24 @@ from ...errors import CsuloraError, MissingTensorError
 
 @dataclass(frozen=True)
 class OpenedAdapter:
-    """An adapter and where it came from: `source` is what the report records, `output_name` the path its
-    output takes below `--out-dir` (None for a local folder: placed by its path below the common parent)."""
+    """An adapter and where it came from (the report records `source.to_dict()`); `output_name` is the path
+    its output takes below `--out-dir` (None for a local folder: placed by its path below the common parent)."""
 
     adapter: LoraAdapter
-    source: dict
+    source: SourceDescription
     output_name: Path | None = None
 
     @property
     def label(self) -> str:
         """How the report and card name the input: the folder, or `org/name` for a Hub repo."""
-        return self.source.get("repo") or str(self.adapter.folder.resolve())
+        return self.source.label
 
 
 def open_adapter(spec: str | Path, hub: HubClient) -> OpenedAdapter:
     path = Path(spec).expanduser()
     if path.exists():
         adapter = read_adapter(path)
-        return OpenedAdapter(adapter, {"kind": "local", "path": str(path.resolve())})
+        return OpenedAdapter(adapter, SourceDescription.local(path))
     ref = parse_hub_ref(str(spec))
     if ref is None:
         raise CsuloraError(
@@ -53,11 +54,5 @@ def open_adapter(spec: str | Path, hub: HubClient) -> OpenedAdapter:
     for name in files:
         folder = hub.download(snapshot, name).parent
     adapter = read_adapter(folder, files)
-    source = {
-        "kind": "hub",
-        "repo": ref.repo_id,
-        "revision": ref.revision,
-        "commit": snapshot.commit,
-        "endpoint": endpoint_label(),
-    }
+    source = SourceDescription.hub(ref.repo_id, ref.revision, snapshot.commit, endpoint_label())
     return OpenedAdapter(adapter, source, Path(ref.repo_id))

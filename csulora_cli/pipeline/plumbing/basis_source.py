@@ -1,4 +1,4 @@
-"""Wiring a run's bases: the device, and which provider serves the bases.
+"""Wiring a run: its one Hub client, the device, and which provider serves the bases.
 
 The one place that knows that a `SubspaceSpec` names either a subspace folder or a base/aligned pair
 (the cache folder's layout is `cache_layout.py`).
@@ -39,7 +39,7 @@ def resolve_device(name: str) -> torch.device:
 
 def hub_client(cache_dir: Path | None, options: HubOptions, events: Events) -> HubClient:
     """The run's one Hub client, keeping its records (refs, listings, headers) under the cache folder: made
-    once by each command and handed to everything that reads from the Hub."""
+    once by each command and handed to everything that reads from or pushes to the Hub."""
     return HubClient(options, CacheLayout.at(cache_dir).hub_metadata, events)
 
 
@@ -108,9 +108,9 @@ def _folder_provider(spec: SubspaceSpec, adapters: list[LoraAdapter], device, hu
     if ref is None:
         return FolderProvider(SubspaceFolder(path), device)
     with no_local_folder(str(spec.subspace)):
-        hub.snapshot(ref)  # resolved once per run: fetch_subspace reads it again from memory
-    folder, record = fetch_subspace(ref, hub, adapters)
-    return FolderProvider(SubspaceFolder(folder), device, hub=record)
+        hub.snapshot(ref)  # resolved here, where a failure names the spec; fetch_subspace's ask is answered from memory
+    folder, origin = fetch_subspace(ref, hub, adapters)
+    return FolderProvider(SubspaceFolder(folder), device, hub=origin)
 
 
 def _aligned_from_adapters(adapters: list[LoraAdapter]) -> tuple[str, str]:

@@ -1,11 +1,13 @@
 """A report's provenance: digests of the files that went in and came out, and of the bases behind them.
 
 sha256 of whole files, so that `sha256sum` or `csulora verify` can check them without csulora's help.
-Links are never followed (an adapter folder's links are refused when it is read).
+Links are never followed: an adapter folder's links are refused when it is read, and a link found in an
+output folder (csulora writes none) is named by where it points, so it never passes for the file it replaced.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,10 +35,17 @@ def adapter_file_digests(adapter: LoraAdapter) -> dict[str, str]:
 def output_file_digests(folder: Path) -> dict[str, str]:
     """Every file under an output folder, by relative POSIX path, except the report (which holds these)."""
     return {
-        path.relative_to(folder).as_posix(): sha256_of_file(path)
+        path.relative_to(folder).as_posix(): _entry_digest(path)
         for path in sorted(output_files(folder))
         if path.relative_to(folder).as_posix() != REPORT_FILE
     }
+
+
+def _entry_digest(path: Path) -> str:
+    """A file's sha256; for a link, the sha256 of where it points (a link to a folder has no bytes to hash)."""
+    if path.is_symlink():
+        return hashlib.sha256(b"link:" + os.fsencode(os.readlink(path))).hexdigest()
+    return sha256_of_file(path)
 
 
 def output_files(folder: Path) -> list[Path]:

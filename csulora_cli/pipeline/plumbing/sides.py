@@ -3,8 +3,11 @@
 The subspace is the same either way, but `V = W_aligned - W_base` changes sign with the order, and with
 it every signed statistic (`reversal`, `reversing_share`) and `csulora-signed`: a swapped pair makes a
 `reversal` gate pass the adapters it exists to catch. The order is checked where a source names a
-model: an adapter's `base_model_name_or_path` (trained on the aligned model), and a local model's card
+model: an adapter's `base_model_name_or_path` (trained on the aligned model), and a model's card
 (`base_model`) or `config.json` (`base_model`, `_name_or_path`), which name the model it was made from.
+The models' files are read through their sources (`ModelFiles.text_file`), local folders and Hub repos
+alike; a subspace folder's models are known only from its manifest, so only those that are local folders
+still present are read.
 """
 
 from __future__ import annotations
@@ -15,8 +18,13 @@ from pathlib import Path
 
 import yaml
 
+from ...checkpoints.description import HUB, SourceDescription
+from ...checkpoints.protocol import ModelFiles
 from ...errors import UsageError
 from ...events import Events
+
+CARD_FILE = "README.md"
+CONFIG_FILE = "config.json"
 
 
 @dataclass(frozen=True)
@@ -28,10 +36,16 @@ class OrderEvidence:
     contradicting: list[str]
 
 
-def check_order(sources: dict, adapters: list[tuple[str, dict]], order_check: str, events: Events) -> OrderEvidence:
+def check_order(
+    base: ModelFiles | None,
+    aligned: ModelFiles | None,
+    adapters: list[tuple[str, dict]],
+    order_check: str,
+    events: Events,
+) -> OrderEvidence:
     """Warn about (or with "refuse", for a gate, refuse) a base/aligned order the sources contradict; "accept"
     is the user's confirmation (`requests.ORDER_CHECKS`). Returns what the sources said, either way."""
-    evidence = order_evidence(sources, adapters)
+    evidence = order_evidence(base, aligned, adapters)
     if order_check == "accept" or not evidence.contradicting:
         return evidence
     what = (
@@ -48,22 +62,24 @@ def check_order(sources: dict, adapters: list[tuple[str, dict]], order_check: st
     return evidence
 
 
-def order_evidence(sources: dict, adapters: list[tuple[str, dict]]) -> OrderEvidence:
+def order_evidence(
+    base: ModelFiles | None, aligned: ModelFiles | None, adapters: list[tuple[str, dict]]
+) -> OrderEvidence:
     """Each source that names a model, read once: an adapter names the model it was trained on (the aligned
     one), a model's card or config the model it was made from (for the aligned model, the base).
 
-    `sources` holds the `base` and `aligned` descriptions (`kind` local with `path`, or hub with `repo`);
-    `adapters` pairs each adapter's label with its `adapter_config.json`.
+    `base` and `aligned` are None where the run does not know them (a subspace folder that does not record
+    them); `adapters` pairs each adapter's label with its `adapter_config.json`.
     """
     evidence = OrderEvidence([], [])
-    base, aligned = sources.get("base"), sources.get("aligned")
-    if not isinstance(base, dict) or not isinstance(aligned, dict):
+    if base is None or aligned is None:
         return evidence
+    base_is, aligned_is = base.describe(), aligned.describe()
     for label, config in adapters:
         trained_on = config.get("base_model_name_or_path")
         if not isinstance(trained_on, str):
             continue
-        on_aligned, on_base = _names(trained_on, aligned), _names(trained_on, base)
+        on_aligned, on_base = _names(trained_on, aligned_is), _names(trained_on, base_is)
         if on_aligned and not on_base:
             evidence.agreeing.append(f"adapter {label} names the aligned model (base_model_name_or_path)")
         elif on_base and not on_aligned:
@@ -72,44 +88,37 @@ def order_evidence(sources: dict, adapters: list[tuple[str, dict]]) -> OrderEvid
                 "the base, where an adapter to correct is trained on the aligned model"
             )
     for where, parent in declared_parents(base):
-        if _names(parent, aligned) and not _names(parent, base):
+        if _names(parent, aligned_is) and not _names(parent, base_is):
             evidence.contradicting.append(
                 f"{where} names {parent}, the model given as aligned, as the model it was made from"
             )
     for where, parent in declared_parents(aligned):
-        if _names(parent, base) and not _names(parent, aligned):
+        if _names(parent, base_is) and not _names(parent, aligned_is):
             evidence.agreeing.append(f"{where} names the base model as the model it was made from")
     return evidence
 
 
-def declared_parents(source: dict) -> list[tuple[str, str]]:
-    """(file, model name) for each model a local model folder says it was made from."""
-    if source.get("kind") != "local" or not source.get("path"):
-        return []
-    folder = Path(source["path"])
+def declared_parents(model: ModelFiles) -> list[tuple[str, str]]:
+    """(file, model name) for each model a model's card or config says it was made from."""
     parents = []
-    card = folder / "README.md"
-    if card.is_file():
-        for name in _as_names(_front_matter(card).get("base_model")):
-            parents.append((f"{card} (base_model)", name))
-    config_file = folder / "config.json"
-    if config_file.is_file():
+    card = model.text_file(CARD_FILE)
+    if card is not None:
+        for name in _as_names(_front_matter(card.text).get("base_model")):
+            parents.append((f"{card.where} (base_model)", name))
+    config_file = model.text_file(CONFIG_FILE)
+    if config_file is not None:
         try:
-            config = json.loads(config_file.read_text())
-        except (OSError, ValueError):
+            config = json.loads(config_file.text)
+        except ValueError:
             config = {}
         if isinstance(config, dict):
             for key in ("base_model", "_name_or_path"):
                 for name in _as_names(config.get(key)):
-                    parents.append((f"{config_file} ({key})", name))
+                    parents.append((f"{config_file.where} ({key})", name))
     return parents
 
 
-def _front_matter(card: Path) -> dict:
-    try:
-        text = card.read_text()
-    except (OSError, UnicodeDecodeError):
-        return {}
+def _front_matter(text: str) -> dict:
     if not text.startswith("---"):
         return {}
     block = text[3:].split("\n---", 1)[0]
@@ -128,17 +137,16 @@ def _as_names(value) -> list[str]:
     return []
 
 
-def _names(reference: str, source: dict) -> bool:
-    """Whether `reference` (a path or a repo id, as a config writes it) names the model `source` describes."""
+def _names(reference: str, model: SourceDescription) -> bool:
+    """Whether `reference` (a path or a repo id, as a config writes it) names the model `model` describes."""
     reference = reference.rstrip("/")
     repo_part = reference.split("@", 1)[0]
-    if source.get("kind") == "hub":
-        repo = str(source.get("repo") or "")
+    if model.kind == HUB:
+        repo = model.repo or ""
         return repo_part == repo or (bool(repo) and Path(reference).name == repo.split("/")[-1])
-    path = source.get("path")
-    if not path:
+    if not model.path:
         return False
-    folder = Path(path)
+    folder = Path(model.path)
     try:
         if Path(reference).expanduser().resolve() == folder.resolve():
             return True
