@@ -110,11 +110,12 @@ class LoraAdapter:
         return lora_a, lora_b
 
 
-def read_adapter(folder: Path, files: tuple[str, ...] | None = None) -> LoraAdapter:
+def read_adapter(folder: Path, files: tuple[str, ...] | None = None, left_out: tuple[str, ...] = ()) -> LoraAdapter:
     """Read the config and the weights file's header; factors are read later, module by module.
 
-    `files` names the adapter's own files when the folder may hold others (an HF cache snapshot);
-    by default every file directly in the folder is the adapter's.
+    `files` names the adapter's own files when the folder may hold others (an HF cache snapshot), and
+    `left_out` what its repo holds besides; by default the folder's own entries are sorted into both
+    (`repo_files.adapter_repo_files`).
     """
     if not folder.is_dir():
         raise CsuloraError("adapter folder does not exist", where=str(folder))
@@ -124,7 +125,7 @@ def read_adapter(folder: Path, files: tuple[str, ...] | None = None) -> LoraAdap
     modules = _modules(config, shapes, weights_path)
     if not modules:
         raise MissingTensorError("no lora_A / lora_B tensors found", where=str(weights_path))
-    left_out, other_adapters = (), ()
+    other_adapters = ()
     if files is None:
         entries = sorted(folder.iterdir())
         files = adapter_repo_files({entry.name: entry.stat().st_size for entry in entries if entry.is_file()})

@@ -161,6 +161,7 @@ def estimate_subspace_command(
         storage=outputs.storage,
         push=push.spec(),
         confirm_order=order.confirm_order,
+        confirm_models=inputs.confirm_models,
     )
     _hash_local_models_ahead([request.base, request.aligned], request.cache_dir)
     api = _library()
@@ -263,11 +264,16 @@ def inspect_command(
 @takes_option_groups
 def verify_command(
     folders: Annotated[
-        list[Path], typer.Argument(metavar="OUT", help="Corrected adapter folders written by csulora correct.")
+        list[Path],
+        typer.Argument(
+            metavar="OUT",
+            help="Corrected adapter folders (csulora correct) or subspace folders (estimate-subspace --out).",
+        ),
     ],
     printing: JsonOutput,
 ) -> None:
-    """Check that output folders hold exactly the files their csulora_report.json records (exit 1 if not)."""
+    """Check that output folders hold exactly the files their csulora_report.json records, and that subspace
+    folders hold every module asked for, each basis file whole (exit 1 if not)."""
     api = _library()
 
     output = Output(printing.json_output)

@@ -71,6 +71,14 @@ class BasesSource(OptionGroup):
         "base_model_name_or_path.",
         default=default_of(SubspaceSpec, "aligned"),
     )
+    confirm_models: bool = option(
+        "--confirm-models",
+        metavar=FLAG,
+        panel=INPUTS,
+        help="The adapter was trained on the aligned model the bases come from, even though its "
+        "base_model_name_or_path (or the aligned model's card, for the base) names another model: go on.",
+        default=default_of(SubspaceSpec, "confirm_models"),
+    )
 
     @property
     def named(self) -> bool:
@@ -269,6 +277,14 @@ class EstimateInputs(OptionGroup):
         panel=INPUTS,
         help="Only these transformer blocks, e.g. 0-15 or 0-3,8-11 (split jobs).",
         default=default_of(EstimateRequest, "layers"),
+    )
+    confirm_models: bool = option(
+        "--confirm-models",
+        metavar=FLAG,
+        panel=INPUTS,
+        help="The adapter was trained on the aligned model the bases come from, even though its "
+        "base_model_name_or_path (or the aligned model's card, for the base) names another model: go on.",
+        default=default_of(EstimateRequest, "confirm_models"),
     )
 
 
@@ -605,6 +621,7 @@ def subspace_spec(source: BasesSource, estimation: Estimation, token: Token) -> 
         cache_dir=as_path(estimation.cache_dir),
         device=estimation.device,
         hub=estimation.hub_options(token),
+        confirm_models=source.confirm_models,
     )
 
 

@@ -6,6 +6,7 @@ is read from the basis files' own headers, so the jobs need no shared index file
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -20,6 +21,11 @@ from .store import BasisRequest, basis_record, read_basis_file, write_basis_file
 
 SUBSPACE_MANIFEST = "subspace.json"
 SUBSPACE_SCHEMA_VERSION = 2
+# One record per estimation job that wrote into the folder: the modules it was asked for, whether it
+# finished, and those it skipped because alignment left them unchanged. A folder is complete when every
+# module some job was asked for is there (or was skipped): several jobs fill one folder in parts, so a
+# folder knows what it lacks without knowing the jobs still to come.
+JOBS_FOLDER = "jobs"
 
 
 def _file_name(base_key: str, transposed: bool) -> str:
@@ -83,9 +89,15 @@ def entries_not_of_a_subspace_folder(folder: Path) -> list[str]:
     for entry in sorted(folder.iterdir()):
         if entry.name == "bases" and entry.is_dir() and not entry.is_symlink():
             foreign += [f"bases/{path.name}" for path in sorted(entry.iterdir()) if not _a_basis_file(path)]
+        elif entry.name == JOBS_FOLDER and entry.is_dir() and not entry.is_symlink():
+            foreign += [f"{JOBS_FOLDER}/{path.name}" for path in sorted(entry.iterdir()) if not _a_job_record(path)]
         elif entry.name not in _SUBSPACE_FILES or not entry.is_file():
             foreign.append(entry.name + ("/" if entry.is_dir() else ""))
     return foreign
+
+
+def _a_job_record(path: Path) -> bool:
+    return path.is_file() and not path.is_symlink() and path.suffix == ".json"
 
 
 def _a_basis_file(path: Path) -> bool:
@@ -111,6 +123,19 @@ def prepare_subspace_folder(
         (folder / "bases").mkdir(parents=True, exist_ok=True)
     manifest = _manifest(sources, params, storage) | ({} if order is None else {"order": order})
     write_atomically(folder / SUBSPACE_MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def record_job(folder: Path, asked: list, finished: bool, unchanged: list = ()) -> None:
+    """Write (or, once it `finished`, rewrite) the record of the job asked for `asked` (`Target`s): a rerun of
+    the same job, asked for the same modules, finds and completes the same record."""
+    keys = sorted(_index_key(target.base_key, target.transposed) for target in asked)
+    name = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
+    record = {
+        "asked": [{"module": target.base_key, "transposed": target.transposed} for target in asked],
+        "finished": finished,
+        "unchanged": [{"module": target.base_key, "transposed": target.transposed} for target in unchanged],
+    }
+    write_atomically(folder / JOBS_FOLDER / f"{name}.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 def add_to_subspace_folder(folder: Path, request: BasisRequest, basis: SubspaceBasis, storage: str = "float32") -> None:
@@ -165,6 +190,20 @@ class SubspaceFolder:
 
     def keys(self) -> set[str]:
         return {entry["key"] for entry in self.modules.values()}
+
+    def missing(self) -> tuple[list[str], int]:
+        """(modules some job was asked for that the folder lacks, how many jobs have not finished): what
+        an interrupted job left out, or what a job still running has yet to write."""
+        asked, skipped, unfinished = set(), set(), 0
+        for path in sorted((self.folder / JOBS_FOLDER).glob("[!.]*.json")):
+            try:
+                record = json.loads(path.read_text())
+                asked |= {_index_key(item["module"], bool(item["transposed"])) for item in record["asked"]}
+                skipped |= {_index_key(item["module"], bool(item["transposed"])) for item in record["unchanged"]}
+                unfinished += not record["finished"]
+            except (OSError, ValueError, KeyError, TypeError):
+                raise FormatError("not a csulora job record", where=str(path)) from None
+        return sorted(asked - skipped - set(self.modules)), unfinished
 
     def entry(self, base_key: str, transposed: bool) -> dict:
         entry = self.modules.get(_index_key(base_key, transposed))

@@ -310,7 +310,9 @@ def test_identical_models_are_an_error_at_estimation_naming_both(models, tmp_pat
     assert "no displacement" in line
     assert not out.exists()
     line = assert_one_line_error(
-        run_cli("correct", adapter, "--base", base, "--aligned", copy, "--out", tmp_path / "o"), 1, "no displacement"
+        run_cli("correct", adapter, "--base", base, "--aligned", copy, "--confirm-models", "--out", tmp_path / "o"),
+        1,
+        "no displacement",
     )
     assert str(base.resolve()) in line and str(copy.resolve()) in line
     assert not (tmp_path / "o").exists()

@@ -146,7 +146,9 @@ def test_missing_shard(models, tmp_path):
     shutil.copytree(aligned, broken)
     shard = broken / "model-00002-of-00002.safetensors"
     shard.unlink()
-    result = run_cli("correct", adapter, "--base", base, "--aligned", broken, "--out", tmp_path / "out")
+    result = run_cli(
+        "correct", adapter, "--base", base, "--aligned", broken, "--confirm-models", "--out", tmp_path / "out"
+    )
     assert_one_line_error(result, 1, str(shard))
     assert not (tmp_path / "out").exists()
 

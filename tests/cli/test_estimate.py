@@ -194,8 +194,8 @@ def test_adapter_selects_its_modules_and_out_folder(portable, adapter_modules, m
         # sin of the largest principal angle between the estimated and exact top-k subspaces
         residual = estimated_k - exact_k @ (exact_k.T @ estimated_k)
         assert torch.linalg.matrix_norm(residual, ord=2) < 1e-3
-    # Only the manifest and the bases: nothing else (no cache) inside a portable folder.
-    assert {path.split("/")[0] for path in snapshot(out)} == {"subspace.json", "bases"}
+    # Only the manifest, the bases and the job record: nothing else (no cache) inside a portable folder.
+    assert {path.split("/")[0] for path in snapshot(out)} == {"subspace.json", "bases", "jobs"}
 
 
 def test_rank_and_energy(models, tmp_path):

@@ -352,7 +352,7 @@ def test_fail_fast_on_a_shape_mismatch(hub, checkpoints, tmp_path):
     )
     write_checkpoint(wrong, weights, shards=4)
     hub.push("org/wrong", wrong)
-    result = correct(checkpoints["adapter-qv"], tmp_path / "out", hub, "--aligned", "org/wrong")
+    result = correct(checkpoints["adapter-qv"], tmp_path / "out", hub, "--aligned", "org/wrong", "--confirm-models")
     assert_one_line_error(result, 1, "model.layers.0.self_attn.q_proj.weight")
     assert hub.bytes_served(".safetensors") <= 2 * needed_bytes(checkpoints["base"], _ALL)[1]
 
@@ -426,7 +426,19 @@ def test_private_and_gated_repos_with_a_token(how, hub, checkpoints, tmp_path):
     hub.push("org/private", checkpoints["aligned"], token=SECRET)
     hub.push("org/gated", checkpoints["base"], token=SECRET, gated=True)
     extra, env = (("--token", SECRET), {}) if how == "flag" else ((), {"HF_TOKEN": SECRET})
-    args = ("--base", "org/gated", "--aligned", "org/private", "--rank", RANK, "--out", tmp_path / "out", "--json")
+    # the aligned model under another repo name than the adapter's base_model_name_or_path
+    args = (
+        "--base",
+        "org/gated",
+        "--aligned",
+        "org/private",
+        "--confirm-models",
+        "--rank",
+        RANK,
+        "--out",
+        tmp_path / "out",
+        "--json",
+    )
     result = assert_ok(run_on_hub(hub, "correct", checkpoints["adapter-qv"], *args, *extra, env=env))
     assert any(r.authorization == f"Bearer {SECRET}" for r in hub.data_requests())
     written = "".join(path.read_text(errors="replace") for path in (tmp_path / "out").iterdir())

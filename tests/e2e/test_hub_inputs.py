@@ -79,6 +79,8 @@ def test_adapter_by_id_fetches_only_its_files_and_lands_under_its_repo_name(hub_
         "adapter_config.json",
         "adapter_model.safetensors",
     ]
+    # What the repo holds besides the adapter is never fetched, and the report lists it.
+    assert report["provenance"]["left_out"] == ["checkpoint-100/", "optimizer.pt"]
     assert not (folder / "optimizer.pt").exists()
     # The same bytes as correcting the local folder.
     alone = tmp_path / "alone"

@@ -27,6 +27,7 @@ from ..plumbing.outputs import (
     finish_output,
     open_output_folders,
     output_folders_for,
+    planned_output_folders,
     warn_existing_outputs,
 )
 from ..plumbing.overlap import local_folder, refuse_output_over_inputs
@@ -83,8 +84,9 @@ def correct(request: CorrectRequest, events: Events = SilentEvents()) -> list[Ad
         warn_existing_outputs(opened, request, events.warn)
     pushes = plan_correct_pushes(request, destinations)
     given = {item.adapter.folder.resolve() for item in opened}
+    writes = bool(planned_output_folders(opened, request))
     for item in opened:
-        _warn_what_is_not_corrected(item, given, events)
+        _warn_what_is_not_corrected(item, given, writes, events)
     adapter_files = [adapter_file_digests(adapter) for adapter in adapters]
     provider = open_provider(request.subspace, adapters, hub, events)
     description = provider.describe()
@@ -123,9 +125,10 @@ def correct(request: CorrectRequest, events: Events = SilentEvents()) -> list[Ad
     return push_corrected(pushes, reports, request, hub, events)
 
 
-def _warn_what_is_not_corrected(item: OpenedAdapter, given: set[Path], events: Events) -> None:
-    """What a folder holds besides the adapter is left out of the output; say so, and name a second adapter
-    saved in a subfolder (PEFT's layout for several adapters) unless it is corrected too (`given`)."""
+def _warn_what_is_not_corrected(item: OpenedAdapter, given: set[Path], writes: bool, events: Events) -> None:
+    """What a folder holds besides the adapter is left out of the output (where there is one: `writes`); say
+    so, and name a second adapter saved in a subfolder (PEFT's layout for several adapters) unless it is
+    corrected too (`given`)."""
     adapter = item.adapter
     for name in adapter.other_adapters:
         if (adapter.folder / name).resolve() in given:
@@ -135,7 +138,8 @@ def _warn_what_is_not_corrected(item: OpenedAdapter, given: set[Path], events: E
             f"an adapter of its own ({adapter.folder / name})"
         )
     others = [name for name in adapter.left_out if name.rstrip("/") not in adapter.other_adapters]
-    if others:
+    # A Hub repo's other files are never fetched: the report lists them, and nothing was there to expect.
+    if others and writes and item.output_name is None:
         shown = ", ".join(others[:6]) + (f" and {len(others) - 6} more" if len(others) > 6 else "")
         events.warn(f"{item.label}: not part of the adapter, left out of the output (the report lists them): {shown}")
     for mismatch in adapter.config_mismatches[:3]:

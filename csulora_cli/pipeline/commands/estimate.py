@@ -6,12 +6,13 @@ from __future__ import annotations
 from ...errors import CsuloraError
 from ...events import Events, SilentEvents
 from ...subspace.estimate import SubspaceBasis
-from ...subspace.folder import add_to_subspace_folder, check_subspace_folder, prepare_subspace_folder
+from ...subspace.folder import add_to_subspace_folder, check_subspace_folder, prepare_subspace_folder, record_job
 from ...subspace.keys import Target, layer_of, parse_layers
 from ...subspace.targets import model_type, targets_by_name, targets_for_adapter
 from ..plumbing.adapter_source import open_adapter
 from ..plumbing.basis_source import estimating_provider, hub_client, resolve_device
 from ..plumbing.overlap import local_folder, refuse_output_over_inputs
+from ..plumbing.pairs import check_models_agree
 from ..plumbing.sides import check_order
 from ..types.requests import EstimateRequest
 from ..types.results import EstimateResult, ModuleSubspace
@@ -70,6 +71,7 @@ def estimate_subspace(request: EstimateRequest, events: Events = SilentEvents())
             raise CsuloraError("no 2-D weights match", parameter="layers" if layers is not None else "modules")
         raise CsuloraError("no 2-D weights match", where=request.base)
     provider.check(targets)
+    check_models_agree(provider.base, provider.aligned, adapter_configs, request.confirm_models)
     sources = {"base": provider.base.describe().to_dict(), "aligned": provider.aligned.describe().to_dict()}
     order_check = "accept" if request.confirm_order else "warn"
     evidence = check_order(provider.base, provider.aligned, adapter_configs, order_check, events)
@@ -86,12 +88,14 @@ def estimate_subspace(request: EstimateRequest, events: Events = SilentEvents())
     # The folder is prepared at the first basis that holds a displacement: a pair that differs nowhere
     # leaves nothing behind (below). Bases without one wait until then.
     waiting: list[tuple[Target, SubspaceBasis]] = []
+    unchanged: list[Target] = []
     folder_ready = False
     any_signal = False
     for target, basis, from_cache in provider.bases(targets):
         advance()
         any_signal = any_signal or basis.has_signal
         if skip_unchanged and not basis.has_signal:
+            unchanged.append(target)
             continue
         modules.append(_module_subspace(target, basis, request.energy, from_cache))
         if request.out is None:
@@ -102,11 +106,15 @@ def estimate_subspace(request: EstimateRequest, events: Events = SilentEvents())
                 prepare_subspace_folder(
                     request.out, sources, request.estimation, request.overwrite, request.storage, order
                 )
+                # What this job was asked for, so that a folder it leaves half-filled says what it lacks.
+                record_job(request.out, targets, finished=False)
                 folder_ready = True
             # Written as each module finishes, so a job split across machines fills the folder as it goes.
             for ready_target, ready_basis in waiting:
                 add_to_subspace_folder(request.out, provider.request(ready_target), ready_basis, request.storage)
             waiting.clear()
+    if folder_ready:
+        record_job(request.out, targets, finished=True, unchanged=unchanged)
     if not any_signal:
         raise CsuloraError(
             f"no displacement: {request.base} and {request.aligned} hold the same weights in every targeted "

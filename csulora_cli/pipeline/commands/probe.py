@@ -92,7 +92,7 @@ def probe(request: ProbeRequest, events: Events = SilentEvents()) -> ProbeResult
         results.append(
             AdapterProbe(
                 adapter.label,
-                adapter.source,
+                adapter.source.to_dict(),
                 probes["harmful"],
                 probes.get("benign"),
                 gate_checks(request, probes["harmful"], probes.get("benign")),

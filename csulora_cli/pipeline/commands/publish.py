@@ -98,6 +98,7 @@ def push_subspace(
     the run's Hub client."""
     if target is None:
         return result
+    _warn_if_incomplete(request.out, events)
     count = _write_subspace_card(request.out, target, request.energy)
     advance = events.start("pushing to the Hub", 1)
     message = f"csulora estimate-subspace: safety subspace of {count} modules"
@@ -123,6 +124,7 @@ def push_output(request: PushRequest, events: Events = SilentEvents()) -> Pushed
             raise CsuloraError(f"not pushed: the folder is not as csulora wrote it ({problem})", where=str(folder))
         kind, message = "adapter", f"csulora push: {folder.resolve().name}, a corrected adapter"
     elif (folder / SUBSPACE_MANIFEST).is_file():
+        _warn_if_incomplete(folder, events)
         count = _write_subspace_card(folder, target, DEFAULT_ENERGY)
         kind, message = "subspace", f"csulora push: safety subspace of {count} modules"
     else:
@@ -135,6 +137,18 @@ def push_output(request: PushRequest, events: Events = SilentEvents()) -> Pushed
     record = _push(folder, target, request.spec, hub_client(None, request.hub, events), message, [])
     advance()
     return PushedOutput(str(folder), kind, record)
+
+
+def _warn_if_incomplete(folder: Path, events: Events) -> None:
+    """A folder some jobs are still filling may be pushed on purpose: say what it lacks rather than refuse."""
+    missing, unfinished = SubspaceFolder(folder).missing()
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        jobs = f", {unfinished} job(s) not finished" if unfinished else ""
+        events.warn(
+            f"{folder}: pushing an incomplete subspace folder: {len(missing)} module(s) asked for are missing "
+            f"({shown}{jobs}); push again once every job has finished"
+        )
 
 
 def _write_subspace_card(folder: Path, target: PushTarget, energy: float) -> int:

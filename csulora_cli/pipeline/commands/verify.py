@@ -1,11 +1,15 @@
-"""`verify`: re-hash output folders against the digests their reports recorded (a deploy gate's check)."""
+"""`verify`: re-hash output folders against the digests their reports recorded (a deploy gate's check), and
+check subspace folders: every basis file whole (its own checksum) and every module a job was asked for there."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from ...errors import CsuloraError
 from ...report.records import REPORT_FILE
+from ...subspace.folder import SUBSPACE_MANIFEST, SubspaceFolder
+from ...subspace.store import read_basis_file
 from ..plumbing.provenance import output_file_digests
 from ..types.results import VerifyResult
 
@@ -23,6 +27,8 @@ def verify_outputs(folders: tuple[Path, ...]) -> list[VerifyResult]:
 
 
 def _verify(folder: Path) -> VerifyResult:
+    if not (folder / REPORT_FILE).exists() and (folder / SUBSPACE_MANIFEST).is_file():
+        return _verify_subspace(folder)
     report_path = folder / REPORT_FILE
     expected, problem = _recorded_digests(folder, report_path)
     if problem is None:
@@ -55,3 +61,27 @@ def _first_difference(folder: Path, expected: dict[str, str], actual: dict[str, 
             found, recorded = actual[name][:12], expected[name][:12]
             return f"{folder / name}: differs from {REPORT_FILE} (sha256 {found}..., recorded {recorded}...)"
     return None
+
+
+def _verify_subspace(folder: Path) -> VerifyResult:
+    """A subspace folder: each basis file read back against its own checksum, and nothing missing that some
+    job was asked for (a job split by layers still to run is not known; one that started and stopped is)."""
+    try:
+        subspace = SubspaceFolder(folder)
+        files = {
+            entry["path"].relative_to(folder).as_posix(): entry["record"].get("checksum", "")
+            for entry in subspace.modules.values()
+        }
+        for entry in subspace.modules.values():
+            read_basis_file(entry["path"])
+        missing, unfinished = subspace.missing()
+    except CsuloraError as error:
+        return VerifyResult(str(folder), SUBSPACE_MANIFEST, {}, error.one_line())
+    problem = None
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        jobs = f"; {unfinished} job(s) did not finish" if unfinished else ""
+        problem = (
+            f"{folder}: incomplete subspace folder: {len(missing)} module(s) asked for are missing ({shown}){jobs}"
+        )
+    return VerifyResult(str(folder), SUBSPACE_MANIFEST, files, problem)

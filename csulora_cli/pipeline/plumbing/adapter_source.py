@@ -50,9 +50,16 @@ def open_adapter(spec: str | Path, hub: HubClient) -> OpenedAdapter:
     if CONFIG_FILE not in snapshot.files:
         raise MissingTensorError(f"not a PEFT adapter repo: no {CONFIG_FILE}", where=snapshot.where())
     files = adapter_repo_files({name: file.size for name, file in snapshot.files.items()})
+    # What the repo holds besides (training state, checkpoints in subfolders): never fetched, listed.
+    left_out = tuple(
+        sorted(
+            {name.split("/")[0] + ("/" if "/" in name else "") for name in snapshot.files if name != ".gitattributes"}
+            - set(files)
+        )
+    )
     folder = None
     for name in files:
         folder = hub.download(snapshot, name).parent
-    adapter = read_adapter(folder, files)
+    adapter = read_adapter(folder, files, left_out)
     source = SourceDescription.hub(ref.repo_id, ref.revision, snapshot.commit, endpoint_label())
     return OpenedAdapter(adapter, source, Path(ref.repo_id))

@@ -26,6 +26,7 @@ from ...subspace.remote import fetch_subspace
 from ...subspace.store import BasisCache
 from ..types.requests import SubspaceSpec
 from .cache_layout import CacheLayout
+from .pairs import check_models_agree
 
 
 def resolve_device(name: str) -> torch.device:
@@ -86,19 +87,25 @@ def _open_named_source(spec: str, origin: str | None, **options) -> TensorSource
 
 def open_provider(spec: SubspaceSpec, adapters: list[LoraAdapter], hub: HubClient, events: Events) -> BasisProvider:
     """Bases from the spec's subspace folder, or estimated from its pair (the aligned model defaulting to the
-    adapters' common `base_model_name_or_path`)."""
+    adapters' common `base_model_name_or_path`), refused when the pair is not the one the adapters were
+    trained on (`pairs.py`)."""
     device = resolve_device(spec.device)
     if spec.subspace is not None:
-        return _folder_provider(spec, adapters, device, hub)
-    if spec.base is None:
+        provider = _folder_provider(spec, adapters, device, hub)
+    elif spec.base is None:
         raise UsageError("a subspace is needed: pass {subspace} DIR or {base} BASE", parameter="base")
-    if spec.aligned:
-        aligned, origin = spec.aligned, None
     else:
-        aligned, origin = _aligned_from_adapters(adapters)
-    return estimating_provider(
-        spec.base, aligned, spec.estimation, spec.cache_dir, device, hub, events, aligned_origin=origin
+        if spec.aligned:
+            aligned, origin = spec.aligned, None
+        else:
+            aligned, origin = _aligned_from_adapters(adapters)
+        provider = estimating_provider(
+            spec.base, aligned, spec.estimation, spec.cache_dir, device, hub, events, aligned_origin=origin
+        )
+    check_models_agree(
+        *provider.models(), [(str(adapter.folder), adapter.config) for adapter in adapters], spec.confirm_models
     )
+    return provider
 
 
 def _folder_provider(spec: SubspaceSpec, adapters: list[LoraAdapter], device, hub: HubClient) -> FolderProvider:

@@ -79,7 +79,7 @@ def order_evidence(
         trained_on = config.get("base_model_name_or_path")
         if not isinstance(trained_on, str):
             continue
-        on_aligned, on_base = _names(trained_on, aligned_is), _names(trained_on, base_is)
+        on_aligned, on_base = names_model(trained_on, aligned_is), names_model(trained_on, base_is)
         if on_aligned and not on_base:
             evidence.agreeing.append(f"adapter {label} names the aligned model (base_model_name_or_path)")
         elif on_base and not on_aligned:
@@ -88,12 +88,12 @@ def order_evidence(
                 "the base, where an adapter to correct is trained on the aligned model"
             )
     for where, parent in declared_parents(base):
-        if _names(parent, aligned_is) and not _names(parent, base_is):
+        if names_model(parent, aligned_is) and not names_model(parent, base_is):
             evidence.contradicting.append(
                 f"{where} names {parent}, the model given as aligned, as the model it was made from"
             )
     for where, parent in declared_parents(aligned):
-        if _names(parent, base_is) and not _names(parent, aligned_is):
+        if names_model(parent, base_is) and not names_model(parent, aligned_is):
             evidence.agreeing.append(f"{where} names the base model as the model it was made from")
     return evidence
 
@@ -103,7 +103,7 @@ def declared_parents(model: ModelFiles) -> list[tuple[str, str]]:
     parents = []
     card = model.text_file(CARD_FILE)
     if card is not None:
-        for name in _as_names(_front_matter(card.text).get("base_model")):
+        for name in _asnames_model(_front_matter(card.text).get("base_model")):
             parents.append((f"{card.where} (base_model)", name))
     config_file = model.text_file(CONFIG_FILE)
     if config_file is not None:
@@ -113,7 +113,7 @@ def declared_parents(model: ModelFiles) -> list[tuple[str, str]]:
             config = {}
         if isinstance(config, dict):
             for key in ("base_model", "_name_or_path"):
-                for name in _as_names(config.get(key)):
+                for name in _asnames_model(config.get(key)):
                     parents.append((f"{config_file.where} ({key})", name))
     return parents
 
@@ -129,7 +129,7 @@ def _front_matter(text: str) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _as_names(value) -> list[str]:
+def _asnames_model(value) -> list[str]:
     if isinstance(value, str) and value.strip():
         return [value.strip()]
     if isinstance(value, list):
@@ -137,7 +137,7 @@ def _as_names(value) -> list[str]:
     return []
 
 
-def _names(reference: str, model: SourceDescription) -> bool:
+def names_model(reference: str, model: SourceDescription) -> bool:
     """Whether `reference` (a path or a repo id, as a config writes it) names the model `model` describes."""
     reference = reference.rstrip("/")
     repo_part = reference.split("@", 1)[0]

@@ -125,6 +125,9 @@ class SubspaceSpec:
     # A cap above what the folder stores is refused (it would mean nothing), unless it came from a preset,
     # which serves folders of any rank: then every stored column is kept.
     rank_cap_may_exceed: bool = False
+    # The bases' models and the adapters' base_model_name_or_path disagree, and the user says that is right
+    # (`plumbing/pairs.py`).
+    confirm_models: bool = False
 
     def __post_init__(self) -> None:
         for name in ("base", "aligned"):  # a Path is as good as the string a user types
@@ -180,6 +183,7 @@ class EstimateRequest:
     push: PushSpec | None = None  # push the finished subspace folder to a Hub repo
     # The user confirms a base/aligned order the sources contradict (no warning then).
     confirm_order: bool = False
+    confirm_models: bool = False  # the adapter names another aligned model, and that is right (`plumbing/pairs.py`)
 
     def __post_init__(self) -> None:
         for name in ("base", "aligned"):
