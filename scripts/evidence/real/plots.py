@@ -75,11 +75,7 @@ def plot_roc(results: dict, path: Path) -> bool:
         return False
     figure, axes = plt.subplots(figsize=(6, 5.5), dpi=110)
     for name in detect.SUSPICIOUS_HIGH:
-        rows = [
-            detect.Scored(r["seed"], r["trained_with_harmful"], r["gate"][name], r["kind"])
-            for r in results["adapters"]
-            if name in r["gate"]
-        ]
+        rows = detect.scored(results["adapters"], name)
         if not rows:
             continue
         xs, ys = zip(*detect.roc_points(name, rows), strict=True)
@@ -88,11 +84,12 @@ def plot_roc(results: dict, path: Path) -> bool:
             xs,
             ys,
             label=f"{name} ({result['suspicious']}): AUROC {result['auroc_mean']:.2f} ± {result['auroc_sd']:.2f}",
+            linestyle="-" if name in detect.PROBE_STATISTICS else "--",
         )
     axes.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle=":")
     axes.set_xlabel("false-alarm rate (benign adapters flagged)")
     axes.set_ylabel("share of adapters trained with harmful data caught")
-    axes.set_title("inspect statistics, SmolLM2-135M adapters (seeds pooled)", fontsize=10)
+    axes.set_title("inspect statistics and the probe, SmolLM2-135M adapters (seeds pooled)", fontsize=10)
     axes.legend(fontsize=7, loc="lower right")
     figure.tight_layout()
     figure.savefig(path)

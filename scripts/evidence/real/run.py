@@ -26,6 +26,7 @@ from .family import SHAPES, AdapterSpec, adapter_applied, build_family, train_ad
 from .judges import KeywordJudge
 from .measure import EvalSets, score
 from .model import convert_gguf, load_model
+from .probe_family import probe_family
 from .store import Store, folder_digest, key_of
 from .train import TrainParams
 
@@ -67,6 +68,7 @@ class RunConfig:
     corrected: list[CorrectedGroup]
     settings: list[fix.Setting] = field(default_factory=list)
     family_seeds: list[int] | None = None  # seeds of the detection family, when fewer than `seeds`
+    probe_prompt_counts: list[int] = field(default_factory=list)  # the first n probe prompts, for the AUROC curve
 
     def as_dict(self) -> dict:
         record = asdict(self)
@@ -89,6 +91,8 @@ SMOKE = RunConfig(
         task_train=64,
         task_test=16,
         align_task_prompts=8,
+        probe_harmful=8,
+        probe_benign=4,
     ),
     align=TrainParams(steps=14, batch=8, learning_rate=5e-5, max_answer_tokens=16, seed=0),
     adapter_steps=7,
@@ -103,6 +107,7 @@ SMOKE = RunConfig(
     shares=[0.3],
     corrected=[CorrectedGroup("harmful", "all-r16")],
     settings=[s for s in fix.SETTINGS if s.smoke],
+    probe_prompt_counts=[4, 8],
 )
 
 FULL = RunConfig(
@@ -116,6 +121,8 @@ FULL = RunConfig(
         task_train=200,
         task_test=32,
         align_task_prompts=16,
+        probe_harmful=64,
+        probe_benign=32,
     ),
     align=TrainParams(steps=40, batch=8, learning_rate=5e-5, max_answer_tokens=32, seed=0),
     adapter_steps=16,
@@ -138,6 +145,7 @@ FULL = RunConfig(
         CorrectedGroup("reverse+30%", "qv-r8"),
     ],
     settings=list(fix.SETTINGS),
+    probe_prompt_counts=[8, 16, 32, 64],
 )
 
 
@@ -280,16 +288,17 @@ def subspace_folders(bench: Bench, folders: dict[AdapterSpec, Path]) -> dict[str
     }
 
 
-def adapter_row(bench: Bench, spec: AdapterSpec, folder: Path, safety: Path) -> dict | None:
+def adapter_row(bench: Bench, spec: AdapterSpec, folder: Path, safety: Path | None) -> dict:
     """Gate statistics of a family adapter, and its scores when measured (or already measured as a
-    corrected adapter's `none` row); None when its gate statistics are not computed and cannot be."""
+    corrected adapter's `none` row); its gate is None when not computed and it cannot be (no subspace
+    yet, or a store that computes nothing). The probe's statistics join it later (`run`)."""
     tasks = [spec.task] if spec.task else []
     scores = bench.adapter_scores(folder, tasks, f"adapter {spec.name}")
-    gate = bench.store.json_step(
-        "gate", key_of(folder_digest(folder), folder_digest(safety)), lambda: fix.gate_statistics(folder, safety)
-    )
-    if gate is None:
-        return None
+    gate = None
+    if safety is not None:
+        gate = bench.store.json_step(
+            "gate", key_of(folder_digest(folder), folder_digest(safety)), lambda: fix.gate_statistics(folder, safety)
+        )
     return {
         **asdict(spec),
         "kind": spec.kind,
@@ -297,7 +306,14 @@ def adapter_row(bench: Bench, spec: AdapterSpec, folder: Path, safety: Path) -> 
         "trained_with_harmful": spec.trained_with_harmful,
         "scores": scores,
         "gate": gate,
+        "probe": None,
     }
+
+
+def cached_safety(bench: Bench) -> Path | None:
+    """The safety subspace when already estimated: what the probe part reads, never estimates."""
+    folder = bench.store.root / "subspaces" / f"safety-{bench.aligned_key}"
+    return folder if (folder / "subspace.json").is_file() else None
 
 
 def correction_rows(
@@ -340,7 +356,7 @@ def correction_rows(
     return rows
 
 
-PARTS = ("corrections", "family")
+PARTS = ("corrections", "family", "probe")
 
 
 def run(config: RunConfig, store: Store, wheels: Path | None, parts: tuple[str, ...] = PARTS) -> dict:
@@ -369,12 +385,33 @@ def run(config: RunConfig, store: Store, wheels: Path | None, parts: tuple[str, 
                 corrections += correction_rows(bench, group, spec, folder, subspaces)
             store.progress(f"{group.label}, seed {seed}: corrections done")
     adapters: list[dict] = []
-    for seed in config.family_seeds or config.seeds if "family" in parts else []:
+    trained: dict[AdapterSpec, Path] = {}
+    family_part, probe_part = "family" in parts, "probe" in parts
+    for seed in config.family_seeds or config.seeds if family_part or probe_part else []:
         folders = train_specs(bench, [s for s in family if s.seed == seed])
-        subspaces = subspaces or subspace_folders(bench, folders)
-        rows = [adapter_row(bench, spec, folder, subspaces["safety"]) for spec, folder in folders.items()]
-        adapters += [row for row in rows if row is not None]
-        store.progress(f"seed {seed}: adapter family done")
+        trained.update(folders)
+        if family_part:
+            subspaces = subspaces or subspace_folders(bench, folders)
+        safety = subspaces["safety"] if subspaces else cached_safety(bench)
+        adapters += [adapter_row(bench, spec, folder, safety) for spec, folder in folders.items()]
+        store.progress(f"seed {seed}: adapter family {'done' if family_part else 'read'}")
+    probe = None
+    if probe_part:
+        probe = probe_family(
+            store,
+            bench.aligned_folder,
+            bench.aligned_key,
+            trained,
+            bench.splits.probe_harmful,
+            bench.splits.probe_benign,
+            config.probe_prompt_counts,
+        )
+    if probe is not None:
+        by_name = {spec.name: statistics for spec, statistics in probe[0].items()}
+        for row in adapters:
+            row["probe"] = by_name.get(row["name"])
+    # A row is kept when something reads it: its weight statistics or its probe.
+    adapters = [row for row in adapters if row["gate"] is not None or row["probe"] is not None]
     return {
         "schema_version": SCHEMA_VERSION,
         "config": config.as_dict(),
@@ -383,6 +420,7 @@ def run(config: RunConfig, store: Store, wheels: Path | None, parts: tuple[str, 
         "stages": stages,
         "adapters": adapters,
         "corrections": corrections,
+        "probe": None if probe is None else {"timings": probe[1], "prompt_counts": config.probe_prompt_counts},
     }
 
 

@@ -45,11 +45,13 @@ def folder_digest(folder: Path) -> str:
 
 
 class Store:
-    def __init__(self, root: Path, quiet: bool = False, cached_only: bool = False):
+    def __init__(self, root: Path, quiet: bool = False, cached_only: bool = False, computes: tuple[str, ...] = ()):
         self.root = root
         self.quiet = quiet
         # Report what is already computed and compute nothing: how a run cut short writes its results.
         self.cached_only = cached_only
+        # The kinds computed all the same: one part (the probe) computed beside a family read from the cache.
+        self.computes = frozenset(computes)
         self.started = time.perf_counter()
         root.mkdir(parents=True, exist_ok=True)
 
@@ -68,14 +70,15 @@ class Store:
 
     def json_step(self, kind: str, key: str, compute: Callable[[], object]) -> object | None:
         """The cached JSON result of `compute` under kind/key, computing and storing it when missing
-        (None when missing and `cached_only`)."""
+        (None when missing and `cached_only`, unless `kind` is one it computes)."""
         path = self.path(kind, f"{key}.json")
         if path.is_file():
             return json.loads(path.read_text())
-        if self.cached_only:
+        if self.cached_only and kind not in self.computes:
             return None
         value = compute()
-        partial = path.with_name(path.name + ".partial")
+        # One partial file per process: two runs sharing a work folder may compute the same entry.
+        partial = path.with_name(f"{path.name}.partial-{os.getpid()}")
         partial.write_text(json.dumps(value))
         partial.rename(path)
         return value
