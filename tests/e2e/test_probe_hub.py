@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from csulora_cli.checkpoints.hub.errors import HubError
-from csulora_cli.probe.prompts import load_prompts
+from csulora_cli.probe.sources import load_prompts
 
 
 def test_a_hub_dataset_file_in_both_spellings_is_pinned_by_commit(hub_online, tmp_path):
