@@ -8,11 +8,13 @@
     (report,) = correct(CorrectRequest(adapters="adapter", out="adapter-safe", subspace=subspace))
     gate = inspect(InspectRequest(adapter="adapter", subspace=subspace, gate="reversal", fail_below=-0.05)).gate
     (verified,) = verify_outputs(("adapter-safe",))
+    probed = probe(ProbeRequest(adapters=("adapter",), model="aligned", prompts="harmful.txt", fail_above=0.2))
 
 Each function's docstring has an example: `estimate_subspace`, `correct`, `inspect`, `detect_adapter`,
-`verify_outputs`, `push_output`. Requests take folders as `str` or `Path`, and `adapters` one adapter or a
-list; they are frozen and checked as they are built, so a request that cannot run is refused before any
-file is opened. Errors are `csulora_cli.errors.CsuloraError`s naming the file, tensor or parameter at fault.
+`verify_outputs`, `push_output`, `probe` (`probe` needs the `probe` extra: transformers and peft). Requests
+take folders as `str` or `Path`, and `adapters` one adapter or a list; they are frozen and checked as they
+are built, so a request that cannot run is refused before any file is opened. Errors are
+`csulora_cli.errors.CsuloraError`s naming the file, tensor or parameter at fault.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ from .events import Events, SilentEvents
 from .pipeline.commands.correct import correct
 from .pipeline.commands.estimate import estimate_subspace
 from .pipeline.commands.inspect import detect_adapter, inspect
+from .pipeline.commands.probe import probe
 from .pipeline.commands.publish import push_output
 from .pipeline.commands.verify import verify_outputs
 from .pipeline.plumbing.basis_source import resolve_device
+from .pipeline.types.probe import AdapterProbe, ProbeRequest, ProbeResult, SetProbe
 from .pipeline.types.requests import (
     CorrectRequest,
     EstimateRequest,
@@ -46,6 +50,7 @@ from .pipeline.types.results import (
 from .subspace.params import EstimationParams
 
 __all__ = [
+    "AdapterProbe",
     "CorrectRequest",
     "CorrectionParams",
     "EstimateRequest",
@@ -58,9 +63,12 @@ __all__ = [
     "InspectResult",
     "ModuleSubspace",
     "ModuleSummary",
+    "ProbeRequest",
+    "ProbeResult",
     "PushRequest",
     "PushSpec",
     "PushedOutput",
+    "SetProbe",
     "SilentEvents",
     "SubspaceSpec",
     "VerifyResult",
@@ -68,6 +76,7 @@ __all__ = [
     "detect_adapter",
     "estimate_subspace",
     "inspect",
+    "probe",
     "push_output",
     "resolve_device",
     "verify_outputs",

@@ -20,7 +20,7 @@ import typer
 from .. import __version__
 from ..checkpoints.hub.options import HubOptions
 from ..errors import CsuloraError, GateTripped
-from ..pipeline.types import CorrectRequest, EstimateRequest, InspectRequest, PushRequest
+from ..pipeline.types import CorrectRequest, EstimateRequest, InspectRequest, ProbeRequest, PushRequest
 from .boundary import CsuloraGroup
 from .declared import FLAG, takes_option_groups
 from .help import GroupedCommand
@@ -38,6 +38,9 @@ from .options import (
     OrderConfirmation,
     Overwrite,
     Printing,
+    ProbeGate,
+    ProbeInputs,
+    ProbeRun,
     Push,
     PushTarget,
     SchemaChoice,
@@ -48,7 +51,7 @@ from .options import (
     command_line,
     subspace_spec,
 )
-from .output import Output, gate_line
+from .output import Output, gate_line, probe_gate_line
 
 app = typer.Typer(
     name="csulora",
@@ -81,6 +84,12 @@ INSPECT_EXAMPLES = """
     csulora inspect ./adapter
     csulora inspect ./adapter --subspace ./subspace
     csulora inspect ./adapter --subspace ./subspace --gate reversal --fail-below -0.05
+    """
+PROBE_EXAMPLES = """
+    csulora probe ./adapter --model ./aligned --prompts harmful.txt --fail-above 0.2
+    csulora probe ./runs/*/adapter --model org/model-instruct --prompts harmful.csv --prompt-field goal --json
+    csulora probe ./adapter --model ./aligned --prompts harmful.txt --benign benign.txt --fail-over-refusal-above 0.5
+    csulora probe ./adapter --model ./aligned --prompts datasets/org/prompts/behaviors.csv@main --prompt-field Goal
     """
 VERIFY_EXAMPLES = """
     csulora verify ./adapter-safe && echo deploying
@@ -258,6 +267,52 @@ def inspect_command(
     output.inspect(result)
     if result.gate is not None and result.gate.tripped:
         raise GateTripped(gate_line(result.gate))
+
+
+@app.command("probe", cls=GroupedCommand, epilog=PROBE_EXAMPLES)
+@takes_option_groups
+def probe_command(
+    ctx: typer.Context,
+    adapters: Annotated[
+        list[str],
+        typer.Argument(metavar="ADAPTER", help="PEFT LoRA adapter folders, or Hub repos org/name[@revision]."),
+    ],
+    inputs: ProbeInputs,
+    run: ProbeRun,
+    gate: ProbeGate,
+    token: Token,
+    config: ConfigFile,
+    printing: Printing,
+) -> None:
+    """Measure each adapter's effect on the model's refusals: the refusal margin on each prompt, with and without
+    the adapter (forward passes only; the model is loaded once for every adapter)."""
+    request = ProbeRequest(
+        adapters=tuple(adapters),
+        model=inputs.model,
+        prompts=inputs.prompts,
+        prompt_field=inputs.prompt_field,
+        benign=inputs.benign,
+        benign_field=inputs.benign_field,
+        device=run.device,
+        dtype=run.dtype,
+        batch_size=run.batch_size,
+        compliance_opening=run.compliance_opening,
+        generate=run.generate,
+        save_answers=run.save_answers,
+        fail_above=gate.fail_above,
+        fail_if_shift_above=gate.fail_if_shift_above,
+        fail_over_refusal_above=gate.fail_over_refusal_above,
+        cache_dir=as_path(run.cache_dir),
+        hub=HubOptions(token=token.token or None),
+    )
+    api = _library()
+
+    output = Output(printing.json_output, printing.quiet, flag_of=ctx.find_root().command.flag_of)
+    with output.progress():
+        result = api.probe(request, output)
+    output.probe(result)
+    if result.tripped:
+        raise GateTripped(probe_gate_line(result))
 
 
 @app.command("verify", cls=GroupedCommand, epilog=VERIFY_EXAMPLES)

@@ -18,7 +18,16 @@ from ..correction.methods import METHODS
 from ..correction.params import SAFELORA_SELECTIONS, CorrectionParams
 from ..correction.statistics import STATISTICS
 from ..errors import UsageError
-from ..pipeline.types import DEVICES, CorrectRequest, EstimateRequest, InspectRequest, PushSpec, SubspaceSpec
+from ..inference.params import DTYPE_NAMES
+from ..pipeline.types import (
+    DEVICES,
+    CorrectRequest,
+    EstimateRequest,
+    InspectRequest,
+    ProbeRequest,
+    PushSpec,
+    SubspaceSpec,
+)
 from ..report.schema_files import SCHEMA_NAMES
 from ..subspace.params import STORAGES, EstimationParams, check_energy
 from .declared import (
@@ -542,6 +551,143 @@ class DemoOptions(OptionGroup):
     )
 
 
+# ---------------------------------------------------------------------------------------------------
+# The behavioural probe (probe).
+
+
+@dataclass(frozen=True)
+class ProbeInputs(OptionGroup):
+    """The model the adapters were trained on, and the prompts it is probed with."""
+
+    model: str = option(
+        "--model",
+        metavar="MODEL",
+        panel=INPUTS,
+        value=MODEL,
+        help="The model the adapters were trained on (the aligned model): folder, or Hub repo org/name[@revision].",
+        default=...,
+    )
+    prompts: str = option(
+        "--prompts",
+        metavar="SOURCE",
+        panel=INPUTS,
+        value=MODEL,
+        help="Prompts a safe model refuses: a .txt file (one prompt a line), a .jsonl or .csv file (--prompt-field), "
+        "or a Hub dataset's file, datasets/ORG/NAME/FILE[@REVISION] or hf://datasets/ORG/NAME[@REVISION]/FILE.",
+        default=...,
+    )
+    prompt_field: str = option(
+        "--prompt-field",
+        metavar="NAME",
+        panel=INPUTS,
+        help="The field (.jsonl) or column (.csv) that holds each prompt.",
+        default=default_of(ProbeRequest, "prompt_field"),
+    )
+    benign: str | None = option(
+        "--benign",
+        metavar="SOURCE",
+        panel=INPUTS,
+        value=MODEL,
+        help="Prompts a model should answer, in the same forms as --prompts: measures over-refusal.",
+        default=default_of(ProbeRequest, "benign"),
+    )
+    benign_field: str | None = option(
+        "--benign-field",
+        metavar="NAME",
+        panel=INPUTS,
+        show_default=False,
+        help="The field or column of --benign's prompts (default: --prompt-field).",
+        default=default_of(ProbeRequest, "benign_field"),
+    )
+
+
+@dataclass(frozen=True)
+class ProbeRun(OptionGroup):
+    """How the model runs, and what is read of it besides the margins."""
+
+    device: Literal[DEVICES] = option(
+        "--device",
+        panel=ESTIMATION,
+        help="Where the model runs (auto: a GPU when there is one).",
+        default=default_of(ProbeRequest, "device"),
+    )
+    dtype: Literal[DTYPE_NAMES] = option(
+        "--dtype",
+        panel=ESTIMATION,
+        help="The model's dtype (auto: float32 on the CPU, bfloat16 on a GPU).",
+        default=default_of(ProbeRequest, "dtype"),
+    )
+    batch_size: int = option(
+        "--batch-size",
+        metavar="N",
+        panel=ESTIMATION,
+        help="Prompts per forward pass (lower it when memory runs out).",
+        default=default_of(ProbeRequest, "batch_size"),
+    )
+    cache_dir: Path | None = option(
+        "--cache-dir",
+        metavar="DIR",
+        panel=ESTIMATION,
+        value=PATH,
+        estimation_only=True,
+        help="csulora's cache, where its records of Hub repos are kept (default $CSULORA_CACHE or ~/.cache/csulora); "
+        "Hub files themselves go to the HF cache.",
+        default=default_of(ProbeRequest, "cache_dir"),
+    )
+    compliance_opening: str | None = option(
+        "--compliance-opening",
+        metavar="TEXT",
+        panel=METHOD,
+        show_default=False,
+        help="Compare refusal openings with this opening on every prompt (default: the model's own opening, "
+        "without an adapter; docs/method.md section 10).",
+        default=default_of(ProbeRequest, "compliance_opening"),
+    )
+    generate: int = option(
+        "--generate",
+        metavar="N",
+        panel=METHOD,
+        help="Also answer each prompt greedily with N tokens and judge the answers by keyword, to read beside "
+        "the margins (0: forward passes only).",
+        default=default_of(ProbeRequest, "generate"),
+    )
+    save_answers: bool = option(
+        "--save-answers",
+        metavar=FLAG,
+        panel=OUTPUT,
+        help="Keep --generate's answers in the --json document (never kept otherwise).",
+        default=default_of(ProbeRequest, "save_answers"),
+    )
+
+
+@dataclass(frozen=True)
+class ProbeGate(OptionGroup):
+    """`probe`'s CI gate: each threshold trips when an adapter's value exceeds it."""
+
+    fail_above: float | None = option(
+        "--fail-above",
+        metavar="SHARE",
+        panel=GATE,
+        help="Exit 3 when an adapter answers more than SHARE of --prompts without refusal (in [0, 1]).",
+        default=default_of(ProbeRequest, "fail_above"),
+    )
+    fail_if_shift_above: float | None = option(
+        "--fail-if-shift-above",
+        metavar="D",
+        panel=GATE,
+        help="Exit 3 when an adapter lowers the mean refusal margin on --prompts by more than D (nats) against "
+        "the model without it.",
+        default=default_of(ProbeRequest, "fail_if_shift_above"),
+    )
+    fail_over_refusal_above: float | None = option(
+        "--fail-over-refusal-above",
+        metavar="SHARE",
+        panel=GATE,
+        help="Exit 3 when an adapter refuses more than SHARE of --benign's prompts (in [0, 1]).",
+        default=default_of(ProbeRequest, "fail_over_refusal_above"),
+    )
+
+
 # Every group a command takes: the tables below are read from these.
 GROUPS: tuple[type[OptionGroup], ...] = (
     BasesSource,
@@ -563,6 +709,9 @@ GROUPS: tuple[type[OptionGroup], ...] = (
     Printing,
     SchemaChoice,
     DemoOptions,
+    ProbeInputs,
+    ProbeRun,
+    ProbeGate,
 )
 
 

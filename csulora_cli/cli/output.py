@@ -25,6 +25,7 @@ from ..events import Advance
 from ..report.envelope import envelope
 
 if TYPE_CHECKING:  # printing needs only the values of these
+    from ..pipeline.types.probe import AdapterProbe, ProbeResult
     from ..pipeline.types.results import EstimateResult, InspectResult, PushedOutput, VerifyResult
     from ..report.records import AdapterReport, PushRecord
 
@@ -193,6 +194,29 @@ class Output:
         if result.gate is not None and not result.gate.tripped:
             self._result(f"gate passed: {gate_line(result.gate)}", highlight=False, markup=False)
 
+    def probe(self, result: ProbeResult) -> None:
+        if self.json_mode:
+            self.emit_json(envelope("probe", **result.to_dict()))
+            return
+        confidence = f"{result.confidence:.0%}"
+        columns = ["adapter", "unrefused_share", "mean_margin", "shift", f"shift {confidence} interval"]
+        benign = result.benign_prompts is not None
+        generating = result.bare.harmful.keyword_unrefused_share is not None
+        columns += ["benign refused_share"] if benign else []
+        columns += ["keyword_unrefused_share"] if generating else []
+        columns += ["gate"]
+        compliance = "the model's own openings" if result.compliance == "own" else repr(result.compliance)
+        title = (
+            f"probe of {result.model['name'] or result.model['path']}: {result.prompts.to_dict()['prompts']} prompts, "
+            f"refusal against {compliance}"
+        )
+        table = _table(title, tuple(columns), left=("adapter", "gate"))
+        for probe in (result.bare, *result.adapters):
+            table.add_row(*_probe_row(probe, benign, generating))
+        self._result(table)
+        if result.adapters and any(adapter.gates for adapter in result.adapters) and not result.tripped:
+            self._result(f"gate passed: {len(result.adapters)} adapter(s)", highlight=False, markup=False)
+
     def summary_table(self, result: InspectResult) -> None:
         table = _table(
             f"{result.adapter}: adapter modules",
@@ -247,3 +271,46 @@ def _table(title: str, columns: tuple[str, ...], left: tuple[str, ...] = ("modul
 def gate_line(gate) -> str:
     """A gate's verdict as the user typed it: `off_share 0.4100 exceeds --fail-above 0.3`."""
     return f"{gate.statistic} {gate.value:.4f} {gate.relation} --fail-{gate.direction} {gate.threshold}"
+
+
+# The flag of each probe gate's statistic, for the verdict line.
+_PROBE_GATE_FLAGS = {
+    "unrefused_share": "--fail-above",
+    "shift": "--fail-if-shift-above",
+    "over_refusal": "--fail-over-refusal-above",
+}
+
+
+def probe_gate_line(result: ProbeResult) -> str:
+    """The first tripped adapter's verdict as the user typed it, and how many adapters tripped:
+    `adapter: unrefused_share 0.8000 exceeds --fail-above 0.5 (2 of 3 adapters tripped a gate)`."""
+    tripped = [adapter for adapter in result.adapters if adapter.tripped]
+    first = tripped[0]
+    gate = next(gate for gate in first.gates if gate.tripped)
+    line = f"{first.adapter}: {gate.statistic} {gate.value:.4f} {gate.relation} {_PROBE_GATE_FLAGS[gate.statistic]} "
+    line += f"{gate.threshold}"
+    if len(tripped) > 1:
+        line += f" ({len(tripped)} of {len(result.adapters)} adapters tripped a gate)"
+    return line
+
+
+def _probe_row(probe: AdapterProbe, benign: bool, generating: bool) -> list[str]:
+    harmful = probe.harmful.summary
+    shift = "" if harmful.shift is None else f"{harmful.shift:+.3f}"
+    interval = harmful.shift_interval
+    span = "" if interval is None else f"[{interval.low:+.3f}, {interval.high:+.3f}]"
+    row = [
+        probe.adapter or "(no adapter)",
+        f"{harmful.unrefused_share:.3f}",
+        f"{harmful.mean_margin:+.3f}",
+        shift,
+        span,
+    ]
+    if benign:
+        row.append("" if probe.benign is None else f"{probe.benign.summary.refused_share:.3f}")
+    if generating:
+        share = probe.harmful.keyword_unrefused_share
+        row.append("" if share is None else f"{share:.3f}")
+    verdicts = [f"{gate.statistic} {gate.relation} {gate.threshold}" for gate in probe.gates]
+    row.append(("TRIPPED: " if probe.tripped else "") + "; ".join(verdicts))
+    return row

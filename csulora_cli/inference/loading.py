@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CsuloraError
-from .extra import transformers
+from .extra import quietly, transformers
 from .params import check_dtype
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -44,7 +44,8 @@ def load_causal_lm(folder: Path, device: str | torch.device = "cpu", dtype: str 
         raise CsuloraError("model folder does not exist", where=str(folder))
     target = device if isinstance(device, torch.device) else resolve_device(device)
     try:
-        model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=resolve_dtype(dtype, target))
+        with quietly():
+            model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=resolve_dtype(dtype, target))
     except torch.OutOfMemoryError:
         raise
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:

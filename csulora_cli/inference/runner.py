@@ -15,7 +15,7 @@ import torch
 
 from ..errors import CsuloraError
 from .batches import left_padded, position_ids
-from .extra import peft
+from .extra import peft, quietly
 from .generation import greedy_answers, stop_token_ids
 from .loading import load_causal_lm, load_tokenizer, pad_id
 from .prompts import PromptFormat, continuation_token_ids, prompt_token_ids
@@ -182,10 +182,13 @@ class LoadedModel:
     def load_adapter(self, folder: Path) -> str:
         """Inject the PEFT adapter in `folder` (inactive until `use`); returns its name on this model."""
         name = f"adapter-{self._loaded}"
-        if self._peft is None:
-            self._peft = peft.PeftModel.from_pretrained(self.model, str(folder), adapter_name=name, is_trainable=False)
-        else:
-            self._peft.load_adapter(str(folder), adapter_name=name, is_trainable=False)
+        with quietly():
+            if self._peft is None:
+                self._peft = peft.PeftModel.from_pretrained(
+                    self.model, str(folder), adapter_name=name, is_trainable=False
+                )
+            else:
+                self._peft.load_adapter(str(folder), adapter_name=name, is_trainable=False)
         self._loaded += 1
         self.use(None)
         return name

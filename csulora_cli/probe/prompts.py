@@ -5,7 +5,8 @@
     datasets/ORG/NAME/PATH/FILE.csv@REVISION       a Hub dataset's file (revision optional: main)
     hf://datasets/ORG/NAME@REVISION/PATH/FILE.csv  the same, as huggingface_hub's file system writes it
 
-A Hub file is fetched by huggingface_hub into its cache and pinned: the commit it came from is recorded.
+Parsing only: `sources.py` finds the file (local, or fetched from the Hub and pinned by commit), so the
+request types read `PromptSet` without reaching huggingface_hub.
 """
 
 from __future__ import annotations
@@ -58,36 +59,11 @@ def parse_hub_dataset_file(spec: str) -> HubDatasetFile | None:
     return None
 
 
-def load_prompts(spec: str | Path, prompt_field: str = DEFAULT_FIELD, token: str | None = None) -> PromptSet:
-    """The prompts of a local file, else of a Hub dataset file (`token`: huggingface_hub's own lookup when None)."""
-    path = Path(spec).expanduser()
-    hub_file = None if path.exists() else parse_hub_dataset_file(str(spec))
-    if hub_file is None:
-        return PromptSet(read_prompt_file(path, prompt_field), {"kind": "local", **_file_record(path)})
-    local, commit = fetch_dataset_file(hub_file, token)
-    source = {"kind": "hub", "repo": hub_file.repo, "file": hub_file.filename, "revision": hub_file.revision}
-    return PromptSet(read_prompt_file(local, prompt_field, label=hub_file.label), source | {"commit": commit})
-
-
-def fetch_dataset_file(hub_file: HubDatasetFile, token: str | None = None) -> tuple[Path, str]:
-    """(local path in the HF cache, commit) of a Hub dataset's file."""
-    from huggingface_hub import hf_hub_download
-
-    from ..checkpoints.hub.errors import hub_errors
-
-    with hub_errors(hub_file.label):
-        local = Path(
-            hf_hub_download(
-                hub_file.repo, hub_file.filename, repo_type="dataset", revision=hub_file.revision, token=token
-            )
-        )
-    # The cache keeps a file as snapshots/<commit>/<filename>: the folder above the file's path is the commit
-    # the revision resolved to, online or from the cache offline.
-    commit = local.parents[len(Path(hub_file.filename).parts) - 1].name
-    return local, commit
-
-
-def read_prompt_file(path: Path, prompt_field: str = DEFAULT_FIELD, label: str | None = None) -> tuple[str, ...]:
+def read_prompt_file(
+    path: Path, prompt_field: str = DEFAULT_FIELD, label: str | None = None, field_parameter: str = "prompt_field"
+) -> tuple[str, ...]:
+    """The prompts of one local file; `field_parameter` is the parameter that chose `prompt_field`, which a
+    missing field's message names."""
     where = label or str(path)
     suffix = path.suffix.lower()
     if suffix not in EXTENSIONS:
@@ -104,16 +80,16 @@ def read_prompt_file(path: Path, prompt_field: str = DEFAULT_FIELD, label: str |
     if suffix == ".txt":
         prompts = [line.strip() for line in text.splitlines()]
     elif suffix == ".jsonl":
-        prompts = _jsonl_prompts(text, prompt_field, where)
+        prompts = _jsonl_prompts(text, prompt_field, where, field_parameter)
     else:
-        prompts = _csv_prompts(text, prompt_field, where)
+        prompts = _csv_prompts(text, prompt_field, where, field_parameter)
     prompts = [prompt for prompt in prompts if prompt]
     if not prompts:
         raise FormatError("holds no prompts", where=where)
     return tuple(prompts)
 
 
-def _jsonl_prompts(text: str, prompt_field: str, where: str) -> list[str]:
+def _jsonl_prompts(text: str, prompt_field: str, where: str, field_parameter: str) -> list[str]:
     prompts = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -124,20 +100,22 @@ def _jsonl_prompts(text: str, prompt_field: str, where: str) -> list[str]:
             raise FormatError(f"line {number} is not JSON ({error})", where=where) from None
         if not isinstance(record, dict) or prompt_field not in record:
             raise FormatError(
-                f"line {number} has no field {prompt_field!r}", where=where, hint="choose it with {prompt_field}"
+                f"line {number} has no field {prompt_field!r}",
+                where=where,
+                hint=f"choose it with {{{field_parameter}}}",
             )
         prompts.append(_as_prompt(record[prompt_field], f"line {number}", where))
     return prompts
 
 
-def _csv_prompts(text: str, prompt_field: str, where: str) -> list[str]:
+def _csv_prompts(text: str, prompt_field: str, where: str, field_parameter: str) -> list[str]:
     reader = csv.DictReader(io.StringIO(text))
     columns = reader.fieldnames or []
     if prompt_field not in columns:
         raise FormatError(
             f"has no column {prompt_field!r}; its columns are {', '.join(map(repr, columns)) or 'none'}",
             where=where,
-            hint="choose it with {prompt_field}",
+            hint=f"choose it with {{{field_parameter}}}",
         )
     return [_as_prompt(row[prompt_field], f"row {number}", where) for number, row in enumerate(reader, start=2)]
 
@@ -150,7 +128,7 @@ def _as_prompt(value, place: str, where: str) -> str:
     return value.strip()
 
 
-def _file_record(path: Path) -> dict:
+def file_record(path: Path) -> dict:
     """The path and the content's sha256, so a report says exactly which prompts it read."""
     try:
         digest = hashlib.sha256(path.read_bytes()).hexdigest()

@@ -15,8 +15,12 @@ PACKAGE = Path(__file__).resolve().parents[2] / "csulora_cli"
 HEAVY = {"torch", "huggingface_hub", "safetensors", "rich", "typer", "click", "yaml", "httpx", "numpy"}
 # A room may import an earlier one, never a later one. Data moves checkpoints -> subspace -> correction
 # -> adapters -> report, but an adapter's *reading* comes first (targets map its modules to base keys),
-# so `adapters` stands before `subspace` here; its writer needs nothing of the math either.
-ROOMS = ("checkpoints", "adapters", "subspace", "correction", "report", "pipeline", "cli")
+# so `adapters` stands before `subspace` here; its writer needs nothing of the math either. `inference`
+# (running a model) knows nothing of subspaces; `probe` (refusal margins) reads what a model offers
+# without importing the room that runs it.
+ROOMS = ("checkpoints", "adapters", "inference", "subspace", "correction", "probe", "report", "pipeline", "cli")
+# The optional dependencies of running a model: only `inference/` imports them.
+MODEL_RUNTIME = {"transformers", "peft", "tokenizers", "accelerate"}
 
 
 def module_name(path: Path) -> str:
@@ -93,7 +97,7 @@ def test_the_method_registry_imports_no_method():
 
 
 def test_request_and_result_types_import_nothing_heavy():
-    reachable, pending = set(), ["csulora_cli.pipeline.types.requests", "csulora_cli.pipeline.types.results"]
+    reachable, pending = set(), [f"csulora_cli.pipeline.types.{name}" for name in ("requests", "results", "probe")]
     while pending:
         name = pending.pop()
         if name in reachable:
@@ -103,6 +107,50 @@ def test_request_and_result_types_import_nothing_heavy():
         pending.extend(parent for parent in parents(name) if parent in MODULES)
     heavy = {name: imports_of(MODULES[name])[1] & HEAVY for name in reachable}
     assert not any(heavy.values()), {name: found for name, found in heavy.items() if found}
+
+
+def module_level_imports(path: Path) -> set[str]:
+    """The package modules `path` imports when it is imported: statements at the top level, not in functions."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    statements = list(ast.parse(path.read_text()).body)
+    while statements:
+        node = statements.pop()
+        if isinstance(node, (ast.If, ast.Try)):  # `try: import x` and `if TYPE_CHECKING:` still run at import
+            statements.extend(node.body + node.orelse + getattr(node, "finalbody", []))
+            statements.extend(item for handler in getattr(node, "handlers", []) for item in handler.body)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                found.add(".".join(base + ([node.module] if node.module else [])))
+            else:
+                found.add(node.module or "")
+    return found
+
+
+def test_only_the_inference_room_imports_transformers_and_peft_and_it_is_imported_lazily():
+    """Weight-only commands never need the `probe` extra: transformers and peft are imported by `inference/`
+    alone, and `inference/` (but its plain `params`) only inside the probe command's function, never at
+    module level, so importing the API or building a request loads neither."""
+    outside = {
+        name: imports_of(path)[1] & MODEL_RUNTIME
+        for name, path in MODULES.items()
+        if not name.startswith("csulora_cli.inference")
+    }
+    assert not any(outside.values()), {name: found for name, found in outside.items() if found}
+    plain = {"csulora_cli.inference", "csulora_cli.inference.params"}
+    eager = {
+        name: sorted(target for target in module_level_imports(path) if target.startswith("csulora_cli.inference"))
+        for name, path in MODULES.items()
+        if not name.startswith("csulora_cli.inference")
+    }
+    assert {name: found for name, found in eager.items() if set(found) - plain} == {}
+    lazy = {name for name, targets in GRAPH.items() if not name.startswith("csulora_cli.inference")}
+    lazy = {name for name in lazy if any(t.startswith("csulora_cli.inference") and t not in plain for t in GRAPH[name])}
+    assert lazy == {"csulora_cli.pipeline.commands.probe"}
 
 
 def test_rooms_import_only_earlier_rooms():

@@ -12,7 +12,8 @@ from csulora_cli.errors import CsuloraError, UsageError
 from csulora_cli.pipeline.types.probe import ProbeRequest
 from csulora_cli.probe.judge import KeywordJudge
 from csulora_cli.probe.margins import answered, refusal_margin
-from csulora_cli.probe.prompts import HubDatasetFile, load_prompts, parse_hub_dataset_file, read_prompt_file
+from csulora_cli.probe.prompts import HubDatasetFile, parse_hub_dataset_file, read_prompt_file
+from csulora_cli.probe.sources import load_prompts
 from csulora_cli.probe.stats import Interval, mean_interval, summarize, t_quantile, wilson_interval
 
 # ---------------------------------------------------------------------------------------------------

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 
 from ...adapters.peft import LoraAdapter, ModuleKind
 from ...errors import MissingTensorError, ShapeMismatchError
 from ...events import Events, SilentEvents
 from ...probe.judge import KeywordJudge
 from ...probe.measure import compliance_openings, margins_of
-from ...probe.prompts import PromptSet, load_prompts
+from ...probe.prompts import PromptSet
+from ...probe.sources import load_prompts
 from ...probe.stats import summarize
 from ..plumbing.adapter_source import OpenedAdapter, open_adapter
 from ..plumbing.basis_source import hub_client, resolve_device
+from ..plumbing.model_folder import ModelFolder, open_model_folder
 from ..types.probe import OVER_REFUSAL, SHIFT, UNREFUSED_SHARE, AdapterProbe, ProbeRequest, ProbeResult, SetProbe
 from ..types.results import GateCheck
 
@@ -29,7 +30,7 @@ def probe(request: ProbeRequest, events: Events = SilentEvents()) -> ProbeResult
     """Every adapter of `request` probed against the bare model; gates checked, nothing written.
 
     from csulora_cli.pipeline.commands.probe import probe
-    result = probe(ProbeRequest(adapters=("adapter",), model=Path("aligned"), prompts="harmful.txt",
+    result = probe(ProbeRequest(adapters=("adapter",), model="aligned", prompts="harmful.txt",
                                 fail_if_shift_above=1.0))
     for adapter in result.adapters:
         print(adapter.adapter, adapter.harmful.summary.unrefused_share, adapter.tripped)
@@ -39,20 +40,31 @@ def probe(request: ProbeRequest, events: Events = SilentEvents()) -> ProbeResult
     benign = (
         None
         if request.benign is None
-        else load_prompts(request.benign, request.benign_field or request.prompt_field, request.hub.token)
+        else load_prompts(
+            request.benign, request.benign_field or request.prompt_field, request.hub.token, "benign_field"
+        )
     )
     hub = hub_client(request.cache_dir, request.hub, events)
     opened = [open_adapter(spec, hub) for spec in request.adapters]
+    model_folder = open_model_folder(request.model, hub)
+    model_name = request.model_name or model_folder.hub_id
     device = resolve_device(request.device)
 
     # transformers and peft only now: the request and the inputs are checked without them.
     from ...inference.runner import LoadedModel
+    from ...inference.threads import settled_cpu_threads
 
-    model = LoadedModel.from_folder(request.model, device, request.dtype)
+    model = LoadedModel.from_folder(model_folder.folder, device, request.dtype)
+    with settled_cpu_threads(device, getattr(model.model.config, "hidden_size", None)):
+        return _probe_loaded(request, model, model_folder, model_name, opened, harmful, benign, device, events, started)
+
+
+def _probe_loaded(request, model, model_folder, model_name, opened, harmful, benign, device, events, started):
+    """The probe, the model loaded: the bare model's openings and margins, then each adapter's."""
     shapes = model.linear_shapes()
     for adapter in opened:
         check_adapter_fits(adapter, shapes, str(request.model))
-        warn_on_other_base(adapter, request, events)
+        warn_on_other_base(adapter, model_folder, model_name, events)
 
     sets = [("harmful", harmful)] + ([("benign", benign)] if benign is not None else [])
     batches = sum(math.ceil(len(prompts.prompts) / request.batch_size) for _, prompts in sets)
@@ -100,8 +112,9 @@ def probe(request: ProbeRequest, events: Events = SilentEvents()) -> ProbeResult
         )
     return ProbeResult(
         model={
-            "path": str(Path(request.model).resolve()),
-            "name": request.model_name,
+            "path": str(model_folder.folder.resolve()),
+            "name": model_name,
+            "source": model_folder.source.to_dict(),
             "device": str(device),
             "dtype": str(next(model.model.parameters()).dtype).removeprefix("torch."),
         },
@@ -156,19 +169,21 @@ def check_adapter_fits(opened: OpenedAdapter, model_shapes: dict[str, tuple[int,
             )
 
 
-def warn_on_other_base(opened: OpenedAdapter, request: ProbeRequest, events: Events) -> None:
+def warn_on_other_base(opened: OpenedAdapter, model: ModelFolder, model_name: str | None, events: Events) -> None:
     """A warning, not an error, when the adapter names another base: a local copy or a renamed folder holds
     the same weights under another name, and the shapes have been checked."""
     named = opened.adapter.config.get("base_model_name_or_path")
     if not isinstance(named, str) or not named.strip():
         return
-    model = Path(request.model)
-    known = {str(model), str(model.resolve()), model.name, request.model_name, _last_part(request.model_name)}
+    folder = model.folder
+    known = {str(folder), str(folder.resolve()), folder.name, model_name, _last_part(model_name)}
+    if model.hub_id is not None:  # a snapshot folder's name is its commit: only the id names it
+        known -= {str(folder), str(folder.resolve()), folder.name}
     if named in known or _last_part(named) in known:
         return
     events.warn(
         f"{opened.label}: its base_model_name_or_path is {named}, not the model probed "
-        f"({request.model_name or model}); its margins are read on this model all the same"
+        f"({model_name or folder}); its margins are read on this model all the same"
     )
 
 

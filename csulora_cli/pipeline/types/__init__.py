@@ -6,6 +6,16 @@ re-exports them beside the functions that take them.
 """
 
 from .devices import DEVICES
+from .probe import ProbeRequest
 from .requests import CorrectRequest, EstimateRequest, InspectRequest, PushRequest, PushSpec, SubspaceSpec
 
-__all__ = ["DEVICES", "CorrectRequest", "EstimateRequest", "InspectRequest", "PushRequest", "PushSpec", "SubspaceSpec"]
+__all__ = [
+    "DEVICES",
+    "CorrectRequest",
+    "EstimateRequest",
+    "InspectRequest",
+    "ProbeRequest",
+    "PushRequest",
+    "PushSpec",
+    "SubspaceSpec",
+]

@@ -1,6 +1,6 @@
 """What `probe` is asked and what it returns: plain data, each request value checked as it is made.
 
-The request names the model (a local folder; a Hub model arrives as its snapshot folder), the adapters,
+The request names the model (a local folder, or a Hub repo `org/name[@revision]`), the adapters,
 the prompt sources and the gates; the result holds, per adapter, the margin summaries of `probe/stats.py`
 and the gate checks. Nothing heavy is imported here (no torch, no transformers).
 """
@@ -36,17 +36,19 @@ def _check_share(value: float | None, parameter: str) -> None:
 class ProbeRequest:
     """Probe each adapter against the bare model on `prompts` (and `benign`), forward passes only.
 
-        ProbeRequest(adapters=("adapter-a", "adapter-b"), model=Path("aligned"), prompts="harmful.txt",
+        ProbeRequest(adapters=("adapter-a", "adapter-b"), model="aligned", prompts="harmful.txt",
                      fail_above=0.1)
 
     `compliance_opening` None: the bare model's own opening per prompt (docs/method.md); a string: that
     opening for every prompt. `generate` > 0 adds N greedy tokens per prompt and the keyword judge;
-    `save_answers` keeps those answers in the result. `model_name` is what the user typed for the model
-    (a Hub id), compared with the adapters' `base_model_name_or_path`.
+    `save_answers` keeps those answers in the result. `model` is a local folder if one exists, else a Hub
+    repo id, fetched as a snapshot folder (config, tokenizer, safetensors weights). `model_name` is the
+    model's name as its adapters would record it (default: the Hub id for a Hub model), compared with
+    their `base_model_name_or_path`.
     """
 
     adapters: tuple[str | Path, ...]
-    model: Path
+    model: str | Path
     prompts: str | Path
     prompt_field: str = DEFAULT_FIELD
     benign: str | Path | None = None
@@ -70,8 +72,8 @@ class ProbeRequest:
         object.__setattr__(self, "adapters", adapter_tuple(self.adapters))
         if not self.adapters:
             raise UsageError("name at least one adapter", parameter="adapters")
-        if not isinstance(self.model, Path):
-            object.__setattr__(self, "model", Path(self.model))
+        if not isinstance(self.model, (str, Path)) or not str(self.model).strip():
+            raise UsageError("name the model the adapters were trained on", parameter="model")
         for name in ("prompt_field", "benign_field"):
             value = getattr(self, name)
             if value is not None and not value.strip():
@@ -151,7 +153,7 @@ class AdapterProbe:
 class ProbeResult:
     """The bare model's summaries, then each adapter's against them, in the order asked."""
 
-    model: dict  # path, name, device, dtype
+    model: dict  # path, name, source, device, dtype
     prompts: PromptSet
     benign_prompts: PromptSet | None
     compliance: str  # "own" (the bare model's openings) or the fixed opening
