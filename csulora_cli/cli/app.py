@@ -19,7 +19,7 @@ import typer
 
 from .. import __version__
 from ..checkpoints.hub.options import HubOptions
-from ..errors import CsuloraError, GateTripped
+from ..errors import BatchFailures, CsuloraError, GateTripped
 from ..pipeline.types import CorrectRequest, EstimateRequest, InspectRequest, PushRequest
 from .boundary import CsuloraGroup
 from .declared import FLAG, takes_option_groups
@@ -74,7 +74,7 @@ ESTIMATE_EXAMPLES = """
     """
 CORRECT_EXAMPLES = """
     csulora correct ./adapter --subspace ./subspace --out ./adapter-safe
-    csulora correct ./runs/*/adapter --subspace ./subspace --out-dir ./corrected
+    csulora correct ./runs/*/adapter --subspace ./subspace --out-dir ./corrected --keep-going
     csulora correct ./adapter --base ./base --aligned ./aligned --out ./adapter-safe --push-to-hub org/adapter-safe
     """
 INSPECT_EXAMPLES = """
@@ -205,14 +205,22 @@ def correct_command(
         command_line=command_line(ctx),
         push=push.spec(),
         order_check="accept" if order.confirm_order else "warn",
+        keep_going=mode.keep_going,
     )
     if request.subspace.subspace is None:
         _hash_local_models_ahead([request.subspace.base, request.subspace.aligned], request.subspace.cache_dir)
     api = _library()
 
     output = Output(printing.json_output, printing.quiet, flag_of=ctx.find_root().command.flag_of)
-    with output.progress():
-        reports = api.correct(request, output)
+    try:
+        with output.progress():
+            reports = api.correct(request, output)
+    except BatchFailures as failures:
+        # --keep-going: what was written is shown as usual, then each refused adapter in a line of its own.
+        output.reports(failures.reports, request.dry_run)
+        for line in failures.lines(ctx.find_root().command.flag_of):
+            output.error(f"csulora: error: {line}")
+        raise typer.Exit(BatchFailures.exit_code) from None
     output.reports(reports, request.dry_run)
 
 

@@ -316,7 +316,8 @@ class CorrectOutput(OptionGroup):
 
 @dataclass(frozen=True)
 class CorrectMode(OptionGroup):
-    """Whether `correct` writes at all, and whether it takes an adapter it corrected before."""
+    """Whether `correct` writes at all, whether it takes an adapter it corrected before, and whether one
+    refused adapter stops the others."""
 
     dry_run: bool = option(
         "--dry-run",
@@ -331,6 +332,15 @@ class CorrectMode(OptionGroup):
         panel=OUTPUT,
         help="Correct an adapter that csulora already corrected.",
         default=default_of(CorrectRequest, "recorrect"),
+    )
+    keep_going: bool = option(
+        "--keep-going",
+        metavar=FLAG,
+        panel=OUTPUT,
+        help="Several adapters: one refused (unreadable, already corrected, its output taken, modules the "
+        "subspace lacks) is skipped and the others are written; each failure is one line on stderr, and the "
+        "exit is 1. Without it, any refusal stops the run before anything is written.",
+        default=default_of(CorrectRequest, "keep_going"),
     )
 
 

@@ -1,5 +1,5 @@
 """The frictions a new user met, each with what the command now says: a typo'd folder, --quiet, Ctrl-C,
---dry-run over an existing output, the inspect table's title, the subspace card's sentences.
+--dry-run over an existing output (refused as the run refuses it), the inspect table's title, the subspace card's sentences.
 """
 
 from __future__ import annotations
@@ -63,14 +63,24 @@ def test_ctrl_c_prints_one_line_saying_nothing_was_written(models, subspace, tmp
     assert not (tmp_path / "o").exists()
 
 
-def test_dry_run_warns_that_the_output_exists(models, subspace, tmp_path):
+def test_dry_run_refuses_an_existing_output_as_the_run_would(models, subspace, tmp_path):
     out = tmp_path / "o"
     out.mkdir()
-    result = run_cli("correct", models[2], "--subspace", subspace, "--out", out, "--dry-run")
-    assert_ok(result)
-    (warning,) = [line for line in result.stderr_lines if "warning" in line]
-    assert str(out) in warning and "--overwrite" in warning and "--dry-run" in warning
-    quiet = run_cli("correct", models[2], "--subspace", subspace, "--out", out, "--dry-run", "--overwrite")
+    (out / "notes.txt").write_text("mine")
+    line = assert_one_line_error(run_cli("correct", models[2], "--subspace", subspace, "--out", out, "--dry-run"), 1)
+    assert str(out) in line and "--overwrite" in line
+    # With --overwrite the real run would still refuse a folder csulora did not write: so does the dry run.
+    line = assert_one_line_error(
+        run_cli("correct", models[2], "--subspace", subspace, "--out", out, "--dry-run", "--overwrite"), 1
+    )
+    assert "notes.txt" in line
+    (out / "notes.txt").unlink()
+    assert_ok(run_cli("correct", models[2], "--subspace", subspace, "--out", tmp_path / "fresh", "--dry-run"))
+    written = tmp_path / "written"
+    assert_ok(run_cli("correct", models[2], "--subspace", subspace, "--out", written))
+    quiet = assert_ok(
+        run_cli("correct", models[2], "--subspace", subspace, "--out", written, "--dry-run", "--overwrite")
+    )
     assert "warning" not in quiet.stderr
 
 

@@ -30,17 +30,21 @@ from .verify import verify_outputs
 _SAME_REPO = str.lower
 
 
-def plan_correct_pushes(request: CorrectRequest, destinations: list[Path]) -> list[PushTarget] | None:
-    """The repo of each adapter's output, in order; two adapters bound for one repo are refused, naming both."""
+def plan_correct_pushes(
+    request: CorrectRequest, destinations: list[Path], labels: list[str] | None = None
+) -> list[PushTarget] | None:
+    """The repo of each adapter's output, in order; two adapters bound for one repo are refused, naming both
+    (`labels`: the adapters' names, default the request's)."""
     if request.push is None:
         return None
     targets = [_target(request.push, output_name(destination, request.out_dir)) for destination in destinations]
+    labels = [str(adapter) for adapter in request.adapters] if labels is None else labels
     first_for: dict[str, int] = {}
     for index, target in enumerate(targets):
         earlier = first_for.setdefault(_SAME_REPO(target.repo_id), index)
         if earlier != index:
             raise UsageError(
-                f"adapters {request.adapters[earlier]} and {request.adapters[index]} would both be pushed to "
+                f"adapters {labels[earlier]} and {labels[index]} would both be pushed to "
                 f"{target.repo_id}; each needs a repo of its own",
                 parameter="push_to_hub",
             )

@@ -235,6 +235,10 @@ class CorrectRequest:
     push: PushSpec | None = None
     # A base/aligned order the sources contradict (`sides.py`): "warn", "refuse" or "accept" (confirmed).
     order_check: str = "warn"
+    # An adapter refused by a check of its own (unreadable, already corrected, its output taken, keys the
+    # subspace lacks) is left out and the others are written; `correct` then raises `BatchFailures` at
+    # the end. Without it, such an adapter stops the run before anything is written.
+    keep_going: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "adapters", adapter_tuple(self.adapters))
