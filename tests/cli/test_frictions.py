@@ -1,5 +1,6 @@
 """The frictions a new user met, each with what the command now says: a typo'd folder, --quiet, Ctrl-C,
---dry-run over an existing output (refused as the run refuses it), the inspect table's title, the subspace card's sentences.
+--dry-run over an existing output (refused as the run refuses it), the inspect table's title, the
+subspace card's sentences.
 """
 
 from __future__ import annotations
