@@ -19,7 +19,7 @@ import typer
 
 from .. import __version__
 from ..checkpoints.hub.options import HubOptions
-from ..errors import BatchFailures, CsuloraError, GateTripped
+from ..errors import BatchFailures, CsuloraError, GateTripped, UsageError
 from ..pipeline.types import CorrectRequest, EstimateRequest, InspectRequest, PushRequest
 from .boundary import CsuloraGroup
 from .declared import FLAG, takes_option_groups
@@ -79,8 +79,8 @@ CORRECT_EXAMPLES = """
     """
 INSPECT_EXAMPLES = """
     csulora inspect ./adapter
-    csulora inspect ./adapter --subspace ./subspace
     csulora inspect ./adapter --subspace ./subspace --gate reversal --fail-below -0.05
+    csulora inspect ./runs/*/adapter --subspace ./subspace --fail-above 0.3 --json
     """
 VERIFY_EXAMPLES = """
     csulora verify ./adapter-safe && echo deploying
@@ -228,8 +228,9 @@ def correct_command(
 @takes_option_groups
 def inspect_command(
     ctx: typer.Context,
-    adapter: Annotated[
-        str, typer.Argument(metavar="ADAPTER", help="A PEFT LoRA adapter folder, or a Hub repo org/name[@revision].")
+    adapters: Annotated[
+        list[str],
+        typer.Argument(metavar="ADAPTER", help="PEFT LoRA adapter folders, or Hub repos org/name[@revision]."),
     ],
     source: BasesSource,
     gate: Gate,
@@ -240,31 +241,43 @@ def inspect_command(
     config: ConfigFile,
     printing: Printing,
 ) -> None:
-    """Show an adapter's modules, or with a subspace, what `correct` would remove."""
-    request = InspectRequest(
-        adapter=adapter,
-        subspace=subspace_spec(source, estimation, token),
-        method=correction.method,
-        correction=correction.params(),
-        fail_above=gate.fail_above,
-        fail_below=gate.fail_below,
-        gate=gate.gate,
-        plot=as_path(gate.plot),
-        command_line=command_line(ctx),
-        confirm_order=order.confirm_order,
-        hub=estimation.hub_options(token),
-        cache_dir=as_path(estimation.cache_dir),
-    )
-    if request.subspace is not None and request.subspace.subspace is None:
-        _hash_local_models_ahead([request.subspace.base, request.subspace.aligned], request.subspace.cache_dir)
+    """Show adapters' modules, or with a subspace, what `correct` would remove; a gate checks each adapter."""
+    if gate.plot is not None and len(adapters) > 1:
+        raise UsageError(
+            f"draws one adapter's heatmap; inspect the {len(adapters)} adapters one at a time to plot each",
+            parameter="plot",
+        )
+    requests = [
+        InspectRequest(
+            adapter=adapter,
+            subspace=subspace_spec(source, estimation, token),
+            method=correction.method,
+            correction=correction.params(),
+            fail_above=gate.fail_above,
+            fail_below=gate.fail_below,
+            gate=gate.gate,
+            plot=as_path(gate.plot),
+            command_line=command_line(ctx),
+            confirm_order=order.confirm_order,
+            hub=estimation.hub_options(token),
+            cache_dir=as_path(estimation.cache_dir),
+        )
+        for adapter in adapters
+    ]
+    subspace = requests[0].subspace
+    if subspace is not None and subspace.subspace is None:
+        _hash_local_models_ahead([subspace.base, subspace.aligned], subspace.cache_dir)
     api = _library()
 
     output = Output(printing.json_output, printing.quiet, flag_of=ctx.find_root().command.flag_of)
     with output.progress():
-        result = api.inspect(request, output)
-    output.inspect(result)
-    if result.gate is not None and result.gate.tripped:
-        raise GateTripped(gate_line(result.gate))
+        results = [api.inspect(request, output) for request in requests]
+    output.inspect(results)
+    tripped = [result.gate for result in results if result.gate is not None and result.gate.tripped]
+    if tripped:
+        # One line, naming each adapter whose check tripped (a gate over several trips if any of them does).
+        named = len(results) > 1
+        raise GateTripped("; ".join((f"{gate.adapter}: " if named else "") + gate_line(gate) for gate in tripped))
 
 
 @app.command("verify", cls=GroupedCommand, epilog=VERIFY_EXAMPLES)

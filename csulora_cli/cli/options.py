@@ -363,20 +363,23 @@ class Gate(OptionGroup):
         "--fail-above",
         metavar="F",
         panel=GATE,
-        help="Exit 3 when the adapter's total --gate statistic (default off_share) exceeds F.",
+        help="Exit 3 when an adapter's total --gate statistic (default off_share) exceeds F (with several "
+        "adapters: when any one's does, each named).",
         default=default_of(InspectRequest, "fail_above"),
     )
     fail_below: float | None = option(
         "--fail-below",
         metavar="F",
         panel=GATE,
-        help="Exit 3 when the adapter's total --gate statistic is below F.",
+        help="Exit 3 when an adapter's total --gate statistic (default off_share) is below F.",
         default=default_of(InspectRequest, "fail_below"),
     )
     gate: Literal[tuple(STATISTICS)] | None = option(
         "--gate",
         panel=GATE,
-        help="The detection statistic --fail-above/--fail-below and --plot use.",
+        help="The detection statistic --fail-above/--fail-below and --plot use. A gate always has a threshold: "
+        "--gate without --fail-above or --fail-below is refused (exit 2) unless it only chooses what --plot "
+        "draws; either threshold without --gate checks off_share.",
         default=default_of(InspectRequest, "gate"),
     )
     plot: Path | None = option(
@@ -384,7 +387,7 @@ class Gate(OptionGroup):
         metavar="FILE.png",
         panel=GATE,
         value=PATH,
-        help="Write a heatmap of the statistic per block and module type.",
+        help="Write a heatmap of the statistic per block and module type (one adapter).",
         default=default_of(InspectRequest, "plot"),
     )
 

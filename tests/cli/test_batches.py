@@ -88,3 +88,65 @@ def test_dry_run_refuses_an_out_dir_output_that_exists(runs, subspace, tmp_path)
     assert_ok(run_cli("correct", runs[0], "--subspace", subspace, "--out-dir", out))
     line = assert_one_line_error(run_cli("correct", runs[0], "--subspace", subspace, "--out-dir", out, "--dry-run"), 1)
     assert str(out / "adapter") in line and "--overwrite" in line
+
+
+# A gate always has a threshold
+
+
+def test_a_gate_without_a_threshold_is_refused_naming_both_flags(models, subspace):
+    line = assert_one_line_error(run_cli("inspect", models[2], "--subspace", subspace, "--gate", "reversal"), 2)
+    assert "--fail-above" in line and "--fail-below" in line and "--gate" in line
+
+
+def test_a_gate_that_only_chooses_what_plot_draws_needs_no_threshold(models, subspace, tmp_path):
+    pytest.importorskip("matplotlib")
+    plot = tmp_path / "reversal.png"
+    assert_ok(run_cli("inspect", models[2], "--subspace", subspace, "--gate", "reversal", "--plot", plot))
+    assert plot.is_file()
+
+
+def test_a_threshold_without_gate_checks_off_share(models, subspace):
+    result = run_cli("inspect", models[2], "--subspace", subspace, "--fail-above", "1", "--json")
+    assert_ok(result)
+    document = result.json()
+    assert document["gate"]["statistic"] == "off_share" and document["gate"]["tripped"] is False
+    assert document["gates"] == [document["gate"]]
+
+
+def test_help_states_the_gate_rule():
+    result = assert_ok(run_cli("inspect", "--help"))
+    text = " ".join(result.stdout.split())
+    assert "A gate always has a threshold" in text
+
+
+# inspect ADAPTER...
+
+
+def test_inspect_takes_several_adapters_and_the_gate_trips_if_any_does(runs, models, subspace):
+    adapters = (runs[0], runs[2])
+    passed = run_cli("inspect", *adapters, "--subspace", subspace, "--fail-above", "1", "--json")
+    assert_ok(passed)
+    document = passed.json()
+    assert [record["adapter"] for record in document["adapters"]] == [str(a) for a in adapters]
+    assert [gate["adapter"] for gate in document["gates"]] == [str(a) for a in adapters]
+    share = document["gates"][0]["value"]
+    # A threshold between nothing and the adapters' share: each of them trips, each named in the one line.
+    tripped = run_cli("inspect", *adapters, "--subspace", subspace, "--fail-above", f"{share / 2}")
+    assert tripped.rc == 3, tripped.describe()
+    (line,) = [line for line in tripped.stderr_lines if "error" in line]
+    assert str(runs[0]) in line and str(runs[2]) in line
+    tables = assert_ok(run_cli("inspect", *adapters))
+    assert str(runs[0]) in tables.stdout and str(runs[2]) in tables.stdout
+
+
+def test_inspect_json_of_one_adapter_keeps_its_shape(models, subspace):
+    document = assert_ok(run_cli("inspect", models[2], "--subspace", subspace, "--json")).json()
+    assert set(document) == {"schema_version", "tool", "command", "adapters", "gate", "gates"}
+    assert document["schema_version"] == 2 and len(document["adapters"]) == 1 and document["gate"] is None
+
+
+def test_plot_with_several_adapters_is_refused(runs, subspace, tmp_path):
+    line = assert_one_line_error(
+        run_cli("inspect", runs[0], runs[2], "--subspace", subspace, "--plot", tmp_path / "p.png"), 2
+    )
+    assert "--plot" in line and not (tmp_path / "p.png").exists()

@@ -296,7 +296,8 @@ class InspectRequest:
     method: str = "csulora"
     correction: CorrectionParams = CorrectionParams()
     # A CI gate: trips (exit 3) when the adapter's total `gate` statistic is above `fail_above` or below
-    # `fail_below`. Without `gate`, the off-subspace share (what `--fail-above` has always meant).
+    # `fail_below`. Without `gate`, the off-subspace share (what `--fail-above` has always meant). A `gate`
+    # needs one of the two thresholds, unless it only chooses what `plot` draws.
     fail_above: float | None = None
     fail_below: float | None = None
     gate: str | None = None
@@ -321,6 +322,13 @@ class InspectRequest:
             )
         if self.fail_above is not None and self.fail_below is not None:
             raise UsageError("give {fail_above} or {fail_below}, not both", parameter="fail_below")
+        if self.gate is not None and self.fail_above is None and self.fail_below is None and self.plot is None:
+            # A gate without a threshold would pass everything: a CI job that forgot it must not go green.
+            raise UsageError(
+                f"{self.gate} is the statistic a gate checks, but no threshold was given: add {{fail_above}} F "
+                "or {fail_below} F (or {plot} FILE.png to draw the statistic without a gate)",
+                parameter="gate",
+            )
         for name in ("fail_above", "fail_below"):
             threshold = getattr(self, name)
             if threshold is None:
