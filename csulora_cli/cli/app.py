@@ -87,8 +87,8 @@ VERIFY_EXAMPLES = """
     csulora verify ./corrected/*/adapter --json
     """
 VALIDATE_EXAMPLES = """
-    csulora validate ./adapter-safe/csulora_report.json
-    csulora validate dry-run.json --schema correct
+    csulora validate ./adapter-safe/csulora_report.json ./subspace/subspace.json
+    csulora inspect ./adapter --subspace ./subspace --json | csulora validate -
     """
 PUSH_EXAMPLES = """
     csulora push ./adapter-safe org/adapter-safe
@@ -306,31 +306,35 @@ def validate_command(
         list[Path],
         typer.Argument(
             metavar="FILE",
-            help="A csulora_report.json, a subspace's --json document, or what any command printed with --json.",
+            help="A csulora_report.json, a subspace folder's subspace.json, or what any command printed with "
+            "--json; - reads the document from stdin (csulora inspect ... --json | csulora validate -).",
         ),
     ],
     schema: SchemaChoice,
 ) -> None:
     """Check JSON documents against the JSON Schemas that ship with csulora (exit 1 at the first mismatch)."""
     import json
+    import sys
 
     from ..errors import FormatError
     from ..report.validate import validate
 
     output = Output()
     for path in files:
+        where = "stdin" if str(path) == "-" else str(path)
         try:
-            document = json.loads(path.read_text())
+            text = sys.stdin.read() if str(path) == "-" else path.read_text()
+            document = json.loads(text)
         except FileNotFoundError:
-            raise FormatError("no such file", where=str(path)) from None
+            raise FormatError("no such file", where=where, hint="- reads the document from stdin") from None
         except (OSError, UnicodeDecodeError, ValueError) as error:
-            raise FormatError(f"not JSON ({error})", where=str(path)) from None
+            raise FormatError(f"not JSON ({error})", where=where) from None
         try:
             name = validate(document, schema.schema)
         except FormatError as error:
-            error.where = str(path)
+            error.where = where
             raise
-        output.stdout.print(f"valid: {path} ({name}.schema.json)", highlight=False, markup=False)
+        output.stdout.print(f"valid: {where} ({name}.schema.json)", highlight=False, markup=False)
 
 
 @app.command("push", cls=GroupedCommand, epilog=PUSH_EXAMPLES)

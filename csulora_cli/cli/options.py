@@ -514,7 +514,8 @@ class SchemaChoice(OptionGroup):
     schema: Literal[SCHEMA_NAMES] | None = option(
         "--schema",
         panel=INPUTS,
-        help="The schema to check against (default: the document's command, else report).",
+        help="The schema to check against (default: the document's command; subspace for a subspace.json; "
+        "else report).",
         default=None,
     )
 

@@ -5,6 +5,7 @@ always has a threshold.
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -150,3 +151,26 @@ def test_plot_with_several_adapters_is_refused(runs, subspace, tmp_path):
         run_cli("inspect", runs[0], runs[2], "--subspace", subspace, "--plot", tmp_path / "p.png"), 2
     )
     assert "--plot" in line and not (tmp_path / "p.png").exists()
+
+
+# validate - and subspace.json
+
+
+def test_validate_reads_stdin(models, subspace):
+    document = assert_ok(run_cli("inspect", models[2], "--subspace", subspace, "--json")).stdout
+    result = assert_ok(run_cli("validate", "-", input=document))
+    assert result.stdout.strip() == "valid: stdin (inspect.schema.json)"
+    broken = document.replace('"schema_version": 2', '"schema_version": "two"')
+    line = assert_one_line_error(run_cli("validate", "-", input=broken), 1, "stdin", "inspect.schema.json")
+    assert "schema_version" in line
+
+
+def test_validate_knows_a_subspace_manifest(subspace, tmp_path):
+    manifest = subspace / "subspace.json"
+    result = assert_ok(run_cli("validate", manifest))
+    assert result.stdout.strip() == f"valid: {manifest} (subspace.schema.json)"
+    broken = json.loads(manifest.read_text())
+    broken["estimation"]["max_rank"] = 0
+    (tmp_path / "subspace.json").write_text(json.dumps(broken))
+    line = assert_one_line_error(run_cli("validate", tmp_path / "subspace.json"), 1, "subspace.schema.json")
+    assert "estimation/max_rank" in line
