@@ -13,7 +13,6 @@ import functools
 from ..errors import CsuloraError, FormatError
 from .schema_files import SCHEMA_NAMES, load_schema
 
-
 # The keys only a subspace folder's manifest has together (a report records its subspace inside `subspace`).
 _MANIFEST_KEYS = {"sources", "estimation", "storage"}
 
