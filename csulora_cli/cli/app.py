@@ -376,7 +376,7 @@ def demo_command(demo: DemoOptions) -> None:
     """Build a tiny model pair and adapter, then run estimate -> inspect -> correct on them."""
     from .demo import run_demo
 
-    run_demo(Output(), demo.keep, demo.overwrite)
+    run_demo(Output(quiet=demo.quiet), demo.keep, demo.overwrite)
 
 
 @app.callback(invoke_without_command=True)

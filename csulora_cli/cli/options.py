@@ -538,6 +538,14 @@ class DemoOptions(OptionGroup):
         help="Build the demo in a --keep DIR that is not empty.",
         default=False,
     )
+    quiet: bool = option(
+        "--quiet",
+        short="-q",
+        metavar=FLAG,
+        panel=OUTPUT,
+        help="Errors only: no tables, warnings or progress.",
+        default=False,
+    )
 
 
 # Every group a command takes: the tables below are read from these.

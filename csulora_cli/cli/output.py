@@ -132,7 +132,13 @@ class Output:
         self.pushed(result.folder, result.pushed)
 
     def pushed(self, folder: str | None, record: PushRecord | None) -> None:
-        if record is not None:
+        if record is not None and record.unchanged:
+            line = (
+                f"nothing to push: {record.repo_id}@{record.revision} already holds exactly {folder} "
+                f"(commit {record.commit[:12]}) {record.url}"
+            )
+            self._result(line, highlight=False, markup=False, soft_wrap=True)
+        elif record is not None:
             line = f"pushed: {folder} -> {record.repo_id}@{record.revision} (commit {record.commit[:12]}) {record.url}"
             self._result(line, highlight=False, markup=False, soft_wrap=True)
 

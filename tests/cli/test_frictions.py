@@ -101,3 +101,21 @@ def test_subspace_card_says_how_in_a_sentence():
     assert estimation_sentence({"max_rank": 16, "exact": True, "seed": 0, "power_iterations": 1}).startswith(
         "exact SVD of each displacement"
     )
+
+
+def test_no_source_of_bases_is_named_by_its_flags(models, tmp_path):
+    line = assert_one_line_error(run_cli("correct", models[2], "--out", tmp_path / "o"), 2, "--subspace", "--base")
+    assert "SubspaceSpec" not in line and "=..." not in line
+
+
+@pytest.mark.parametrize("command", ["correct", "inspect", "estimate-subspace"])
+def test_an_option_without_its_value_points_at_the_commands_help(command):
+    flag = "--subspace" if command == "inspect" else "--out"
+    line = assert_one_line_error(run_cli(command, "x", flag), 2)
+    assert f"{flag} needs a value" in line and f"(see csulora {command} --help)" in line, line
+
+
+def test_demo_takes_quiet(tmp_path):
+    result = assert_ok(run_cli("demo", "--quiet", "--keep", tmp_path / "demo"))
+    assert result.stdout == "" and result.stderr == "", result.describe()
+    assert (tmp_path / "demo" / "demo-run" / "corrected" / "csulora_report.json").is_file()

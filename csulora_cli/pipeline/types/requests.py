@@ -141,7 +141,7 @@ class SubspaceSpec:
             raise UsageError("give either {subspace} or {base}/{aligned}, not both", parameter="subspace")
         if self.subspace is None and self.base is None:
             raise UsageError(
-                "names no bases: give SubspaceSpec(subspace=...) or SubspaceSpec(base=..., aligned=...)",
+                "names no bases: give {subspace} (a subspace folder) or {base} (and {aligned}) to estimate one",
                 parameter="subspace",
             )
         if self.rank_cap is not None:
@@ -247,7 +247,7 @@ class CorrectRequest:
                 object.__setattr__(self, name, Path(getattr(self, name)))
         if not isinstance(self.subspace, SubspaceSpec):
             raise UsageError(
-                "names no bases: give SubspaceSpec(subspace=...) or SubspaceSpec(base=..., aligned=...)",
+                "names no bases: give {subspace} (a subspace folder) or {base} (and {aligned}) to estimate one",
                 parameter="subspace",
             )
         if self.order_check not in ORDER_CHECKS:
