@@ -92,3 +92,28 @@ class GateTripped(Exception):
     """`inspect --fail-above` found too much off-subspace energy (exit 3); not an error of input."""
 
     exit_code = 3
+
+
+class BatchFailures(CsuloraError):
+    """`correct` with `keep_going`: some adapters were refused, the others written (`reports`).
+
+    `failures` pairs each refused adapter's name with its error; the CLI prints one line for each and
+    exits 1 after showing the reports of the adapters that were written.
+    """
+
+    def __init__(self, reports: list, failures: list[tuple[str, CsuloraError]]):
+        written = len(reports)
+        super().__init__(
+            f"{len(failures)} of {written + len(failures)} adapters not corrected: "
+            + "; ".join(f"{label}: {error}" for label, error in failures)
+        )
+        self.reports = reports
+        self.failures = failures
+
+    def lines(self, spell: Callable[[str], str | None] = _as_named) -> list[str]:
+        """One line per refused adapter, its error naming it."""
+        lines = []
+        for label, error in self.failures:
+            line = error.one_line(spell)
+            lines.append(line if label in line else f"{label}: {line}")
+        return lines

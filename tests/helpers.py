@@ -89,8 +89,11 @@ class CliResult:
         return f"csulora {' '.join(self.args)}\nrc={self.rc}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
 
 
-def run_cli(*args, env: dict[str, str | None] | None = None, cwd: Path | None = None) -> CliResult:
-    """Run `csulora ARGS...` in this process; `env` entries are set (or, with value None, removed) meanwhile.
+def run_cli(
+    *args, env: dict[str, str | None] | None = None, cwd: Path | None = None, input: str | None = None
+) -> CliResult:
+    """Run `csulora ARGS...` in this process; `env` entries are set (or, with value None, removed) meanwhile;
+    `input` is what the command reads on stdin.
 
     The Hub stays offline: huggingface_hub read HF_HUB_OFFLINE=1 at import (tests/conftest.py).
     """
@@ -99,7 +102,7 @@ def run_cli(*args, env: dict[str, str | None] | None = None, cwd: Path | None = 
         key: None if value is None else str(value) for key, value in (env or {}).items()
     }
     with contextlib.chdir(cwd) if cwd is not None else contextlib.nullcontext():
-        result = CliRunner().invoke(app, list(strings), env=environment, catch_exceptions=False)
+        result = CliRunner().invoke(app, list(strings), input=input, env=environment, catch_exceptions=False)
     return CliResult(strings, result.exit_code, result.stdout, result.stderr)
 
 

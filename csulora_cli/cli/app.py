@@ -19,7 +19,7 @@ import typer
 
 from .. import __version__
 from ..checkpoints.hub.options import HubOptions
-from ..errors import CsuloraError, GateTripped
+from ..errors import BatchFailures, CsuloraError, GateTripped, UsageError
 from ..pipeline.types import CorrectRequest, EstimateRequest, InspectRequest, ProbeRequest, PushRequest
 from .boundary import CsuloraGroup
 from .declared import FLAG, takes_option_groups
@@ -77,13 +77,13 @@ ESTIMATE_EXAMPLES = """
     """
 CORRECT_EXAMPLES = """
     csulora correct ./adapter --subspace ./subspace --out ./adapter-safe
-    csulora correct ./runs/*/adapter --subspace ./subspace --out-dir ./corrected
+    csulora correct ./runs/*/adapter --subspace ./subspace --out-dir ./corrected --keep-going
     csulora correct ./adapter --base ./base --aligned ./aligned --out ./adapter-safe --push-to-hub org/adapter-safe
     """
 INSPECT_EXAMPLES = """
     csulora inspect ./adapter
-    csulora inspect ./adapter --subspace ./subspace
     csulora inspect ./adapter --subspace ./subspace --gate reversal --fail-below -0.05
+    csulora inspect ./runs/*/adapter --subspace ./subspace --fail-above 0.3 --json
     """
 PROBE_EXAMPLES = """
     csulora probe ./adapter --model ./aligned --prompts harmful.txt --fail-above 0.2
@@ -96,8 +96,8 @@ VERIFY_EXAMPLES = """
     csulora verify ./corrected/*/adapter --json
     """
 VALIDATE_EXAMPLES = """
-    csulora validate ./adapter-safe/csulora_report.json
-    csulora validate dry-run.json --schema correct
+    csulora validate ./adapter-safe/csulora_report.json ./subspace/subspace.json
+    csulora inspect ./adapter --subspace ./subspace --json | csulora validate -
     """
 PUSH_EXAMPLES = """
     csulora push ./adapter-safe org/adapter-safe
@@ -215,14 +215,22 @@ def correct_command(
         command_line=command_line(ctx),
         push=push.spec(),
         order_check="accept" if order.confirm_order else "warn",
+        keep_going=mode.keep_going,
     )
     if request.subspace.subspace is None:
         _hash_local_models_ahead([request.subspace.base, request.subspace.aligned], request.subspace.cache_dir)
     api = _library()
 
     output = Output(printing.json_output, printing.quiet, flag_of=ctx.find_root().command.flag_of)
-    with output.progress():
-        reports = api.correct(request, output)
+    try:
+        with output.progress():
+            reports = api.correct(request, output)
+    except BatchFailures as failures:
+        # --keep-going: what was written is shown as usual, then each refused adapter in a line of its own.
+        output.reports(failures.reports, request.dry_run)
+        for line in failures.lines(ctx.find_root().command.flag_of):
+            output.error(f"csulora: error: {line}")
+        raise typer.Exit(BatchFailures.exit_code) from None
     output.reports(reports, request.dry_run)
 
 
@@ -230,8 +238,9 @@ def correct_command(
 @takes_option_groups
 def inspect_command(
     ctx: typer.Context,
-    adapter: Annotated[
-        str, typer.Argument(metavar="ADAPTER", help="A PEFT LoRA adapter folder, or a Hub repo org/name[@revision].")
+    adapters: Annotated[
+        list[str],
+        typer.Argument(metavar="ADAPTER", help="PEFT LoRA adapter folders, or Hub repos org/name[@revision]."),
     ],
     source: BasesSource,
     gate: Gate,
@@ -242,31 +251,43 @@ def inspect_command(
     config: ConfigFile,
     printing: Printing,
 ) -> None:
-    """Show an adapter's modules, or with a subspace, what `correct` would remove."""
-    request = InspectRequest(
-        adapter=adapter,
-        subspace=subspace_spec(source, estimation, token),
-        method=correction.method,
-        correction=correction.params(),
-        fail_above=gate.fail_above,
-        fail_below=gate.fail_below,
-        gate=gate.gate,
-        plot=as_path(gate.plot),
-        command_line=command_line(ctx),
-        confirm_order=order.confirm_order,
-        hub=estimation.hub_options(token),
-        cache_dir=as_path(estimation.cache_dir),
-    )
-    if request.subspace is not None and request.subspace.subspace is None:
-        _hash_local_models_ahead([request.subspace.base, request.subspace.aligned], request.subspace.cache_dir)
+    """Show adapters' modules, or with a subspace, what `correct` would remove; a gate checks each adapter."""
+    if gate.plot is not None and len(adapters) > 1:
+        raise UsageError(
+            f"draws one adapter's heatmap; inspect the {len(adapters)} adapters one at a time to plot each",
+            parameter="plot",
+        )
+    requests = [
+        InspectRequest(
+            adapter=adapter,
+            subspace=subspace_spec(source, estimation, token),
+            method=correction.method,
+            correction=correction.params(),
+            fail_above=gate.fail_above,
+            fail_below=gate.fail_below,
+            gate=gate.gate,
+            plot=as_path(gate.plot),
+            command_line=command_line(ctx),
+            confirm_order=order.confirm_order,
+            hub=estimation.hub_options(token),
+            cache_dir=as_path(estimation.cache_dir),
+        )
+        for adapter in adapters
+    ]
+    subspace = requests[0].subspace
+    if subspace is not None and subspace.subspace is None:
+        _hash_local_models_ahead([subspace.base, subspace.aligned], subspace.cache_dir)
     api = _library()
 
     output = Output(printing.json_output, printing.quiet, flag_of=ctx.find_root().command.flag_of)
     with output.progress():
-        result = api.inspect(request, output)
-    output.inspect(result)
-    if result.gate is not None and result.gate.tripped:
-        raise GateTripped(gate_line(result.gate))
+        results = [api.inspect(request, output) for request in requests]
+    output.inspect(results)
+    tripped = [result.gate for result in results if result.gate is not None and result.gate.tripped]
+    if tripped:
+        # One line, naming each adapter whose check tripped (a gate over several trips if any of them does).
+        named = len(results) > 1
+        raise GateTripped("; ".join((f"{gate.adapter}: " if named else "") + gate_line(gate) for gate in tripped))
 
 
 @app.command("probe", cls=GroupedCommand, epilog=PROBE_EXAMPLES)
@@ -346,31 +367,35 @@ def validate_command(
         list[Path],
         typer.Argument(
             metavar="FILE",
-            help="A csulora_report.json, a subspace's --json document, or what any command printed with --json.",
+            help="A csulora_report.json, a subspace folder's subspace.json, or what any command printed with "
+            "--json; - reads the document from stdin (csulora inspect ... --json | csulora validate -).",
         ),
     ],
     schema: SchemaChoice,
 ) -> None:
     """Check JSON documents against the JSON Schemas that ship with csulora (exit 1 at the first mismatch)."""
     import json
+    import sys
 
     from ..errors import FormatError
     from ..report.validate import validate
 
     output = Output()
     for path in files:
+        where = "stdin" if str(path) == "-" else str(path)
         try:
-            document = json.loads(path.read_text())
+            text = sys.stdin.read() if str(path) == "-" else path.read_text()
+            document = json.loads(text)
         except FileNotFoundError:
-            raise FormatError("no such file", where=str(path)) from None
+            raise FormatError("no such file", where=where, hint="- reads the document from stdin") from None
         except (OSError, UnicodeDecodeError, ValueError) as error:
-            raise FormatError(f"not JSON ({error})", where=str(path)) from None
+            raise FormatError(f"not JSON ({error})", where=where) from None
         try:
             name = validate(document, schema.schema)
         except FormatError as error:
-            error.where = str(path)
+            error.where = where
             raise
-        output.stdout.print(f"valid: {path} ({name}.schema.json)", highlight=False, markup=False)
+        output.stdout.print(f"valid: {where} ({name}.schema.json)", highlight=False, markup=False)
 
 
 @app.command("push", cls=GroupedCommand, epilog=PUSH_EXAMPLES)
@@ -412,7 +437,7 @@ def demo_command(demo: DemoOptions) -> None:
     """Build a tiny model pair and adapter, then run estimate -> inspect -> correct on them."""
     from .demo import run_demo
 
-    run_demo(Output(), demo.keep, demo.overwrite)
+    run_demo(Output(quiet=demo.quiet), demo.keep, demo.overwrite)
 
 
 @app.callback(invoke_without_command=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 
 import typer
@@ -29,6 +30,20 @@ _AFTER_INTERRUPT = {
     "demo": "nothing is kept",
 }
 _NOTHING_WRITTEN = "nothing was written (an output appears only once complete)"
+
+
+# click's words for an option typed last, without its value (`--out` at the end of the line).
+_NO_VALUE = re.compile(r"^Option '(-[-\w]+)' requires an argument\.?$")
+
+
+def _needs_a_value(message: str) -> str:
+    """`--out needs a value (--out DIR)` rather than click's "requires an argument"."""
+    match = _NO_VALUE.match(message)
+    if match is None:
+        return message
+    flag = match[1]
+    metavar = next((option.metavar for option in declared_options().values() if option.flag == flag), None)
+    return f"{flag} needs a value" + (f" ({flag} {metavar})" if metavar else "")
 
 
 class Interrupted(Exception):
@@ -89,9 +104,12 @@ class CsuloraGroup(TyperGroup):
                 output.error(message)
                 sys.exit(error.exit_code)
             # A choice flag's refusal comes through typer's validation layer, which prefixes its own label.
-            message = message.replace("Value error, ", "")
+            message = _needs_a_value(message.replace("Value error, ", ""))
             context = getattr(error, "ctx", None)
             command = context.info_name if context and context.info_name != "csulora" else ""
+            # An option left without its value is refused while the group still parses: the command is
+            # the first argument that names one.
+            command = command or next((arg for arg in args if arg in self.commands), "")
             see = f"csulora {command} --help" if command else "csulora --help"
             output.error(f"csulora: error: {message} (see {see})")
             sys.exit(error.exit_code)

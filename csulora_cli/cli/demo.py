@@ -44,9 +44,9 @@ def run_demo(output: Output, keep: Path | None = None, overwrite: bool = False) 
         run = root / RUN_FOLDER
         run.mkdir(exist_ok=True)
         cache = run / "cache"
-        output.stderr.print(f"demo models and adapter in {root}", highlight=False)
+        _say(output, output.stderr, f"demo models and adapter in {root}")
         estimation = EstimationParams(max_rank=16)
-        output.stdout.rule("1. csulora estimate-subspace")
+        _rule(output, "1. csulora estimate-subspace")
         output.estimate(
             estimate_subspace(
                 EstimateRequest(
@@ -61,10 +61,10 @@ def run_demo(output: Output, keep: Path | None = None, overwrite: bool = False) 
                 output,
             )
         )
-        output.stdout.rule("2. csulora inspect")
+        _rule(output, "2. csulora inspect")
         spec = SubspaceSpec(subspace=run / "subspace", estimation=estimation)
-        output.inspect(inspect(InspectRequest(adapter=adapter, subspace=spec), output))
-        output.stdout.rule("3. csulora correct")
+        output.inspect([inspect(InspectRequest(adapter=adapter, subspace=spec), output)])
+        _rule(output, "3. csulora correct")
         reports = correct(
             CorrectRequest(adapters=(adapter,), out=run / "corrected", subspace=spec, overwrite=True), output
         )
@@ -72,4 +72,15 @@ def run_demo(output: Output, keep: Path | None = None, overwrite: bool = False) 
         where = f"corrected adapter written to {run / 'corrected'}"
         if keep is None:  # the folder goes with the temporary directory: say so, and how to keep it
             where += " (a temporary folder, removed now; csulora demo --keep DIR keeps it)"
-        output.stdout.print(where, highlight=False)
+        _say(output, output.stdout, where)
+
+
+def _say(output: Output, console, line: str) -> None:
+    """The demo's own lines; `--quiet` keeps errors only, as for every command."""
+    if not output.quiet:
+        console.print(line, highlight=False)
+
+
+def _rule(output: Output, title: str) -> None:
+    if not output.quiet:
+        output.stdout.rule(title)

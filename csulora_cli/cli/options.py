@@ -341,7 +341,8 @@ class CorrectOutput(OptionGroup):
 
 @dataclass(frozen=True)
 class CorrectMode(OptionGroup):
-    """Whether `correct` writes at all, and whether it takes an adapter it corrected before."""
+    """Whether `correct` writes at all, whether it takes an adapter it corrected before, and whether one
+    refused adapter stops the others."""
 
     dry_run: bool = option(
         "--dry-run",
@@ -356,6 +357,15 @@ class CorrectMode(OptionGroup):
         panel=OUTPUT,
         help="Correct an adapter that csulora already corrected.",
         default=default_of(CorrectRequest, "recorrect"),
+    )
+    keep_going: bool = option(
+        "--keep-going",
+        metavar=FLAG,
+        panel=OUTPUT,
+        help="Several adapters: one refused (unreadable, already corrected, its output taken, modules the "
+        "subspace lacks) is skipped and the others are written; each failure is one line on stderr, and the "
+        "exit is 1. Without it, any refusal stops the run before anything is written.",
+        default=default_of(CorrectRequest, "keep_going"),
     )
 
 
@@ -378,20 +388,23 @@ class Gate(OptionGroup):
         "--fail-above",
         metavar="F",
         panel=GATE,
-        help="Exit 3 when the adapter's total --gate statistic (default off_share) exceeds F.",
+        help="Exit 3 when an adapter's total --gate statistic (default off_share) exceeds F (with several "
+        "adapters: when any one's does, each named).",
         default=default_of(InspectRequest, "fail_above"),
     )
     fail_below: float | None = option(
         "--fail-below",
         metavar="F",
         panel=GATE,
-        help="Exit 3 when the adapter's total --gate statistic is below F.",
+        help="Exit 3 when an adapter's total --gate statistic (default off_share) is below F.",
         default=default_of(InspectRequest, "fail_below"),
     )
     gate: Literal[tuple(STATISTICS)] | None = option(
         "--gate",
         panel=GATE,
-        help="The detection statistic --fail-above/--fail-below and --plot use.",
+        help="The detection statistic --fail-above/--fail-below and --plot use. A gate always has a threshold: "
+        "--gate without --fail-above or --fail-below is refused (exit 2) unless it only chooses what --plot "
+        "draws; either threshold without --gate checks off_share.",
         default=default_of(InspectRequest, "gate"),
     )
     plot: Path | None = option(
@@ -399,7 +412,7 @@ class Gate(OptionGroup):
         metavar="FILE.png",
         panel=GATE,
         value=PATH,
-        help="Write a heatmap of the statistic per block and module type.",
+        help="Write a heatmap of the statistic per block and module type (one adapter).",
         default=default_of(InspectRequest, "plot"),
     )
 
@@ -526,7 +539,8 @@ class SchemaChoice(OptionGroup):
     schema: Literal[SCHEMA_NAMES] | None = option(
         "--schema",
         panel=INPUTS,
-        help="The schema to check against (default: the document's command, else report).",
+        help="The schema to check against (default: the document's command; subspace for a subspace.json; "
+        "else report).",
         default=None,
     )
 
@@ -547,6 +561,14 @@ class DemoOptions(OptionGroup):
         metavar=FLAG,
         panel=OUTPUT,
         help="Build the demo in a --keep DIR that is not empty.",
+        default=False,
+    )
+    quiet: bool = option(
+        "--quiet",
+        short="-q",
+        metavar=FLAG,
+        panel=OUTPUT,
+        help="Errors only: no tables, warnings or progress.",
         default=False,
     )
 

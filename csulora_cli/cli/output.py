@@ -133,7 +133,13 @@ class Output:
         self.pushed(result.folder, result.pushed)
 
     def pushed(self, folder: str | None, record: PushRecord | None) -> None:
-        if record is not None:
+        if record is not None and record.unchanged:
+            line = (
+                f"nothing to push: {record.repo_id}@{record.revision} already holds exactly {folder} "
+                f"(commit {record.commit[:12]}) {record.url}"
+            )
+            self._result(line, highlight=False, markup=False, soft_wrap=True)
+        elif record is not None:
             line = f"pushed: {folder} -> {record.repo_id}@{record.revision} (commit {record.commit[:12]}) {record.url}"
             self._result(line, highlight=False, markup=False, soft_wrap=True)
 
@@ -182,17 +188,32 @@ class Output:
         )
         self._result(table)
 
-    def inspect(self, result: InspectResult) -> None:
+    def inspect(self, results: list[InspectResult]) -> None:
+        """Each adapter's table (or its record with --json), and each gate that passed; `gate` in the JSON
+        is the verdict over all of them (`worst_gate`), `gates` each adapter's check."""
+        from ..pipeline.types.results import worst_gate
+
+        gates = [result.gate for result in results if result.gate is not None]
         if self.json_mode:
-            gate = None if result.gate is None else result.gate.to_dict()
-            self.emit_json(envelope("inspect", adapters=[result.adapter_record()], gate=gate))
+            verdict = worst_gate(gates)
+            self.emit_json(
+                envelope(
+                    "inspect",
+                    adapters=[result.adapter_record() for result in results],
+                    gate=None if verdict is None else verdict.to_dict(),
+                    gates=[gate.to_dict() for gate in gates],
+                )
+            )
             return
-        if result.report is not None:
-            self.report_table(result.report, dry_run=True, inspecting=True)
-        else:
-            self.summary_table(result)
-        if result.gate is not None and not result.gate.tripped:
-            self._result(f"gate passed: {gate_line(result.gate)}", highlight=False, markup=False)
+        for result in results:
+            if result.report is not None:
+                self.report_table(result.report, dry_run=True, inspecting=True)
+            else:
+                self.summary_table(result)
+        for gate in gates:
+            if not gate.tripped:
+                named = f"{gate.adapter}: " if len(results) > 1 else ""
+                self._result(f"gate passed: {named}{gate_line(gate)}", highlight=False, markup=False)
 
     def probe(self, result: ProbeResult) -> None:
         if self.json_mode:

@@ -176,9 +176,12 @@ class PushRecord:
     revision: str  # the branch pushed to
     commit: str
     url: str  # the commit's page on the Hub
+    # The branch held exactly this output already: no commit was made (`commit` is the branch's head).
+    unchanged: bool = False
 
     def to_dict(self) -> dict:
-        return {"repo_id": self.repo_id, "revision": self.revision, "commit": self.commit, "url": self.url}
+        record = {"repo_id": self.repo_id, "revision": self.revision, "commit": self.commit, "url": self.url}
+        return record | ({"unchanged": True} if self.unchanged else {})
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """The JSON Schema (2020-12) files that describe csulora's outputs, shipped in the package.
 
-`report` is `csulora_report.json`; the others are what each command prints with `--json`. They refer
+`report` is `csulora_report.json`, `subspace` a subspace folder's `subspace.json` (the manifest
+`estimate-subspace --out` writes); the others are what each command prints with `--json`. They refer
 to each other by file name (`report.schema.json#/$defs/...`), so a validator needs them side by side:
 `schema_folder()` is where they are.
 """
@@ -11,7 +12,7 @@ import json
 from importlib.resources import files
 from pathlib import Path
 
-SCHEMA_NAMES = ("report", "correct", "inspect", "estimate-subspace", "verify", "push", "probe")
+SCHEMA_NAMES = ("report", "subspace", "correct", "inspect", "estimate-subspace", "verify", "push", "probe")
 
 
 def schema_folder() -> Path:

@@ -13,11 +13,17 @@ import functools
 from ..errors import CsuloraError, FormatError
 from .schema_files import SCHEMA_NAMES, load_schema
 
+# The keys only a subspace folder's manifest has together (a report records its subspace inside `subspace`).
+_MANIFEST_KEYS = {"sources", "estimation", "storage"}
+
 
 def schema_for(document) -> str:
-    """Which shipped schema describes `document`: its `command` (a `--json` document), else `report`."""
+    """Which shipped schema describes `document`: its `command` (a `--json` document), `subspace` for a
+    subspace folder's manifest (`subspace.json`), else `report`."""
     if isinstance(document, dict) and document.get("command") in SCHEMA_NAMES:
         return document["command"]
+    if isinstance(document, dict) and _MANIFEST_KEYS <= document.keys() and "adapter" not in document:
+        return "subspace"
     return "report"
 
 

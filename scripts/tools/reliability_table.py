@@ -425,6 +425,38 @@ def cases(root: Path) -> list[tuple[str, Callable[[], list[str]], str]]:
             "test_inputs_kept.py::test_gate_on_a_swapped_subspace_is_refused_unless_confirmed",
         ),
         (
+            "--gate without --fail-above or --fail-below",
+            lambda: [CSULORA, "inspect", str(adapter), *src, "--gate", "reversal"],
+            "test_batches.py::test_a_gate_without_a_threshold_is_refused_naming_both_flags",
+        ),
+        (
+            "--dry-run with an --out that holds the adapter",
+            lambda: [*correct, str(adapter), *src, "--out", str(adapter.parent), "--dry-run"],
+            "test_batches.py::test_dry_run_refuses_what_the_run_refuses",
+        ),
+        (
+            "--dry-run --overwrite over a folder csulora did not write",
+            lambda: [*correct, str(adapter), *src, "--out", str(existing), "--overwrite", "--dry-run"],
+            "test_batches.py::test_dry_run_refuses_what_the_run_refuses",
+        ),
+        (
+            "a batch with one folder that is not an adapter",
+            lambda: [
+                *correct,
+                str(adapter),
+                str(variant("notadapter", lambda f: (f / "adapter_config.json").unlink())),
+                *src,
+                "--out-dir",
+                str(root / "o"),
+            ],
+            "test_batches.py::test_one_bad_adapter_stops_the_batch_and_names_those_not_written",
+        ),
+        (
+            "--out typed last, without its value",
+            lambda: [*correct, str(adapter), *src, "--out"],
+            "test_frictions.py::test_an_option_without_its_value_points_at_the_commands_help",
+        ),
+        (
             "demo --keep into a folder that holds files",
             lambda: [CSULORA, "demo", "--keep", str(root / "models")],
             "test_inputs_kept.py::test_demo_keep_refuses_a_folder_that_holds_something",

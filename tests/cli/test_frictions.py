@@ -1,5 +1,6 @@
 """The frictions a new user met, each with what the command now says: a typo'd folder, --quiet, Ctrl-C,
---dry-run over an existing output, the inspect table's title, the subspace card's sentences.
+--dry-run over an existing output (refused as the run refuses it), the inspect table's title, the
+subspace card's sentences.
 """
 
 from __future__ import annotations
@@ -63,14 +64,24 @@ def test_ctrl_c_prints_one_line_saying_nothing_was_written(models, subspace, tmp
     assert not (tmp_path / "o").exists()
 
 
-def test_dry_run_warns_that_the_output_exists(models, subspace, tmp_path):
+def test_dry_run_refuses_an_existing_output_as_the_run_would(models, subspace, tmp_path):
     out = tmp_path / "o"
     out.mkdir()
-    result = run_cli("correct", models[2], "--subspace", subspace, "--out", out, "--dry-run")
-    assert_ok(result)
-    (warning,) = [line for line in result.stderr_lines if "warning" in line]
-    assert str(out) in warning and "--overwrite" in warning and "--dry-run" in warning
-    quiet = run_cli("correct", models[2], "--subspace", subspace, "--out", out, "--dry-run", "--overwrite")
+    (out / "notes.txt").write_text("mine")
+    line = assert_one_line_error(run_cli("correct", models[2], "--subspace", subspace, "--out", out, "--dry-run"), 1)
+    assert str(out) in line and "--overwrite" in line
+    # With --overwrite the real run would still refuse a folder csulora did not write: so does the dry run.
+    line = assert_one_line_error(
+        run_cli("correct", models[2], "--subspace", subspace, "--out", out, "--dry-run", "--overwrite"), 1
+    )
+    assert "notes.txt" in line
+    (out / "notes.txt").unlink()
+    assert_ok(run_cli("correct", models[2], "--subspace", subspace, "--out", tmp_path / "fresh", "--dry-run"))
+    written = tmp_path / "written"
+    assert_ok(run_cli("correct", models[2], "--subspace", subspace, "--out", written))
+    quiet = assert_ok(
+        run_cli("correct", models[2], "--subspace", subspace, "--out", written, "--dry-run", "--overwrite")
+    )
     assert "warning" not in quiet.stderr
 
 
@@ -90,3 +101,21 @@ def test_subspace_card_says_how_in_a_sentence():
     assert estimation_sentence({"max_rank": 16, "exact": True, "seed": 0, "power_iterations": 1}).startswith(
         "exact SVD of each displacement"
     )
+
+
+def test_no_source_of_bases_is_named_by_its_flags(models, tmp_path):
+    line = assert_one_line_error(run_cli("correct", models[2], "--out", tmp_path / "o"), 2, "--subspace", "--base")
+    assert "SubspaceSpec" not in line and "=..." not in line
+
+
+@pytest.mark.parametrize("command", ["correct", "inspect", "estimate-subspace"])
+def test_an_option_without_its_value_points_at_the_commands_help(command):
+    flag = "--subspace" if command == "inspect" else "--out"
+    line = assert_one_line_error(run_cli(command, "x", flag), 2)
+    assert f"{flag} needs a value" in line and f"(see csulora {command} --help)" in line, line
+
+
+def test_demo_takes_quiet(tmp_path):
+    result = assert_ok(run_cli("demo", "--quiet", "--keep", tmp_path / "demo"))
+    assert result.stdout == "" and result.stderr == "", result.describe()
+    assert (tmp_path / "demo" / "demo-run" / "corrected" / "csulora_report.json").is_file()

@@ -162,6 +162,7 @@ def test_fail_above_gate(models, subspace, inspected):
         "threshold": pytest.approx(off + 0.05, abs=1e-4),
         "value": pytest.approx(off),
         "tripped": False,
+        "adapter": str(adapter),
     }
     assert passed.stderr.strip() == ""
 

@@ -30,7 +30,8 @@ def test_push_folder_creates_repo_and_branch_in_one_commit(hub, folder, tmp_path
     assert {name: data for name, data in files_of(downloaded).items() if name != ".gitattributes"} == files_of(folder)
 
     # The same folder again: no new commit; a dataset repo works the same way.
-    assert push_folder(folder, "org/results", revision="run-1", token=WRITER, commit_message="m") == result
+    again = push_folder(folder, "org/results", revision="run-1", token=WRITER, commit_message="m")
+    assert again == PushResult(result.repo_id, result.commit, result.url, unchanged=True)
     dataset = push_folder(folder, "org/subspace", repo_type="dataset", token=WRITER, commit_message="m")
     assert dataset.commit == hub.repos_of("dataset")["org/subspace"].refs["main"]
 

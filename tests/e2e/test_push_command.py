@@ -61,3 +61,21 @@ def test_only_a_finished_untouched_output_is_pushed(hub, models, subspace, tmp_p
     (out / "extra.txt").write_text("added by hand\n")
     line = assert_one_line_error(run_cli("push", out, "org/x", "--token", WRITER), 1, "not pushed", "extra.txt")
     assert "org/x" not in hub.repos, line
+
+
+def test_a_failed_push_says_what_to_check_rather_than_to_run_itself_again(hub, models, subspace, tmp_path):
+    out = tmp_path / "safe"
+    assert_ok(run_cli("correct", models[2], "--subspace", subspace, "--out", out))
+    line = assert_one_line_error(run_cli("push", out, "someone-else/safe", "--token", WRITER), 1, "no write access")
+    assert "csulora push" not in line and "--token" in line and "someone-else/safe" in line
+
+
+def test_a_repeat_push_says_nothing_changed_in_csuloras_words(hub, models, subspace, tmp_path):
+    out = tmp_path / "safe"
+    assert_ok(run_cli("correct", models[2], "--subspace", subspace, "--out", out))
+    assert_ok(run_cli("push", out, "org/again", "--token", WRITER))
+    again = assert_ok(run_cli("push", out, "org/again", "--token", WRITER))
+    assert "No files have been modified" not in again.stderr + again.stdout, again.describe()
+    assert f"nothing to push: org/again@main already holds exactly {out}" in " ".join(again.stdout.split())
+    document = assert_ok(run_cli("push", out, "org/again", "--token", WRITER, "--json")).json()
+    assert document["output"]["pushed"]["unchanged"] is True

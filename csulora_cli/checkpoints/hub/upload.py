@@ -8,6 +8,7 @@ through huggingface_hub (LFS or Xet, as the client and the Hub agree); failures 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ class PushResult:
     repo_id: str
     commit: str  # the branch's head after the push: a new commit, or the old head when nothing changed
     url: str  # that commit's page on the Hub
+    unchanged: bool = False  # the branch held exactly the folder already: no commit was made
 
 
 @dataclass(frozen=True)
@@ -97,9 +99,42 @@ def push_folder(
     # Uploads first, then the commit: a dropped connection before the commit request leaves no commit.
     with push_errors(target.label, stage="upload", token_given=token_given), _without_upload_bars():
         api.preupload_lfs_files(additions=additions, **repo_args)
-    with push_errors(target.label, stage="commit", token_given=token_given):
+    with push_errors(target.label, stage="commit", token_given=token_given), _noticing_no_change() as no_change:
         info = api.create_commit(operations=[*additions, *deletions], commit_message=commit_message, **repo_args)
-    return PushResult(target.repo_id, info.oid, info.commit_url)
+    return PushResult(target.repo_id, info.oid, info.commit_url, unchanged=bool(no_change))
+
+
+class _NoChangeFilter(logging.Filter):
+    """Drops huggingface_hub's own unprefixed warning of a commit it skipped (nothing changed), and notes it:
+    csulora says so in its own words. Every other record passes only at the level the logger had."""
+
+    def __init__(self, level: int):
+        super().__init__()
+        self.level = level
+        self.seen: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith("No files have been modified since last commit"):
+            self.seen.append(record.getMessage())
+            return False
+        return record.levelno >= self.level
+
+
+@contextmanager
+def _noticing_no_change() -> Iterator[list[str]]:
+    """The skipped commit's warning is noticed even where huggingface_hub's logs are silenced (the error
+    boundary's default): the logger lets warnings through to the filter meanwhile, which keeps the rest
+    at the level it had."""
+    logger = logging.getLogger("huggingface_hub.hf_api")
+    no_change = _NoChangeFilter(logger.getEffectiveLevel())
+    level = logger.level
+    logger.addFilter(no_change)
+    logger.setLevel(min(logging.WARNING, no_change.level))
+    try:
+        yield no_change.seen
+    finally:
+        logger.setLevel(level)
+        logger.removeFilter(no_change)
 
 
 def new_api(token: str | None) -> HfApi:

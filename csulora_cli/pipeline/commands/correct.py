@@ -21,14 +21,14 @@ from ...subspace.providers import SubspaceDescription
 from ...subspace.targets import targets_for_adapter
 from ..plumbing.adapter_source import OpenedAdapter, open_adapter
 from ..plumbing.basis_source import hub_client, open_provider
+from ..plumbing.batch import Batch
 from ..plumbing.module import Outcome, correct_module
 from ..plumbing.outputs import (
-    check_destinations,
+    check_out_dir,
+    check_output_folder,
     finish_output,
     open_output_folders,
-    output_folders_for,
     planned_output_folders,
-    warn_existing_outputs,
 )
 from ..plumbing.overlap import local_folder, refuse_output_over_inputs
 from ..plumbing.provenance import adapter_file_digests, basis_records, utc_now
@@ -37,17 +37,14 @@ from ..types.requests import CorrectRequest
 from .publish import plan_correct_pushes, push_corrected
 
 
-def _refuse_corrected(opened: list[OpenedAdapter], recorrect: bool) -> None:
+def _refuse_corrected(item: OpenedAdapter, recorrect: bool) -> None:
     """An adapter that carries a csulora report was corrected already: correcting it again is asked for."""
-    if recorrect:
-        return
-    for item in opened:
-        if REPORT_FILE in item.adapter.files:
-            raise UsageError(
-                f"already corrected by csulora (it holds {REPORT_FILE}); pass {{recorrect}} to correct it again",
-                parameter="adapters",
-                where=item.label,
-            )
+    if not recorrect and REPORT_FILE in item.adapter.files:
+        raise UsageError(
+            f"already corrected by csulora (it holds {REPORT_FILE}); pass {{recorrect}} to correct it again",
+            parameter="adapters",
+            where=item.label,
+        )
 
 
 def correct(request: CorrectRequest, events: Events = SilentEvents()) -> list[AdapterReport]:
@@ -66,34 +63,43 @@ def correct(request: CorrectRequest, events: Events = SilentEvents()) -> list[Ad
     created = utc_now()
     method = get_method(request.method)
     hub = hub_client(request.subspace.cache_dir, request.subspace.hub, events)
-    opened = [open_adapter(spec, hub) for spec in request.adapters]
-    adapters = [item.adapter for item in opened]
-    _refuse_corrected(opened, request.recorrect)
-    for adapter in adapters:
-        if adapter.passthrough_keys:
-            events.warn(
-                f"{adapter.weights_path}: {len(adapter.passthrough_keys)} full weight tensor(s) besides the LoRA "
-                f"factors (modules_to_save or saved embedding layers, e.g. {adapter.passthrough_keys[0]}); they "
-                "replace the model's own weights on load and are copied unchanged, not corrected"
-            )
-    destinations = output_folders_for(opened, request)
-    if not request.dry_run:
-        _refuse_outputs_over_inputs(opened, destinations, request)
-        check_destinations(request, destinations)
-    else:
-        warn_existing_outputs(opened, request, events.warn)
-    pushes = plan_correct_pushes(request, destinations)
-    given = {item.adapter.folder.resolve() for item in opened}
-    writes = bool(planned_output_folders(opened, request))
-    for item in opened:
-        _warn_what_is_not_corrected(item, given, writes, events)
-    adapter_files = [adapter_file_digests(adapter) for adapter in adapters]
-    provider = open_provider(request.subspace, adapters, hub, events)
+    batch = Batch([str(spec) for spec in request.adapters], request.keep_going)
+    by_index = {
+        index: batch.attempt(index, lambda spec=spec: open_adapter(spec, hub))
+        for index, spec in enumerate(request.adapters)
+    }
+    for index in batch.live():
+        batch.attempt(index, lambda item=by_index[index]: _refuse_corrected(item, request.recorrect))
+    # The checks of the real run, dry run or not: a dry run refuses what the run would (planned folders).
+    unopened = tuple(
+        folder for index in batch.failures if (folder := local_folder(request.adapters[index])) is not None
+    )
+    live = batch.live()
+    planned = dict(zip(live, planned_output_folders([by_index[i] for i in live], request, unopened), strict=False))
+    check_out_dir(request)
+    for index, destination in planned.items():
+        batch.attempt(index, lambda item=by_index[index], to=destination: _check_output(item, to, request))
+    _stop_when_none_left(batch)
+    opened = [by_index[index] for index in batch.live()]
+    plan_correct_pushes(request, [planned.get(index) for index in batch.live()], [item.label for item in opened])
+    _warn_what_is_not_corrected(opened, bool(planned), events)
+    provider = open_provider(request.subspace, [item.adapter for item in opened], hub, events)
     description = provider.describe()
     if not request.subspace.rank_cap_may_exceed:
         _check_rank_cap(request.subspace.rank_cap, description)
     check_order(*provider.models(), [(item.label, item.adapter.config) for item in opened], request.order_check, events)
-    targets = [targets_for_adapter(adapter, provider) for adapter in adapters]
+    targets_of = {
+        index: batch.attempt(index, lambda adapter=by_index[index].adapter: targets_for_adapter(adapter, provider))
+        for index in batch.live()
+    }
+    _stop_when_none_left(batch)
+    live = batch.live()
+    opened = [by_index[index] for index in live]
+    adapters = [item.adapter for item in opened]
+    targets = [targets_of[index] for index in live]
+    destinations = [None if request.dry_run else planned.get(index) for index in live]
+    pushes = plan_correct_pushes(request, destinations, [item.label for item in opened])
+    adapter_files = [adapter_file_digests(adapter) for adapter in adapters]
     with ExitStack() as outputs:
         folders = open_output_folders(outputs, request, destinations)
         writers = [
@@ -122,13 +128,33 @@ def correct(request: CorrectRequest, events: Events = SilentEvents()) -> list[Ad
                 report = finish_output(writers[index].folder, adapter, report)
             reports.append(report)
     # The outputs are renamed into place, complete, when `outputs` closes: only then are they pushed.
-    return push_corrected(pushes, reports, request, hub, events)
+    return batch.finish(push_corrected(pushes, reports, request, hub, events))
 
 
-def _warn_what_is_not_corrected(item: OpenedAdapter, given: set[Path], writes: bool, events: Events) -> None:
-    """What a folder holds besides the adapter is left out of the output (where there is one: `writes`); say
-    so, and name a second adapter saved in a subfolder (PEFT's layout for several adapters) unless it is
-    corrected too (`given`)."""
+def _stop_when_none_left(batch: Batch) -> None:
+    """`keep_going` with every adapter refused: nothing to correct, no subspace to open."""
+    if not batch.live():
+        batch.finish([])
+
+
+def _warn_what_is_not_corrected(opened: list[OpenedAdapter], writes: bool, events: Events) -> None:
+    """Full weights copied unchanged; what a folder holds besides the adapter, left out of the output (where
+    there is one: `writes`); a second adapter in a subfolder (PEFT's layout for several) unless it is
+    corrected too."""
+    given = {item.adapter.folder.resolve() for item in opened}
+    for item in opened:
+        adapter = item.adapter
+        if adapter.passthrough_keys:
+            events.warn(
+                f"{adapter.weights_path}: {len(adapter.passthrough_keys)} full weight tensor(s) besides the LoRA "
+                f"factors (modules_to_save or saved embedding layers, e.g. {adapter.passthrough_keys[0]}); they "
+                "replace the model's own weights on load and are copied unchanged, not corrected"
+            )
+    for item in opened:
+        _warn_about_folder(item, given, writes, events)
+
+
+def _warn_about_folder(item: OpenedAdapter, given: set[Path], writes: bool, events: Events) -> None:
     adapter = item.adapter
     for name in adapter.other_adapters:
         if (adapter.folder / name).resolve() in given:
@@ -150,18 +176,24 @@ def _warn_what_is_not_corrected(item: OpenedAdapter, given: set[Path], writes: b
         )
 
 
-def _refuse_outputs_over_inputs(opened: list[OpenedAdapter], destinations: list, request: CorrectRequest) -> None:
-    """No output may be, lie inside, or hold a folder this run reads (`overlap.py`), `overwrite` or not."""
+def _check_output(item: OpenedAdapter, destination: Path, request: CorrectRequest) -> None:
+    """No output may be, lie inside, or hold a folder this run reads (`overlap.py`), `overwrite` or not;
+    an existing one needs `overwrite` and may hold only what csulora wrote (`outputs.py`)."""
     spec = request.subspace
-    inputs = [("the adapter folder", item.adapter.folder) for item in opened if item.output_name is None]
+    inputs = [
+        ("the adapter folder", local_folder(adapter))
+        for adapter in request.adapters
+        if local_folder(adapter) is not None
+    ]
     inputs += [
         ("the subspace folder", local_folder(spec.subspace)),
         ("the base model folder", local_folder(spec.base)),
         ("the aligned model folder", local_folder(spec.aligned)),
     ]
-    parameter = "out" if request.out is not None else "out_dir"
-    for destination in destinations:
-        refuse_output_over_inputs(destination, parameter, inputs)
+    if item.output_name is None:
+        inputs.append(("the adapter folder", item.adapter.folder))
+    refuse_output_over_inputs(destination, "out" if request.out is not None else "out_dir", inputs)
+    check_output_folder(request, destination)
 
 
 def _check_rank_cap(rank_cap: int | None, subspace: SubspaceDescription) -> None:

@@ -99,7 +99,7 @@ def _gate(request: InspectRequest, report: AdapterReport) -> GateCheck | None:
             parameter="gate",
             hint="re-run estimate-subspace {out} into a new folder",
         )
-    return GateCheck(request.statistic, direction, threshold, value)
+    return GateCheck(request.statistic, direction, threshold, value, adapter=report.adapter)
 
 
 def _summary(adapter: LoraAdapter, module: LoraModule) -> ModuleSummary:

@@ -30,17 +30,21 @@ from .verify import verify_outputs
 _SAME_REPO = str.lower
 
 
-def plan_correct_pushes(request: CorrectRequest, destinations: list[Path]) -> list[PushTarget] | None:
-    """The repo of each adapter's output, in order; two adapters bound for one repo are refused, naming both."""
+def plan_correct_pushes(
+    request: CorrectRequest, destinations: list[Path], labels: list[str] | None = None
+) -> list[PushTarget] | None:
+    """The repo of each adapter's output, in order; two adapters bound for one repo are refused, naming both
+    (`labels`: the adapters' names, default the request's)."""
     if request.push is None:
         return None
     targets = [_target(request.push, output_name(destination, request.out_dir)) for destination in destinations]
+    labels = [str(adapter) for adapter in request.adapters] if labels is None else labels
     first_for: dict[str, int] = {}
     for index, target in enumerate(targets):
         earlier = first_for.setdefault(_SAME_REPO(target.repo_id), index)
         if earlier != index:
             raise UsageError(
-                f"adapters {request.adapters[earlier]} and {request.adapters[index]} would both be pushed to "
+                f"adapters {labels[earlier]} and {labels[index]} would both be pushed to "
                 f"{target.repo_id}; each needs a repo of its own",
                 parameter="push_to_hub",
             )
@@ -134,7 +138,7 @@ def push_output(request: PushRequest, events: Events = SilentEvents()) -> Pushed
             where=str(folder),
         )
     advance = events.start("pushing to the Hub", 1)
-    record = _push(folder, target, request.spec, hub_client(None, request.hub, events), message, [])
+    record = _push(folder, target, request.spec, hub_client(None, request.hub, events), message, None)
     advance()
     return PushedOutput(str(folder), kind, record)
 
@@ -200,18 +204,26 @@ def _natural(key: str) -> list:
 
 
 def _push(
-    folder: Path, target: PushTarget, spec: PushSpec, hub: HubClient, message: str, done: list[str]
+    folder: Path, target: PushTarget, spec: PushSpec, hub: HubClient, message: str, done: list[str] | None
 ) -> PushRecord:
+    """One folder to its repo; `done` lists what this run pushed before it (None: the `push` command)."""
     try:
         result = hub.push(folder, target, private=True if spec.private else None, commit_message=message)
     except CsuloraError as error:
         raise _kept(error, folder, target, done) from None
-    return PushRecord(result.repo_id, target.revision, result.commit, result.url)
+    return PushRecord(result.repo_id, target.revision, result.commit, result.url, unchanged=result.unchanged)
 
 
-def _kept(error: CsuloraError, folder: Path, target: PushTarget, done: list[str]) -> CsuloraError:
-    """The push's failure, saying that the local output is whole and stays (and what was pushed before it)."""
+def _kept(error: CsuloraError, folder: Path, target: PushTarget, done: list[str] | None) -> CsuloraError:
+    """The push's failure, saying that the local output is whole and stays (and what was pushed before it);
+    after a run, how to push it again without the run; after `push` itself, what to check before retrying."""
     message = error.message + (f" ({error.hint})" if error.hint else "")
+    if done is None:
+        message += (
+            f"; {folder} is unchanged. Check the repo name ({target.repo_id}), that the token may write to it "
+            "({token}, HF_TOKEN or the stored login) and the connection to the Hub, then push again"
+        )
+        return type(error)(message, where=error.where, parameter=error.parameter)
     message += f"; the local output {folder} is complete and kept"
     if done:
         message += f" ({', '.join(done)} pushed before it)"

@@ -21,23 +21,20 @@ from .adapter_source import OpenedAdapter
 from .provenance import output_file_digests
 
 
-def output_folders_for(opened: list[OpenedAdapter], request: CorrectRequest) -> list[Path | None]:
-    """Each adapter's output folder: `out` for the one adapter, else `out_dir / <its output path>`."""
-    if request.dry_run:
-        return [None] * len(opened)
-    return planned_output_folders(opened, request)
-
-
-def planned_output_folders(opened: list[OpenedAdapter], request: CorrectRequest) -> list[Path]:
-    """Where the outputs go, or would go without `dry_run` (none when no output was named)."""
+def planned_output_folders(
+    opened: list[OpenedAdapter], request: CorrectRequest, unopened: tuple[Path, ...] = ()
+) -> list[Path]:
+    """Where the outputs go, or would go without `dry_run` (none when no output was named); a dry run
+    checks these as the real run does. `unopened`: local adapter folders that could not be read
+    (`keep_going`), which keep their place in the common parent so the others land where they would."""
     if request.out is None and request.out_dir is None:
         return []
     if request.out is not None:
         return [request.out]
-    return [request.out_dir / path for path in relative_output_paths(opened)]
+    return [request.out_dir / path for path in relative_output_paths(opened, unopened)]
 
 
-def relative_output_paths(opened: list[OpenedAdapter]) -> list[Path]:
+def relative_output_paths(opened: list[OpenedAdapter], unopened: tuple[Path, ...] = ()) -> list[Path]:
     """Where each adapter goes below `--out-dir`: a local folder by its path relative to the common parent
     of the local ones (`runs/a/adapter`, `runs/b/adapter` -> `a/adapter`, `b/adapter`; one -> its folder
     name), a Hub repo by its id (`org/name`).
@@ -45,7 +42,8 @@ def relative_output_paths(opened: list[OpenedAdapter]) -> list[Path]:
     Two inputs that would land in one folder, or one inside the other, are refused naming both.
     """
     local = [item.adapter.folder.resolve() for item in opened if item.output_name is None]
-    common = Path(os.path.commonpath([folder.parent for folder in local])) if local else None
+    parents = [folder.parent for folder in local] + [folder.resolve().parent for folder in unopened]
+    common = Path(os.path.commonpath(parents)) if local else None
     relative = [
         item.output_name if item.output_name is not None else item.adapter.folder.resolve().relative_to(common)
         for item in opened
@@ -60,19 +58,6 @@ def relative_output_paths(opened: list[OpenedAdapter]) -> list[Path]:
                     parameter="adapters",
                 )
     return relative
-
-
-def warn_existing_outputs(opened: list[OpenedAdapter], request: CorrectRequest, warn) -> None:
-    """A dry run writes nothing, but says what the real run would meet: an output that exists already."""
-    if request.overwrite:
-        return
-    for destination in planned_output_folders(opened, request):
-        if destination.exists():
-            parameter = "{out}" if request.out is not None else "{out_dir}"
-            warn(
-                f"{parameter} output {destination} exists: the run without {{dry_run}} would be refused unless "
-                "given {overwrite}"
-            )
 
 
 def files_csulora_did_not_write(folder: Path) -> list[str]:
@@ -94,20 +79,23 @@ def files_csulora_did_not_write(folder: Path) -> list[str]:
     return foreign
 
 
-def check_destinations(request: CorrectRequest, destinations: list[Path]) -> None:
-    """Refuse before any work: an existing output without --overwrite, a folder we cannot write, or one
-    holding files csulora did not write (which replacing it would delete)."""
-    if request.out is not None:
-        check_destination(destinations[0], request.overwrite, files_csulora_did_not_write)
-        return
+def check_out_dir(request: CorrectRequest) -> None:
+    """Refuse before any work an `--out-dir` that is not a folder, or where a new one cannot be made."""
     out_dir = request.out_dir
+    if out_dir is None:
+        return
     if not out_dir.exists():
         check_destination(out_dir, overwrite=False)
-        return
-    if not out_dir.is_dir():
+    elif not out_dir.is_dir():
         raise CsuloraError("output exists and is not a folder", where=str(out_dir))
-    for destination in destinations:
-        check_destination(destination, request.overwrite, files_csulora_did_not_write)
+
+
+def check_output_folder(request: CorrectRequest, destination: Path) -> None:
+    """Refuse before any work: an existing output without --overwrite, a folder we cannot write, or one
+    holding files csulora did not write (which replacing it would delete). A new `--out-dir` holds nothing."""
+    if request.out_dir is not None and not request.out_dir.exists():
+        return
+    check_destination(destination, request.overwrite, files_csulora_did_not_write)
 
 
 def open_output_folders(outputs: ExitStack, request: CorrectRequest, destinations: list) -> list[Path | None]:

@@ -144,7 +144,7 @@ class SubspaceSpec:
             raise UsageError("give either {subspace} or {base}/{aligned}, not both", parameter="subspace")
         if self.subspace is None and self.base is None:
             raise UsageError(
-                "names no bases: give SubspaceSpec(subspace=...) or SubspaceSpec(base=..., aligned=...)",
+                "names no bases: give {subspace} (a subspace folder) or {base} (and {aligned}) to estimate one",
                 parameter="subspace",
             )
         if self.rank_cap is not None:
@@ -239,6 +239,10 @@ class CorrectRequest:
     push: PushSpec | None = None
     # A base/aligned order the sources contradict (`sides.py`): "warn", "refuse" or "accept" (confirmed).
     order_check: str = "warn"
+    # An adapter refused by a check of its own (unreadable, already corrected, its output taken, keys the
+    # subspace lacks) is left out and the others are written; `correct` then raises `BatchFailures` at
+    # the end. Without it, such an adapter stops the run before anything is written.
+    keep_going: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "adapters", adapter_tuple(self.adapters))
@@ -247,7 +251,7 @@ class CorrectRequest:
                 object.__setattr__(self, name, Path(getattr(self, name)))
         if not isinstance(self.subspace, SubspaceSpec):
             raise UsageError(
-                "names no bases: give SubspaceSpec(subspace=...) or SubspaceSpec(base=..., aligned=...)",
+                "names no bases: give {subspace} (a subspace folder) or {base} (and {aligned}) to estimate one",
                 parameter="subspace",
             )
         if self.order_check not in ORDER_CHECKS:
@@ -296,7 +300,8 @@ class InspectRequest:
     method: str = "csulora"
     correction: CorrectionParams = CorrectionParams()
     # A CI gate: trips (exit 3) when the adapter's total `gate` statistic is above `fail_above` or below
-    # `fail_below`. Without `gate`, the off-subspace share (what `--fail-above` has always meant).
+    # `fail_below`. Without `gate`, the off-subspace share (what `--fail-above` has always meant). A `gate`
+    # needs one of the two thresholds, unless it only chooses what `plot` draws.
     fail_above: float | None = None
     fail_below: float | None = None
     gate: str | None = None
@@ -321,6 +326,13 @@ class InspectRequest:
             )
         if self.fail_above is not None and self.fail_below is not None:
             raise UsageError("give {fail_above} or {fail_below}, not both", parameter="fail_below")
+        if self.gate is not None and self.fail_above is None and self.fail_below is None and self.plot is None:
+            # A gate without a threshold would pass everything: a CI job that forgot it must not go green.
+            raise UsageError(
+                f"{self.gate} is the statistic a gate checks, but no threshold was given: add {{fail_above}} F "
+                "or {fail_below} F (or {plot} FILE.png to draw the statistic without a gate)",
+                parameter="gate",
+            )
         for name in ("fail_above", "fail_below"):
             threshold = getattr(self, name)
             if threshold is None:

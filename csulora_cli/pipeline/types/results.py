@@ -105,6 +105,7 @@ class GateCheck:
     direction: str  # "above": trips when value > threshold
     threshold: float
     value: float
+    adapter: str | None = None  # the adapter it checked, as its report names it
 
     @property
     def tripped(self) -> bool:
@@ -122,7 +123,17 @@ class GateCheck:
             "threshold": self.threshold,
             "value": self.value,
             "tripped": self.tripped,
-        }
+        } | ({} if self.adapter is None else {"adapter": self.adapter})
+
+
+def worst_gate(gates: list[GateCheck]) -> GateCheck | None:
+    """The verdict of one gate over several adapters: the check whose value lies furthest past (or nearest
+    to) the threshold, so it trips exactly when any adapter's check does; None without a gate."""
+    if not gates:
+        return None
+    if gates[0].direction == "above":
+        return max(gates, key=lambda gate: gate.value)
+    return min(gates, key=lambda gate: gate.value)
 
 
 @dataclass(frozen=True)
