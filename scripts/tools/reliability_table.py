@@ -457,11 +457,62 @@ def cases(root: Path) -> list[tuple[str, Callable[[], list[str]], str]]:
             "test_frictions.py::test_an_option_without_its_value_points_at_the_commands_help",
         ),
         (
+            "--out --overwrite over a folder csulora did not write (a project)",
+            lambda: [*correct, str(adapter), *src, "--out", str(_project(root)), "--overwrite"],
+            "test_overwrite.py::test_the_current_folder_and_those_above_it_are_never_an_output",
+        ),
+        (
+            "--out . (the current folder), with --overwrite",
+            lambda: [*correct, str(adapter), *src, "--out", ".", "--overwrite"],
+            "test_overwrite.py::test_the_current_folder_and_those_above_it_are_never_an_output",
+        ),
+        (
+            "--aligned that the adapter's base_model_name_or_path does not name",
+            lambda: [
+                *correct,
+                str(adapter),
+                "--base",
+                str(base),
+                "--aligned",
+                str(model_variant("another-aligned", lambda f: None)),
+                "--rank",
+                "8",
+                "--out",
+                str(root / "o"),
+            ],
+            "test_subspace_agreement.py::test_a_wrong_aligned_model_is_refused",
+        ),
+        (
+            "verify of a subspace folder a job left half-filled",
+            lambda: [CSULORA, "verify", str(_half_filled_subspace(root, base, aligned, adapter))],
+            "test_subspace_agreement.py::test_verify_names_what_an_incomplete_subspace_folder_lacks",
+        ),
+        (
             "demo --keep into a folder that holds files",
             lambda: [CSULORA, "demo", "--keep", str(root / "models")],
             "test_inputs_kept.py::test_demo_keep_refuses_a_folder_that_holds_something",
         ),
     ]
+
+
+def _project(root: Path) -> Path:
+    """A user's project folder: what `--overwrite` must never replace."""
+    project = root / "project"
+    (project / "src").mkdir(parents=True, exist_ok=True)
+    (project / "thesis.tex").write_text("years of work\n")
+    return project
+
+
+def _half_filled_subspace(root: Path, base: Path, aligned: Path, adapter: Path) -> Path:
+    """A subspace folder whose job stopped before its last basis (its record says it did not finish)."""
+    folder = root / "half-filled"
+    made = [CSULORA, "estimate-subspace", str(base), str(aligned), "--adapter", str(adapter), "--rank", "8"]
+    environment = {"CSULORA_CACHE": str(root / "c"), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)}
+    subprocess.run([*made, "--out", str(folder), "--quiet"], check=True, env=environment)
+    sorted((folder / "bases").iterdir())[-1].unlink()
+    (record,) = (folder / "jobs").iterdir()
+    record.write_text(json.dumps(json.loads(record.read_text()) | {"finished": False}))
+    return folder
 
 
 def _folder(path: Path) -> Path:
@@ -483,6 +534,7 @@ def main() -> None:
                 command(),
                 capture_output=True,
                 text=True,
+                cwd=root,  # a case that names the current folder names this temporary one
                 # PYTHONPATH: the console script runs this checkout's code, whatever the environment installed.
                 env={"CSULORA_CACHE": str(root / "c"), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)},
             )

@@ -539,3 +539,17 @@ def test_probe_of_a_family_runs_in_its_own_process_and_reports_no_text(tiny, tmp
     assert not any(prompt in written for prompt in harmful + benign)
     again = probe_family.probe_family(store, folder, "tiny", {spec: adapter}, harmful, benign, [2], False)
     assert again[0][spec] == record
+
+
+def test_recorded_command_names_no_folder_of_this_machine():
+    from scripts.evidence.real.__main__ import _recorded
+
+    assert _recorded(["--workdir", "/work/x", "--out=/tmp/y", "--seeds", "0", "--wheels", "w"]) == [
+        "--workdir",
+        "<folder>",
+        "--out=<folder>",
+        "--seeds",
+        "0",
+        "--wheels",
+        "<folder>",
+    ]

