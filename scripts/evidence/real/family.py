@@ -110,7 +110,7 @@ def train_adapter(
     folder = store.path("adapters", f"{spec.name}-{key_of(aligned_key, asdict(spec), pairs, asdict(params))}")
     if (folder / "adapter_model.safetensors").is_file():
         return folder
-    if store.cached_only:
+    if store.cached_only and "adapters" not in store.computes:
         return None
     store.progress(f"training adapter {spec.name} ({params.steps} steps)")
     config = LoraConfig(r=shape.rank, lora_alpha=shape.alpha, target_modules=list(shape.targets), lora_dropout=0.0)
