@@ -69,6 +69,8 @@ class RunConfig:
     settings: list[fix.Setting] = field(default_factory=list)
     family_seeds: list[int] | None = None  # seeds of the detection family, when fewer than `seeds`
     probe_prompt_counts: list[int] = field(default_factory=list)  # the first n probe prompts, for the AUROC curve
+    # A second probe of one adapter alone, for what a CI job pays per adapter (20 s of the smoke's budget).
+    probe_time_one: bool = True
 
     def as_dict(self) -> dict:
         record = asdict(self)
@@ -108,6 +110,7 @@ SMOKE = RunConfig(
     corrected=[CorrectedGroup("harmful", "all-r16")],
     settings=[s for s in fix.SETTINGS if s.smoke],
     probe_prompt_counts=[4, 8],
+    probe_time_one=False,
 )
 
 FULL = RunConfig(
@@ -405,6 +408,7 @@ def run(config: RunConfig, store: Store, wheels: Path | None, parts: tuple[str, 
             bench.splits.probe_harmful,
             bench.splits.probe_benign,
             config.probe_prompt_counts,
+            config.probe_time_one,
         )
     if probe is not None:
         by_name = {spec.name: statistics for spec, statistics in probe[0].items()}
