@@ -321,15 +321,17 @@ task_states() {
     scontrol -o show job "$1" | sed -nE 's/.*ArrayTaskId=([0-9]+) .*JobState=([A-Z_]+) .*/\1=\2/p' | sort -n
 }
 
-# Compare two subspace folders file by file: same names, same bytes.
+# Compare two subspace folders file by file: same names, same bytes. The job records (jobs/) say how
+# each folder was filled (one job, or one per array task), so they are compared by `csulora verify` instead.
+subspace_files() { (cd "$1" && find . -type f -not -path './jobs/*' | sort); }
 same_folders() {
     local expected=$1 actual=$2 count=0 name
-    diff <(cd "$expected" && find . -type f | sort) <(cd "$actual" && find . -type f | sort) >&2 ||
+    diff <(subspace_files "$expected") <(subspace_files "$actual") >&2 ||
         fail "$actual and $expected hold different files"
     while read -r name; do
         cmp -s "$expected/$name" "$actual/$name" || fail "$actual/$name differs from the single-process run"
         count=$((count + 1))
-    done < <(cd "$expected" && find . -type f | sort)
+    done < <(subspace_files "$expected")
     echo "$count"
 }
 
@@ -356,6 +358,9 @@ CSULORA_CACHE=$TMP/cache-single csulora estimate-subspace "$BASE" "$ALIGNED" --a
 # must match, the manifest included.
 files=$(same_folders "$SINGLE" "$SUBSPACE")
 say "array folder = single-process folder, byte for byte ($files files)"
+# Every task recorded what it was asked for and finished: the folder is complete.
+csulora verify "$SUBSPACE" >"$TMP/log/verify.log" 2>&1 || fail "csulora verify: $(tail -1 "$TMP/log/verify.log")"
+say "csulora verify: every module the array's tasks were asked for is there"
 
 csulora correct "$ADAPTER" --subspace "$SUBSPACE" --out "$TMP/adapter-safe" --quiet >"$TMP/log/correct.log" 2>&1 ||
     fail "csulora correct from the array's folder failed (see $TMP/log/correct.log)"
@@ -374,7 +379,7 @@ import os
 import sys
 import time
 
-import csulora_cli.pipeline.estimate as estimate
+import csulora_cli.pipeline.commands.estimate as estimate
 
 write = estimate.add_to_subspace_folder
 
@@ -416,6 +421,12 @@ fi
 # It must fail on a module of the cancelled task's blocks, not for some other reason.
 grep -qE 'model\.layers\.([89]|1[0-5])\.' "$TMP/log/correct-partial.log" ||
     fail "correct failed on the partial folder for another reason: $(tail -n 1 "$TMP/log/correct-partial.log")"
+# The cancelled task's record says it did not finish: verify names the folder incomplete.
+if csulora verify "$SUBSPACE" >"$TMP/log/verify-partial.log" 2>&1; then
+    fail "csulora verify passed a folder a cancelled task left half-filled"
+fi
+grep -q "incomplete subspace folder" "$TMP/log/verify-partial.log" ||
+    fail "verify failed on the partial folder for another reason: $(tail -n 1 "$TMP/log/verify-partial.log")"
 
 submit --array="$VICTIM"
 job=$JOB
@@ -424,3 +435,5 @@ states=$(task_states "$job" | tr '\n' ' ')
 [ "$states" = "$VICTIM=COMPLETED " ] || fail "resubmitted task $job ended as: $states"
 files=$(same_folders "$SINGLE" "$SUBSPACE")
 say "task resubmitted: folder = single-process folder, byte for byte ($files files)"
+csulora verify "$SUBSPACE" >"$TMP/log/verify-resubmitted.log" 2>&1 ||
+    fail "csulora verify after the resubmitted task: $(tail -1 "$TMP/log/verify-resubmitted.log")"
