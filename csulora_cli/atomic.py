@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import CsuloraError, DiskFullError, OutputExistsError, UsageError
+from .errors import CsuloraError, DiskFullError, OutputExistsError, UsageError, first_few
 
 TEMP_PREFIX = ".csulora-tmp-"
 FULL_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -206,7 +206,7 @@ def refuse_working_folder(destination: Path) -> None:
 def refuse_foreign_entries(destination: Path, foreign: list[str]) -> None:
     if not foreign:
         return
-    shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+    shown = first_few(foreign, 5)
     raise OutputExistsError(
         f"{{overwrite}} replaces only a folder csulora wrote, and this one holds what csulora did not write "
         f"({shown}); replacing it would delete them",

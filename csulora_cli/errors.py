@@ -17,6 +17,12 @@ from collections.abc import Callable
 _PARAMETER = re.compile(r"\{([a-z][a-z0-9_]*)\}")
 
 
+def first_few(names: list[str], shown: int) -> str:
+    """`a, b, c and 4 more`: a list a message names without growing past one line."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
 def _as_named(name: str) -> str | None:
     return name
 

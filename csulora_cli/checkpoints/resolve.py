@@ -8,7 +8,8 @@ from pathlib import Path
 
 from ..errors import CsuloraError
 from .hub.client import HubClient
-from .hub.refs import parse_hub_ref
+from .hub.refs import HubRef, parse_hub_ref
+from .hub.snapshots import HubSnapshot
 from .hub.source import HubSource
 from .local import LocalSource
 from .protocol import TensorSource
@@ -26,6 +27,19 @@ def resolve_model(spec: str, *, digest_memo_dir: Path | None = None, hub: HubCli
         )
     with no_local_folder(spec):
         return HubSource(ref, hub)
+
+
+def hub_snapshot(spec: str, hub: HubClient, what: str) -> tuple[HubRef, HubSnapshot]:
+    """The Hub snapshot a name that is no local folder stands for, resolved through the run's client; a name
+    that is not a repo id either is one error naming `what` (an adapter, a model) was looked for."""
+    ref = parse_hub_ref(spec)
+    if ref is None:
+        raise CsuloraError(
+            f"{what} folder does not exist, and it is not a Hugging Face repo id (org/name or org/name@revision)",
+            where=spec,
+        )
+    with no_local_folder(spec):
+        return ref, hub.snapshot(ref)
 
 
 @contextmanager

@@ -15,7 +15,7 @@ from pathlib import Path
 from .. import __version__
 from ..atomic import refuse_foreign_entries, refuse_working_folder, reporting_full_disk, write_atomically
 from ..checkpoints.header import read_header
-from ..errors import CsuloraError, FormatError, MissingTensorError, OutputExistsError
+from ..errors import CsuloraError, FormatError, MissingTensorError, OutputExistsError, first_few
 from .estimate import EstimationParams, SubspaceBasis
 from .store import BasisRequest, basis_record, read_basis_file, write_basis_file
 
@@ -190,6 +190,14 @@ class SubspaceFolder:
 
     def keys(self) -> set[str]:
         return {entry["key"] for entry in self.modules.values()}
+
+    def what_is_missing(self) -> str | None:
+        """What an incomplete folder lacks, in words (`verify` fails on it, `push` warns); None when complete."""
+        missing, unfinished = self.missing()
+        if not missing:
+            return None
+        jobs = f"; {unfinished} job(s) did not finish" if unfinished else ""
+        return f"{len(missing)} module(s) asked for are missing ({first_few(missing, 3)}){jobs}"
 
     def missing(self) -> tuple[list[str], int]:
         """(modules some job was asked for that the folder lacks, how many jobs have not finished): what

@@ -13,7 +13,7 @@ from ...adapters.peft import LoraModule
 from ...adapters.writer import AdapterWriter
 from ...correction.methods import get_method
 from ...correction.params import CorrectionParams
-from ...errors import CsuloraError, UsageError
+from ...errors import CsuloraError, UsageError, first_few
 from ...events import Events, SilentEvents
 from ...report.records import REPORT_FILE, AdapterReport, ModuleReport, Provenance
 from ...subspace.keys import Target
@@ -166,7 +166,7 @@ def _warn_about_folder(item: OpenedAdapter, given: set[Path], writes: bool, even
     others = [name for name in adapter.left_out if name.rstrip("/") not in adapter.other_adapters]
     # A Hub repo's other files are never fetched: the report lists them, and nothing was there to expect.
     if others and writes and item.output_name is None:
-        shown = ", ".join(others[:6]) + (f" and {len(others) - 6} more" if len(others) > 6 else "")
+        shown = first_few(others, 6)
         events.warn(f"{item.label}: not part of the adapter, left out of the output (the report lists them): {shown}")
     for mismatch in adapter.config_mismatches[:3]:
         events.warn(f"{item.label}: adapter_config.json disagrees with the tensors: {mismatch}")

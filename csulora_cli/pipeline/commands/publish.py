@@ -145,13 +145,10 @@ def push_output(request: PushRequest, events: Events = SilentEvents()) -> Pushed
 
 def _warn_if_incomplete(folder: Path, events: Events) -> None:
     """A folder some jobs are still filling may be pushed on purpose: say what it lacks rather than refuse."""
-    missing, unfinished = SubspaceFolder(folder).missing()
-    if missing:
-        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-        jobs = f", {unfinished} job(s) not finished" if unfinished else ""
+    lacking = SubspaceFolder(folder).what_is_missing()
+    if lacking is not None:
         events.warn(
-            f"{folder}: pushing an incomplete subspace folder: {len(missing)} module(s) asked for are missing "
-            f"({shown}{jobs}); push again once every job has finished"
+            f"{folder}: pushing an incomplete subspace folder: {lacking}; push again once every job has finished"
         )
 
 

@@ -74,14 +74,8 @@ def _verify_subspace(folder: Path) -> VerifyResult:
         }
         for entry in subspace.modules.values():
             read_basis_file(entry["path"])
-        missing, unfinished = subspace.missing()
+        lacking = subspace.what_is_missing()
     except CsuloraError as error:
         return VerifyResult(str(folder), SUBSPACE_MANIFEST, {}, error.one_line())
-    problem = None
-    if missing:
-        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-        jobs = f"; {unfinished} job(s) did not finish" if unfinished else ""
-        problem = (
-            f"{folder}: incomplete subspace folder: {len(missing)} module(s) asked for are missing ({shown}){jobs}"
-        )
+    problem = None if lacking is None else f"{folder}: incomplete subspace folder: {lacking}"
     return VerifyResult(str(folder), SUBSPACE_MANIFEST, files, problem)

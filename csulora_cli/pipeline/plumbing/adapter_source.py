@@ -14,9 +14,9 @@ from ...adapters.peft import CONFIG_FILE, LoraAdapter, read_adapter
 from ...adapters.repo_files import adapter_repo_files
 from ...checkpoints.description import SourceDescription
 from ...checkpoints.hub.client import HubClient
-from ...checkpoints.hub.refs import endpoint_label, parse_hub_ref
-from ...checkpoints.resolve import no_local_folder
-from ...errors import CsuloraError, MissingTensorError
+from ...checkpoints.hub.refs import endpoint_label
+from ...checkpoints.resolve import hub_snapshot
+from ...errors import MissingTensorError
 
 
 @dataclass(frozen=True)
@@ -39,14 +39,7 @@ def open_adapter(spec: str | Path, hub: HubClient) -> OpenedAdapter:
     if path.exists():
         adapter = read_adapter(path)
         return OpenedAdapter(adapter, SourceDescription.local(path))
-    ref = parse_hub_ref(str(spec))
-    if ref is None:
-        raise CsuloraError(
-            "adapter folder does not exist, and it is not a Hugging Face repo id (org/name or org/name@revision)",
-            where=str(spec),
-        )
-    with no_local_folder(str(spec)):
-        snapshot = hub.snapshot(ref)
+    ref, snapshot = hub_snapshot(str(spec), hub, "adapter")
     if CONFIG_FILE not in snapshot.files:
         raise MissingTensorError(f"not a PEFT adapter repo: no {CONFIG_FILE}", where=snapshot.where())
     files = adapter_repo_files({name: file.size for name, file in snapshot.files.items()})

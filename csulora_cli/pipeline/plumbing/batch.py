@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from ...errors import BatchFailures, CsuloraError
+from ...errors import BatchFailures, CsuloraError, first_few
 
 T = TypeVar("T")
 # How many adapters an error line names before it counts the rest.
@@ -47,9 +47,7 @@ class Batch:
     def _stopped(self, error: CsuloraError) -> CsuloraError:
         if len(self.labels) < 2:
             return error
-        names = ", ".join(self.labels[:_NAMED]) + (
-            f" and {len(self.labels) - _NAMED} more" if len(self.labels) > _NAMED else ""
-        )
+        names = first_few(self.labels, _NAMED)
         note = f"none of the {len(self.labels)} adapters was written: {names}; {{keep_going}} corrects the others"
         error.hint = note if not error.hint else f"{error.hint}; {note}"
         return error

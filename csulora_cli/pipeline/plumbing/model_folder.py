@@ -12,8 +12,8 @@ from pathlib import Path
 
 from ...checkpoints.description import SourceDescription
 from ...checkpoints.hub.client import HubClient
-from ...checkpoints.hub.refs import endpoint_label, parse_hub_ref
-from ...checkpoints.resolve import no_local_folder
+from ...checkpoints.hub.refs import endpoint_label
+from ...checkpoints.resolve import hub_snapshot
 from ...errors import CsuloraError, FormatError
 
 CONFIG_FILE = "config.json"
@@ -41,14 +41,7 @@ def open_model_folder(spec: str | Path, hub: HubClient) -> ModelFolder:
         if not path.is_dir():
             raise CsuloraError("a model is a folder (config, tokenizer and weights), not a file", where=str(path))
         return ModelFolder(path, SourceDescription.local(path))
-    ref = parse_hub_ref(str(spec))
-    if ref is None:
-        raise CsuloraError(
-            "model folder does not exist, and it is not a Hugging Face repo id (org/name or org/name@revision)",
-            where=str(spec),
-        )
-    with no_local_folder(str(spec)):
-        snapshot = hub.snapshot(ref)
+    ref, snapshot = hub_snapshot(str(spec), hub, "model")
     files = model_repo_files(list(snapshot.files))
     if CONFIG_FILE not in files:
         raise FormatError(f"not a transformers model repo: no {CONFIG_FILE}", where=snapshot.where())
