@@ -1,4 +1,4 @@
-"""One module of one adapter: its corrected B and its report record."""
+"""One module of one adapter: its corrected factors and its report record."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 from ...adapters.peft import LoraModule
 from ...correction.decompose import decompose_update
 from ...correction.detection import detection_energies
-from ...correction.measures import measure_correction
-from ...correction.methods.base import CorrectionMethod
+from ...correction.measures import measure_factors
+from ...correction.methods.base import CompanionUpdate, CorrectedFactors, CorrectionMethod
 from ...correction.params import CorrectionParams
 from ...correction.statistics import DetectionEnergies
 from ...errors import CsuloraError
@@ -23,7 +23,9 @@ from ...subspace.targets import resolved_kind
 @dataclass(frozen=True)
 class Outcome:
     report: ModuleReport
-    new_b: torch.Tensor | None  # in the stored dtype; None when B is kept
+    new_b: torch.Tensor | None  # in the stored dtype; None when the module is kept
+    # A' in the stored dtype where the method rewrites A (remove-inputs) or adds rank (readd, merge-safety).
+    new_a: torch.Tensor | None = None
     report_if_unselected: ModuleReport | None = None  # a selecting method's report should the module not be selected
 
 
@@ -36,15 +38,17 @@ def correct_module(
     basis: SubspaceBasis,
     method: CorrectionMethod,
     params: CorrectionParams,
+    companion: CompanionUpdate | None = None,
 ) -> Outcome:
-    """One module of one adapter: its report and new B (for a selecting method, a candidate)."""
+    """One module of one adapter: its report and new factors (for a selecting method, a candidate)."""
     device = subspace.basis.device
-    stored_dtype = lora_b.dtype
+    stored_b, stored_a = lora_b.dtype, lora_a.dtype
     lora_b = lora_b.to(device, torch.float32)
     update = decompose_update(lora_b, lora_a.to(device, torch.float32), module.scale.value)
     detection = _detection(update, subspace, basis, params.two_sided)
+    unchanged = CorrectedFactors(update.lora_b, update.lora_a)
 
-    def module_report(effective_b: torch.Tensor, status: str, note: str = "", **selection) -> ModuleReport:
+    def module_report(effective: CorrectedFactors, status: str, note: str = "", **selection) -> ModuleReport:
         return ModuleReport(
             module=module.name,
             base_key=target.base_key,
@@ -57,8 +61,9 @@ def correct_module(
             subspace_rank=subspace.rank,
             captured_energy=subspace.captured_energy,
             displacement_energy=basis.total_energy,
-            figures=measure_correction(update, effective_b, subspace, params.eps, params.two_sided),
+            figures=measure_factors(update, effective, subspace, params.eps, params.two_sided),
             note=note,
+            output_rank=effective.rank if effective.rank != module.scale.rank else None,
             detection=detection,
             **selection,
         )
@@ -66,7 +71,7 @@ def correct_module(
     if not subspace.has_signal:
         note = "base and aligned weights do not differ: update left unchanged"
         selection = {"selected": False} if method.selects_modules else {}
-        return Outcome(module_report(lora_b, "no_signal", note, **selection), None)
+        return Outcome(module_report(unchanged, "no_signal", note, **selection), None)
     if (params.two_sided or method.needs_right_vectors) and subspace.right is None:
         raise CsuloraError(
             f"the basis of {target.base_key} holds no right singular vectors (written by an older csulora), "
@@ -75,19 +80,36 @@ def correct_module(
             hint="re-run estimate-subspace {out} into a new folder",
         )
     if not method.rewrites_b:
-        return Outcome(module_report(lora_b, "unchanged"), None)
-    candidate = method.corrected_b(update, subspace, params)
-    # Measured on what is written: B' rounded to the adapter's dtype, not the float32 intermediate.
-    new_b = candidate.to(stored_dtype).cpu()
-    written = new_b.to(device, torch.float32)
+        return Outcome(module_report(unchanged, "unchanged"), None)
+    if method.needs_companion and companion is None:
+        note = "the safety adapter has no update of this module: nothing to merge"
+        if not method.selects_modules:
+            return Outcome(module_report(unchanged, "unchanged", note), None)
+        # It still takes part in the selection (a share counts every module), and stays as it was either way.
+        similarity = method.similarity(update, subspace)
+        return Outcome(
+            module_report(unchanged, "unchanged", note, selected=True, similarity=similarity),
+            None,
+            report_if_unselected=module_report(unchanged, "unchanged", note, selected=False, similarity=similarity),
+        )
+    candidate = method.corrected_factors(update, subspace, params, companion)
+    # Measured on what is written: the factors rounded to the adapter's dtypes, not the float32 intermediates.
+    new_b = candidate.lora_b.to(stored_b).cpu()
+    a_changed = candidate.lora_a is not update.lora_a
+    new_a = candidate.lora_a.to(stored_a).cpu() if a_changed else lora_a.cpu()
+    written = CorrectedFactors(
+        new_b.to(device, torch.float32), new_a.to(device, torch.float32) if a_changed else update.lora_a
+    )
+    new_a = new_a if a_changed else None
     if not method.selects_modules:
-        return Outcome(module_report(written, "corrected"), new_b)
-    similarity = method.similarity(update, candidate)
+        return Outcome(module_report(written, "corrected"), new_b, new_a)
+    similarity = method.similarity(update, subspace)
     note = method.note(subspace)
     return Outcome(
         module_report(written, "corrected", note, selected=True, similarity=similarity),
         new_b,
-        report_if_unselected=module_report(lora_b, "unchanged", note, selected=False, similarity=similarity),
+        new_a,
+        report_if_unselected=module_report(unchanged, "unchanged", note, selected=False, similarity=similarity),
     )
 
 

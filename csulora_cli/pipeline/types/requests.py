@@ -281,7 +281,7 @@ class CorrectRequest:
                 "an output is needed: {out} for one adapter or {out_dir} for several (or {dry_run})",
                 parameter="out",
             )
-        check_method(self.method, self.correction.two_sided)
+        check_method(self.method, self.correction.two_sided, self.correction.safety_adapter)
 
 
 @dataclass(frozen=True)
@@ -319,7 +319,7 @@ class InspectRequest:
             raise UsageError(
                 f"one adapter folder or Hub repo id, got {type(self.adapter).__name__}", parameter="adapter"
             )
-        check_method(self.method, self.correction.two_sided)
+        check_method(self.method, self.correction.two_sided, self.correction.safety_adapter)
         if self.gate is not None and self.gate not in STATISTICS:
             raise UsageError(
                 f"unknown statistic {self.gate!r}; choose one of {', '.join(STATISTICS)}", parameter="gate"
