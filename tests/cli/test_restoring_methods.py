@@ -61,9 +61,7 @@ def original_update(adapter, module: str) -> torch.Tensor:
 
 
 def correct(adapter, subspace, out, *options) -> dict:
-    return assert_ok(
-        run_cli("correct", adapter, "--subspace", subspace, "--out", out, "--json", *options)
-    ).report()
+    return assert_ok(run_cli("correct", adapter, "--subspace", subspace, "--out", out, "--json", *options)).report()
 
 
 def test_scale_multiplies_every_update_and_reports_what_it_removed(models, exact_folder, tmp_path):
