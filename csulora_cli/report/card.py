@@ -71,16 +71,16 @@ def _section(report: AdapterReport) -> str:
         SECTION_BEGIN,
         "## Safety correction (csulora)",
         "",
-        f"This adapter was rewritten by csulora {__version__} on {created}: each `lora_B` was replaced by the "
-        "closest update inside the safety subspace of its aligned model. `adapter_config.json` and every other "
-        "tensor are the original's.",
+        f"This adapter was rewritten by csulora {__version__} on {created} with `{method['name']}`: "
+        f"{_what_was_written(report)}",
         "",
         f"- **Input adapter:** {_adapter_line(report)}",
         f"- **Method:** `{method['name']}` with {params}{reference}",
         f"- **Subspace:** {_subspace_line(report.subspace)}",
         f"- **Base model:** {_model_line(report.subspace, 'base')}",
         f"- **Aligned model:** {_model_line(report.subspace, 'aligned')}",
-        f"- **Energy removed:** {totals.attenuation_fraction:.4f} of the update's energy (off the subspace "
+        f"- **Energy removed:** {totals.attenuation_fraction:.4f} of the update's energy, ||dW' - dW||^2 / "
+        f"||dW||^2 (what was added, for a method that adds; off the subspace "
         f"before: {totals.off_subspace_fraction:.4f}; cosine to the original update: {totals.cosine:.4f})",
         "",
         f"Per-module figures and the sha256 of every input and output file are in `{REPORT_FILE}`; "
@@ -88,6 +88,28 @@ def _section(report: AdapterReport) -> str:
         SECTION_END,
     ]
     return "\n".join(lines) + "\n"
+
+
+def _what_was_written(report: AdapterReport) -> str:
+    """Which files and tensors differ from the input's, from what the modules record."""
+    from ..correction.methods import METHODS
+
+    entry = METHODS.get(report.method["name"])
+    summary = f"{entry.summary}. " if entry is not None else ""
+    if any(module.status == "added" for module in report.modules):
+        return (
+            f"{summary}The factors were written anew at one rank, with modules the input did not target added; "
+            "`adapter_config.json` sets `r`, `lora_alpha` and `target_modules` to match."
+        )
+    if any(module.output_rank is not None for module in report.modules):
+        return (
+            f"{summary}The factors were written anew at one rank; `adapter_config.json` sets `r` and `lora_alpha` "
+            "to match, every other tensor is the original's."
+        )
+    return (
+        f"{summary}Only the LoRA factors the method changed differ; `adapter_config.json` and every other tensor "
+        "are the original's."
+    )
 
 
 def _subspace_line(subspace: dict) -> str:
