@@ -13,10 +13,13 @@ from ..adapters.peft import LoraAdapter, LoraModule, ModuleKind
 from ..checkpoints.protocol import TensorSource
 from ..errors import CsuloraError, MissingTensorError, ShapeMismatchError, UsageError
 from .keys import Target
+from .params import INPUT_SIDE, OUTPUT_SIDE
 
 
 class WeightLayout(Protocol):
     """What mapping an adapter needs to know of where bases come from (every basis provider has it)."""
+
+    side: str  # the space the bases live in: which of a module's dimensions a basis's rows must match
 
     def keys(self) -> set[str]: ...
 
@@ -152,22 +155,24 @@ def targets_for_adapter(adapter: LoraAdapter, provider: WeightLayout) -> dict[st
         if stored is not None:
             transposed = stored_transposed(module, stored, key)
         else:
-            transposed = _orientation_in_folder(module, key, provider.orientations(key))
+            transposed = _orientation_in_folder(module, key, provider.orientations(key), provider.side)
         targets[module.name] = Target(key, transposed)
     return targets
 
 
-def _orientation_in_folder(module: LoraModule, key: str, orientations: dict[bool, int]) -> bool:
-    """Pick the stored basis whose output dimension matches the module (a subspace folder has no shapes)."""
-    fitting = [transposed for transposed, out_features in orientations.items() if out_features == module.out_features]
+def _orientation_in_folder(module: LoraModule, key: str, orientations: dict[bool, int], side: str = OUTPUT_SIDE) -> bool:
+    """Pick the stored basis whose rows match the module's outputs (an input-side folder: its inputs), as a
+    subspace folder has no shapes."""
+    features, what = (module.in_features, "inputs") if side == INPUT_SIDE else (module.out_features, "outputs")
+    fitting = [transposed for transposed, rows in orientations.items() if rows == features]
     if len(fitting) == 1:
         return fitting[0]
     if len(fitting) == 2:
         return guess_transposed(module)
     if orientations:
-        found = ", ".join(str(out) for out in orientations.values())
+        found = ", ".join(str(rows) for rows in orientations.values())
         raise ShapeMismatchError(
-            f"adapter module {module.name} has {module.out_features} outputs but the subspace basis has {found}",
+            f"adapter module {module.name} has {features} {what} but the {side}-side subspace basis has {found}",
             where=key,
         )
     raise MissingTensorError(

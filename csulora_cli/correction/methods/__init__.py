@@ -11,6 +11,7 @@ import importlib
 from dataclasses import dataclass
 
 from ...errors import UsageError
+from ...subspace.params import INPUT_SIDE, OUTPUT_SIDE
 
 __all__ = ["METHODS", "MethodEntry", "check_method", "get_method"]
 
@@ -25,6 +26,8 @@ class MethodEntry:
     implementation: str  # the `CorrectionMethod` subclass there
     # Whether `two_sided` has a meaning for the method (a usage error otherwise).
     two_sided: bool = True
+    # The subspace folders it reads (`subspace.params.SIDES`): a folder of another side is refused by name.
+    sides: tuple[str, ...] = (OUTPUT_SIDE,)
 
 
 # In the order `--method` lists them.
@@ -60,7 +63,9 @@ METHODS: dict[str, MethodEntry] = {
             "SignAwarePenalty",
             two_sided=False,  # its coefficients c_j are already two-sided (u_j^T dW w_j)
         ),
-        MethodEntry("none", "copy the adapter unchanged; report only", ".none", "NoCorrection"),
+        MethodEntry(
+            "none", "copy the adapter unchanged; report only", ".none", "NoCorrection", sides=(OUTPUT_SIDE, INPUT_SIDE)
+        ),
     )
 }
 

@@ -17,6 +17,7 @@ from ...errors import CsuloraError
 from ...report.records import ModuleReport
 from ...subspace.estimate import SelectedSubspace, SubspaceBasis
 from ...subspace.keys import Target
+from ...subspace.params import INPUT_SIDE, OUTPUT_SIDE
 from ...subspace.targets import resolved_kind
 
 
@@ -36,10 +37,17 @@ def correct_module(
     basis: SubspaceBasis,
     method: CorrectionMethod,
     params: CorrectionParams,
+    side: str = OUTPUT_SIDE,
 ) -> Outcome:
-    """One module of one adapter: its report and new B (for a selecting method, a candidate)."""
+    """One module of one adapter: its report and new B (for a selecting method, a candidate).
+
+    An input-side basis (`side`) lives in the module's input space: the update is read transposed, dW^T =
+    s A^T B^T, whose output space that is, so every measure and detection sum applies unchanged to it.
+    """
     device = subspace.basis.device
     stored_dtype = lora_b.dtype
+    if side == INPUT_SIDE:
+        lora_b, lora_a = lora_a.T, lora_b.T
     lora_b = lora_b.to(device, torch.float32)
     update = decompose_update(lora_b, lora_a.to(device, torch.float32), module.scale.value)
     detection = _detection(update, subspace, basis, params.two_sided)
@@ -76,6 +84,8 @@ def correct_module(
         )
     if not method.rewrites_b:
         return Outcome(module_report(lora_b, "unchanged"), None)
+    if side == INPUT_SIDE:
+        raise CsuloraError(f"{{method}} {method.name} rewrites B and cannot use an input-side basis", parameter="method")
     candidate = method.corrected_b(update, subspace, params)
     # Measured on what is written: B' rounded to the adapter's dtype, not the float32 intermediate.
     new_b = candidate.to(stored_dtype).cpu()
