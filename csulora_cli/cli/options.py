@@ -298,6 +298,49 @@ class EstimateInputs(OptionGroup):
 
 
 @dataclass(frozen=True)
+class ActivationInputs(OptionGroup):
+    """The prompts an activation subspace is read from (`estimate-subspace --activations`)."""
+
+    activations: str | None = option(
+        "--activations",
+        metavar="SOURCE",
+        panel=INPUTS,
+        value=MODEL,
+        help="Estimate from activations instead of weights: run ALIGNED on these prompts (a safe model refuses "
+        "them; the same forms as probe --prompts) and keep, per module --adapter targets, the input directions "
+        "they excite and --contrast's prompts do not (docs/method.md section 11). BASE is recorded, not read.",
+        default=default_of(EstimateRequest, "activations"),
+    )
+    contrast: str | None = option(
+        "--contrast",
+        metavar="SOURCE",
+        panel=INPUTS,
+        value=MODEL,
+        help="Prompts the model should answer (the task's, or benign ones), in the same forms: the directions "
+        "kept are the top generalized eigenvectors of the two input second moments. Without it, the top "
+        "eigenvectors of the --activations prompts' own second moment (the contrast is the identity).",
+        default=default_of(EstimateRequest, "contrast"),
+    )
+    prompt_field: str = option(
+        "--prompt-field",
+        metavar="NAME",
+        panel=INPUTS,
+        help="The field (.jsonl) or column (.csv) that holds each prompt.",
+        default=default_of(EstimateRequest, "prompt_field"),
+    )
+    refusal_direction: bool = option(
+        "--refusal-direction",
+        metavar=FLAG,
+        panel=INPUTS,
+        help="Write the refusal direction instead (an output-side folder): per block, the mean residual stream at "
+        "the last prompt token on --activations minus on --contrast, normalised, on the modules that write to "
+        "the residual stream (o_proj, down_proj); the other modules get no direction. Use it with "
+        "correct --method remove-top --rank 1.",
+        default=default_of(EstimateRequest, "refusal_direction"),
+    )
+
+
+@dataclass(frozen=True)
 class SubspaceOutput(OptionGroup):
     """The portable subspace folder `estimate-subspace` writes."""
 
@@ -717,6 +760,7 @@ GROUPS: tuple[type[OptionGroup], ...] = (
     Token,
     Correction,
     EstimateInputs,
+    ActivationInputs,
     SubspaceOutput,
     CorrectOutput,
     CorrectMode,
@@ -794,6 +838,18 @@ def subspace_spec(source: BasesSource, estimation: Estimation, token: Token) -> 
         hub=estimation.hub_options(token),
         confirm_models=source.confirm_models,
     )
+
+
+def refuse_estimation_options_beside_activations(activations: ActivationInputs, estimation: Estimation) -> None:
+    """The randomized SVD's options mean nothing to an activation subspace: typed beside it, they are refused."""
+    if activations.activations is None:
+        return
+    for name, flag in estimation_only().items():
+        if name in estimation.typed and name != "cache_dir":
+            raise UsageError(
+                f"{flag} sets how bases are estimated from weights; an activation subspace has no use for it",
+                parameter="activations",
+            )
 
 
 def command_line(ctx) -> tuple[str, ...]:

@@ -10,11 +10,11 @@ import torch
 
 from .estimate import SubspaceBasis, no_displacement
 
-# Sigma_contrast + RIDGE * (tr(Sigma_contrast) / n) I: a ridge relative to the mean eigenvalue, so that it
+# Sigma_contrast + ridge * (tr(Sigma_contrast) / n) I: a ridge relative to the mean eigenvalue, so that it
 # scales with the activations' magnitude. Fewer contrast tokens than the width n leave Sigma_contrast
 # singular; with the ridge, a direction the contrast prompts never excite scores its harmful energy divided
-# by RIDGE times the mean contrast energy rather than infinity.
-DEFAULT_RIDGE = 1e-2
+# by the ridge times the mean contrast energy rather than infinity.
+from .params import DEFAULT_RIDGE
 
 
 def contrast_directions(

@@ -17,8 +17,8 @@ from . import linalg
 from .displacement import Workspace, form_displacement, holds_the_same_weights
 from .estimate import EstimationParams, SubspaceBasis, estimate_basis, no_displacement, uses_sketch
 from .hardware import bfloat16_is_fast
-from .params import OUTPUT_SIDE
 from .keys import Target
+from .params import OUTPUT_SIDE
 from .providers import BasisOrigin, SubspaceDescription, on_device
 from .store import BasisCache, BasisRequest
 

@@ -66,3 +66,7 @@ def check_storage(storage: str) -> None:
 OUTPUT_SIDE = "output"
 INPUT_SIDE = "input"
 SIDES = (OUTPUT_SIDE, INPUT_SIDE)
+
+# The ridge of an activation subspace, relative to the contrast's mean eigenvalue (docs/method.md section 11):
+# Sigma_contrast + RIDGE * tr(Sigma_contrast) / n * I is invertible however few contrast tokens there are.
+DEFAULT_RIDGE = 1e-2

@@ -134,9 +134,7 @@ class FolderProvider:
 
     def orientations(self, base_key: str) -> dict[bool, int]:
         return {
-            entry["transposed"]: entry["rows"]
-            for entry in self.folder.modules.values()
-            if entry["key"] == base_key
+            entry["transposed"]: entry["rows"] for entry in self.folder.modules.values() if entry["key"] == base_key
         }
 
     def bases(self, targets: list[Target]) -> Iterator[tuple[Target, SubspaceBasis, bool]]:

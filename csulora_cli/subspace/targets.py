@@ -160,7 +160,9 @@ def targets_for_adapter(adapter: LoraAdapter, provider: WeightLayout) -> dict[st
     return targets
 
 
-def _orientation_in_folder(module: LoraModule, key: str, orientations: dict[bool, int], side: str = OUTPUT_SIDE) -> bool:
+def _orientation_in_folder(
+    module: LoraModule, key: str, orientations: dict[bool, int], side: str = OUTPUT_SIDE
+) -> bool:
     """Pick the stored basis whose rows match the module's outputs (an input-side folder: its inputs), as a
     subspace folder has no shapes."""
     features, what = (module.in_features, "inputs") if side == INPUT_SIDE else (module.out_features, "outputs")
@@ -179,3 +181,13 @@ def _orientation_in_folder(module: LoraModule, key: str, orientations: dict[bool
         f"no basis for {key} in this subspace folder",
         hint="estimate it with estimate-subspace {adapter} ADAPTER {out} DIR",
     )
+
+
+# Linear layers that write into the residual stream (a block's attention output and its MLP's output), in the
+# Llama, Mistral and Qwen families (o_proj, down_proj), OPT and BART (out_proj, fc2) and GPT-NeoX (dense_4h_to_h).
+_RESIDUAL_WRITER_NAME = re.compile(r"(^|\.)(o_proj|down_proj|out_proj|fc2|dense_4h_to_h)$")
+
+
+def writes_residual_stream(module_name: str) -> bool:
+    """Whether the module's output is added to the residual stream (a refusal direction applies to it)."""
+    return bool(_RESIDUAL_WRITER_NAME.search(module_name))

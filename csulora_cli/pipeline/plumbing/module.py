@@ -85,7 +85,9 @@ def correct_module(
     if not method.rewrites_b:
         return Outcome(module_report(lora_b, "unchanged"), None)
     if side == INPUT_SIDE:
-        raise CsuloraError(f"{{method}} {method.name} rewrites B and cannot use an input-side basis", parameter="method")
+        raise CsuloraError(
+            f"{{method}} {method.name} rewrites B and cannot use an input-side basis", parameter="method"
+        )
     candidate = method.corrected_b(update, subspace, params)
     # Measured on what is written: B' rounded to the adapter's dtype, not the float32 intermediate.
     new_b = candidate.to(stored_dtype).cpu()
