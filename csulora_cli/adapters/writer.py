@@ -1,18 +1,27 @@
-"""Writing a corrected adapter: a byte-for-byte copy of the input with new data for some B tensors."""
+"""Writing a corrected adapter: a byte-for-byte copy of the input with new data for some factors.
+
+Most methods keep every factor's shape, and the copy is patched in place. A method that adds rank (readd,
+merge-safety) changes shapes: its modules are held until `finish`, which writes the weights file anew with
+every module at one rank (zero-padded) and each module's LoRA scale folded into its B, and sets the
+config's `r` = `lora_alpha` = that rank. One rank for the whole adapter and no rank/alpha patterns is the
+form every loader reads (PEFT, and servers such as vLLM that take a single `r` per adapter).
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 
 from ..atomic import copy_new_file, reporting_full_disk, write_new_file
 from ..checkpoints.header import DTYPE_NAMES, raw_bytes, read_header
-from .peft import PICKLE_FILE, SAFETENSORS_FILE, LoraAdapter
+from .peft import PICKLE_FILE, SAFETENSORS_FILE, LoraAdapter, LoraModule
+from .repo_files import CONFIG_FILE
 
 
 class AdapterWriter:
-    """Fills an (empty, temporary) output folder with a copy of the adapter, then patches B tensors.
+    """Fills an (empty, temporary) output folder with a copy of the adapter, then patches factors.
 
     A safetensors input is copied byte for byte and only the data ranges of replaced tensors are
     rewritten (same shape, same dtype, so same length): header, order, metadata and every other tensor
@@ -37,6 +46,8 @@ class AdapterWriter:
             # (safetensors' own file writer reports it as a generic SafetensorError).
             write_new_file(self.target, save(tensors, metadata={"format": "pt"}))
         self.entries = read_header(self.target).entries
+        # Modules whose rank changes: (B', A') in the stored dtypes, written by `finish`.
+        self.resized: dict[str, tuple[LoraModule, torch.Tensor, torch.Tensor]] = {}
 
     def replace(self, key: str, tensor: torch.Tensor) -> None:
         entry = self.entries[key]
@@ -47,3 +58,48 @@ class AdapterWriter:
         with reporting_full_disk(self.target, len(stored)), open(self.target, "r+b") as handle:
             handle.seek(entry.start)
             handle.write(stored)
+
+    def write_module(self, module: LoraModule, new_b: torch.Tensor, new_a: torch.Tensor | None) -> None:
+        """A module's corrected factors: patched in place at its rank, held for `finish` at another."""
+        if new_b.shape[1] == module.scale.rank:
+            self.replace(module.b_key, new_b)
+            if new_a is not None:
+                self.replace(module.a_key, new_a)
+            return
+        self.resized[module.name] = (module, new_b, new_a)
+
+    def finish(self) -> None:
+        """Write the weights file anew when a module's rank changed; nothing to do otherwise."""
+        if not self.resized:
+            return
+        from safetensors import safe_open
+        from safetensors.torch import save
+
+        with safe_open(str(self.target), framework="pt") as handle:
+            metadata = handle.metadata()
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+        rank = max(
+            [new_b.shape[1] for _, new_b, _ in self.resized.values()]
+            + [module.scale.rank for module in self.adapter.modules]
+        )
+        for module in self.adapter.modules:
+            if module.name in self.resized:
+                _, lora_b, lora_a = self.resized[module.name]
+            else:
+                lora_b, lora_a = tensors[module.b_key], tensors[module.a_key]
+            tensors[module.b_key], tensors[module.a_key] = _at_rank(lora_b, lora_a, rank, module.scale.value)
+        self.target.unlink()
+        write_new_file(self.target, save(tensors, metadata=metadata))
+        config = dict(self.adapter.config)
+        config.update(r=rank, lora_alpha=rank, use_rslora=False, rank_pattern={}, alpha_pattern={})
+        (self.folder / CONFIG_FILE).unlink(missing_ok=True)
+        write_new_file(self.folder / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
+
+
+def _at_rank(lora_b: torch.Tensor, lora_a: torch.Tensor, rank: int, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(s B, A) zero-padded to `rank`: the same update under the scale alpha / r = 1 of the rewritten config."""
+    extra = rank - lora_b.shape[1]
+    scaled_b = (lora_b.to(torch.float32) * scale).to(lora_b.dtype)
+    padded_b = torch.cat([scaled_b, lora_b.new_zeros(lora_b.shape[0], extra)], dim=1)
+    padded_a = torch.cat([lora_a, lora_a.new_zeros(extra, lora_a.shape[1])], dim=0)
+    return padded_b.contiguous(), padded_a.contiguous()

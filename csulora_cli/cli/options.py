@@ -198,7 +198,10 @@ class Correction(OptionGroup):
         panel=METHOD,
         help="How each update is corrected: csulora, the closest update inside the safety subspace (the paper's); "
         "project, the hard projection onto it; safelora, Safe LoRA; csulora-inside and csulora-signed, variants "
-        "(docs/method.md section 5); none, report only.",
+        "(docs/method.md section 5); scale, the update times --alpha; remove-top, the update less its part in the "
+        "subspace's top --rank directions; readd, the alignment's change re-added as extra rank; merge-safety, "
+        "a safety adapter merged in; remove-inputs, what the update reads from an activation subspace's input "
+        "directions removed (docs/method.md sections 11 and 12); none, report only.",
         default=default_of(CorrectRequest, "method"),
     )
     lambda_: float = option(
@@ -237,6 +240,40 @@ class Correction(OptionGroup):
         help="safelora --safelora-select number: how many modules (N).",
         default=default_of(CorrectionParams, "safelora_layers"),
     )
+    safelora_share: float | None = option(
+        "--safelora-share",
+        metavar="F",
+        panel=METHOD,
+        show_default=False,
+        help="safelora and merge-safety --safelora-select number: the count as a share of the adapter's modules, "
+        "ceil(F * modules), in (0, 1]; replaces --safelora-layers.",
+        default=default_of(CorrectionParams, "safelora_share"),
+    )
+    alpha: float = option(
+        "--alpha",
+        metavar="F",
+        panel=METHOD,
+        help="scale: the factor on the whole update (the baseline every correction must beat); readd: the "
+        "factor on the alignment's change re-added as extra rank (>= 0).",
+        default=default_of(CorrectionParams, "alpha"),
+    )
+    safety_adapter: str | None = option(
+        "--safety-adapter",
+        metavar="ADAPTER",
+        panel=METHOD,
+        value=MODEL,
+        show_default=False,
+        help="merge-safety: a LoRA trained on the aligned model to refuse (folder, or Hub repo "
+        "org/name[@revision]), merged into the modules Safe LoRA's test flags.",
+        default=default_of(CorrectionParams, "safety_adapter"),
+    )
+    safety_weight: float = option(
+        "--safety-weight",
+        metavar="W",
+        panel=METHOD,
+        help="merge-safety: on each flagged module the update becomes (1 - W) dW + W dW_safety, W in [0, 1].",
+        default=default_of(CorrectionParams, "safety_weight"),
+    )
     two_sided: bool = option(
         "--two-sided",
         metavar=FLAG,
@@ -253,6 +290,10 @@ class Correction(OptionGroup):
             safelora_select=self.safelora_select,
             safelora_threshold=self.safelora_threshold,
             safelora_layers=self.safelora_layers,
+            safelora_share=self.safelora_share,
+            alpha=self.alpha,
+            safety_adapter=self.safety_adapter,
+            safety_weight=self.safety_weight,
             two_sided=self.two_sided,
         )
 
@@ -308,7 +349,7 @@ class ActivationInputs(OptionGroup):
         value=MODEL,
         help="Estimate from activations instead of weights: run ALIGNED on these prompts (a safe model refuses "
         "them; the same forms as probe --prompts) and keep, per module --adapter targets, the input directions "
-        "they excite and --contrast's prompts do not (docs/method.md section 11). BASE is recorded, not read.",
+        "they excite and --contrast's prompts do not (docs/method.md section 12). BASE is recorded, not read.",
         default=default_of(EstimateRequest, "activations"),
     )
     contrast: str | None = option(

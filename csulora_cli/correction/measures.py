@@ -6,11 +6,14 @@ classes; every figure is a Frobenius product of (m, r)-sized factors, never an (
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from ..subspace.estimate import SelectedSubspace
 from .decompose import LowRankUpdate, aligned_fractions, cosine_of, frobenius_dot, two_sided_aligned_fractions
 from .figures import CorrectionFigures, DirectionCounts
+from .methods.base import CorrectedFactors
 
 
 def classify_directions(aligned: torch.Tensor, mask: torch.Tensor, eps: float) -> DirectionCounts:
@@ -23,6 +26,33 @@ def classify_directions(aligned: torch.Tensor, mask: torch.Tensor, eps: float) -
         aligned=int(fully.sum()),
         partial=int((~fully & ~outside).sum()),
         off=int(outside.sum()),
+    )
+
+
+def measure_factors(
+    update: LowRankUpdate, corrected: CorrectedFactors, subspace: SelectedSubspace, eps: float, two_sided: bool = False
+) -> CorrectionFigures:
+    """`measure_correction` for a method that may also change A or the rank: X* = s B' A'.
+
+    With A unchanged this is `measure_correction` itself. Otherwise the energies are traces of (r', r')
+    Gram products: ||s B' A'||^2 = s^2 tr((B'^T B') (A' A'^T)) and <dW, X*> = s^2 tr((B^T B') (A' A^T)),
+    so still no (m, n) matrix. `removed_energy` is ||dW - X*||^2: for a method that adds to the update
+    (readd) it is the energy added.
+    """
+    if corrected.lora_a is update.lora_a:
+        return measure_correction(update, corrected.lora_b, subspace, eps, two_sided)
+    scale_squared = update.scale**2
+    b, a = update.lora_b.to(torch.float64), update.lora_a.to(torch.float64)
+    new_b, new_a = corrected.lora_b.to(torch.float64), corrected.lora_a.to(torch.float64)
+    original = measure_correction(update, update.lora_b, subspace, eps, two_sided)
+    corrected_energy = scale_squared * float(((new_b.T @ new_b) * (new_a @ new_a.T)).sum())
+    inner = scale_squared * float(((b.T @ new_b) * (a @ new_a.T)).sum())
+    removed_energy = max(0.0, original.update_energy + corrected_energy - 2.0 * inner)
+    return replace(
+        original,
+        corrected_energy=corrected_energy,
+        removed_energy=removed_energy,
+        cosine=cosine_of(inner, original.update_energy, corrected_energy),
     )
 
 

@@ -20,6 +20,14 @@ class CorrectionParams:
     safelora_select: str = "number"
     safelora_threshold: float = 0.5
     safelora_layers: int = 10
+    # The layer count as a share of the adapter's modules (ceil(share * modules)); replaces safelora_layers.
+    safelora_share: float | None = None
+    # scale and readd: the factor on the adapter (scale) or on the re-added alignment (readd).
+    alpha: float = 0.5
+    # merge-safety: the safety adapter (a folder or Hub repo) and, on the selected modules,
+    # dW' = (1 - w) dW + w dW_safety.
+    safety_adapter: str | None = None
+    safety_weight: float = 0.5
     # The subspace of matrices P_out X P_in instead of P X (docs/method.md section 5).
     two_sided: bool = False
 
@@ -35,3 +43,9 @@ class CorrectionParams:
             raise UsageError(f"must be in [-1, 1], got {self.safelora_threshold}", parameter="safelora_threshold")
         if self.safelora_layers < 0:
             raise UsageError(f"must be at least 0, got {self.safelora_layers}", parameter="safelora_layers")
+        if self.safelora_share is not None and not 0.0 < self.safelora_share <= 1.0:
+            raise UsageError(f"must be in (0, 1], got {self.safelora_share}", parameter="safelora_share")
+        if not 0.0 <= self.alpha < float("inf"):
+            raise UsageError(f"must be a finite number >= 0, got {self.alpha}", parameter="alpha")
+        if not 0.0 <= self.safety_weight <= 1.0:
+            raise UsageError(f"must be in [0, 1], got {self.safety_weight}", parameter="safety_weight")

@@ -35,6 +35,8 @@ class ModuleReport:
     similarity: float | None = None
     # The sums the detection statistics divide (docs/method.md section 9); None where they cannot be had.
     detection: DetectionEnergies | None = None
+    # The corrected module's rank where the method changed it (readd, merge-safety); None: `rank`.
+    output_rank: int | None = None
 
     def to_dict(self) -> dict:
         figures = self.figures
@@ -70,6 +72,8 @@ class ModuleReport:
         if self.selected is not None:
             record["selected"] = self.selected
             record["similarity"] = self.similarity
+        if self.output_rank is not None:
+            record["output_rank"] = self.output_rank
         return record
 
 

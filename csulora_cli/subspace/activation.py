@@ -1,4 +1,4 @@
-"""Data-informed subspaces of one module from its activations (docs/method.md section 11): pure numerics.
+"""Data-informed subspaces of one module from its activations (docs/method.md section 12): pure numerics.
 
 Second moments and means in, a `SubspaceBasis` out. Running the model and capturing activations is
 `inference/`; writing the folder, `folder.py`.

@@ -67,6 +67,6 @@ OUTPUT_SIDE = "output"
 INPUT_SIDE = "input"
 SIDES = (OUTPUT_SIDE, INPUT_SIDE)
 
-# The ridge of an activation subspace, relative to the contrast's mean eigenvalue (docs/method.md section 11):
+# The ridge of an activation subspace, relative to the contrast's mean eigenvalue (docs/method.md section 12):
 # Sigma_contrast + RIDGE * tr(Sigma_contrast) / n * I is invertible however few contrast tokens there are.
 DEFAULT_RIDGE = 1e-2

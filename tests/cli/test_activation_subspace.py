@@ -172,7 +172,7 @@ def test_the_refusal_folder_holds_each_blocks_unit_difference_of_means_on_residu
 def test_removing_the_refusal_direction_gives_i_minus_r_rt_times_b_and_leaves_other_modules(tiny, refusal_folder):
     out = tiny / "no-refusal"
     assert_ok(run_cli("correct", tiny / "adapter", "--subspace", refusal_folder, "--out", out,
-                      "--method", "csulora-inside", "--lambda", "1e12", "--eps", "0", "--rank", "1"))  # fmt: skip
+                      "--method", "remove-top", "--rank", "1"))  # fmt: skip
     before = load_file(tiny / "adapter" / "adapter_model.safetensors")
     after = load_file(out / "adapter_model.safetensors")
     for key, b in before.items():
@@ -239,3 +239,36 @@ def test_bad_inputs_are_one_line_naming_the_flag_or_file(tiny, extra, code, ment
     result = _estimate(tiny, tiny / "bad-out", *args)
     assert_one_line_error(result, code, *mentions)
     assert not (tiny / "bad-out").exists()
+
+
+def test_remove_inputs_gives_a_times_i_minus_q_qt_and_keeps_b_and_the_rank(tiny, inputs_folder):
+    out = tiny / "no-inputs"
+    assert_ok(run_cli("correct", tiny / "adapter", "--subspace", inputs_folder, "--out", out,
+                      "--method", "remove-inputs", "--rank", "2"))  # fmt: skip
+    before = load_file(tiny / "adapter" / "adapter_model.safetensors")
+    after = load_file(out / "adapter_model.safetensors")
+    assert set(after) == set(before)
+    for key, tensor in before.items():
+        if "lora_A" not in key:
+            assert torch.equal(after[key], tensor), key
+            continue
+        q = _basis(inputs_folder, key.removeprefix("base_model.model.").split(".lora_A")[0])[:, :2]
+        a = tensor.double()
+        assert after[key].shape == tensor.shape
+        assert torch.allclose(after[key].double(), a - (a @ q) @ q.T, atol=1e-5), key
+    report = json.loads((out / "csulora_report.json").read_text())
+    validate(report)
+    assert report["method"]["name"] == "remove-inputs"
+    for module in report["modules"]:
+        prefix = f"base_model.model.{module['module']}"
+        update = before[f"{prefix}.lora_B.weight"].double() @ before[f"{prefix}.lora_A.weight"].double()
+        q = _basis(inputs_folder, module["module"])[:, :2]
+        # What is removed is what the update reads from Q: ||dW Q||^2 (the LoRA scale is 1 here).
+        assert module["removed_energy"] == pytest.approx(float((update @ q).square().sum()), rel=1e-4, abs=1e-7)
+    assert_ok(run_cli("verify", out))
+
+
+def test_remove_inputs_is_refused_on_an_output_side_folder_naming_both(tiny, refusal_folder):
+    result = run_cli("correct", tiny / "adapter", "--subspace", refusal_folder, "--out", tiny / "never",
+                     "--method", "remove-inputs")  # fmt: skip
+    assert_one_line_error(result, 2, str(refusal_folder), "output-side", "--method remove-inputs")

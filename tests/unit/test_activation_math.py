@@ -1,4 +1,4 @@
-"""The activation subspace (docs/method.md section 11) against dense float64 references: the generalized
+"""The activation subspace (docs/method.md section 12) against dense float64 references: the generalized
 eigenvectors of (Sigma_harmful, Sigma_contrast) by a different route (C^-1/2 from C's own eigendecomposition)
 and by Courant-Fischer (the pencil restricted to the first j columns has the top j eigenvalues), and the
 refusal direction."""

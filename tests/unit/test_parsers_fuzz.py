@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 from csulora_cli.checkpoints.header import read_header
 from csulora_cli.cli.config import read_config_file
 from csulora_cli.correction.decompose import decompose_update
-from csulora_cli.correction.measures import measure_correction
+from csulora_cli.correction.measures import measure_factors
 from csulora_cli.correction.methods import METHODS, get_method
+from csulora_cli.correction.methods.base import CompanionUpdate
 from csulora_cli.correction.params import CorrectionParams
 from csulora_cli.errors import CsuloraError
 from csulora_cli.subspace.estimate import SelectedSubspace
@@ -147,11 +148,20 @@ def test_every_method_is_finite_on_extreme_inputs(m, n, r, k, scale, pattern, la
     update = decompose_update(lora_b, lora_a, scale)
     variants = [(get_method(name), False) for name in METHODS]
     variants += [(get_method(name), True) for name, entry in METHODS.items() if entry.two_sided]
+    # merge-safety's safety adapter: another update of the same module, of another rank.
+    companion = CompanionUpdate(
+        torch.randn(m, 2, generator=generator, dtype=torch.float64),
+        torch.randn(2, n, generator=generator, dtype=torch.float64),
+        1.0,
+    )
     for method, two_sided in variants:
         params = CorrectionParams(lambda_=lambda_, eps=eps, two_sided=two_sided)
-        corrected = method.corrected_b(update, subspace, params)
-        assert corrected.shape == lora_b.shape and torch.isfinite(corrected).all(), (method.name, two_sided)
-        figures = measure_correction(update, corrected, subspace, eps, two_sided)
+        corrected = method.corrected_factors(update, subspace, params, companion)
+        assert corrected.lora_b.shape[0] == m and corrected.lora_a.shape[1] == n, method.name
+        assert corrected.rank == r or method.adds_rank, method.name
+        finite = torch.isfinite(corrected.lora_b).all() and torch.isfinite(corrected.lora_a).all()
+        assert finite, (method.name, two_sided)
+        figures = measure_factors(update, corrected, subspace, eps, two_sided)
         values = [
             figures.update_energy,
             figures.corrected_energy,

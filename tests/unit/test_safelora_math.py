@@ -70,7 +70,7 @@ def factor_candidate(displacement, lora_b, lora_a, scale, energy: float = 1.0, m
     subspace = basis.select(energy)
     update = decompose_update(lora_b, lora_a, scale)
     candidate = SAFELORA.corrected_b(update, subspace, CorrectionParams())
-    return subspace, candidate, SAFELORA.similarity(update, candidate)
+    return subspace, candidate, SAFELORA.similarity(update, subspace)
 
 
 modules = st.tuples(

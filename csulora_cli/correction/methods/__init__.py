@@ -28,6 +28,8 @@ class MethodEntry:
     two_sided: bool = True
     # The subspace folders it reads (`subspace.params.SIDES`): a folder of another side is refused by name.
     sides: tuple[str, ...] = (OUTPUT_SIDE,)
+    # Whether it reads a safety adapter (`--safety-adapter`): required by it, refused by every other method.
+    reads_safety_adapter: bool = False
 
 
 # In the order `--method` lists them.
@@ -63,6 +65,37 @@ METHODS: dict[str, MethodEntry] = {
             "SignAwarePenalty",
             two_sided=False,  # its coefficients c_j are already two-sided (u_j^T dW w_j)
         ),
+        MethodEntry("scale", "the whole update times alpha: the baseline", ".scale", "ScaleDown", two_sided=False),
+        MethodEntry(
+            "remove-top",
+            "B' = (I - P_k) B: the update less its part in the subspace's top k directions",
+            ".remove_top",
+            "RemoveTopDirections",
+            two_sided=False,
+        ),
+        MethodEntry(
+            "readd",
+            "append alpha U_k S_k W_k^T, the alignment's top-k change, to the update as extra rank",
+            ".readd",
+            "ReaddAlignment",
+            two_sided=False,
+        ),
+        MethodEntry(
+            "merge-safety",
+            "dW' = (1 - w) dW + w dW_safety on the modules Safe LoRA's test flags, as extra rank",
+            ".merge_safety",
+            "MergeSafetyAdapter",
+            two_sided=False,
+            reads_safety_adapter=True,
+        ),
+        MethodEntry(
+            "remove-inputs",
+            "A' = A (I - Q_k Q_k^T): the update no longer reads an activation subspace's top k input directions",
+            ".remove_inputs",
+            "RemoveInputDirections",
+            two_sided=False,
+            sides=(INPUT_SIDE,),
+        ),
         MethodEntry(
             "none", "copy the adapter unchanged; report only", ".none", "NoCorrection", sides=(OUTPUT_SIDE, INPUT_SIDE)
         ),
@@ -70,10 +103,16 @@ METHODS: dict[str, MethodEntry] = {
 }
 
 
-def check_method(name: str, two_sided: bool) -> None:
-    """A method name the registry knows, and `two_sided` only for a method that has that form."""
+def check_method(name: str, two_sided: bool, safety_adapter: str | None = None) -> None:
+    """A method name the registry knows, `two_sided` only for a method that has that form, and a safety
+    adapter for the method that reads one (and for no other)."""
     if name not in METHODS:
         raise UsageError(f"unknown method {name!r}; choose one of {', '.join(sorted(METHODS))}", parameter="method")
+    if METHODS[name].reads_safety_adapter and safety_adapter is None:
+        raise UsageError(f"{{method}} {name} needs the adapter to merge in: pass it", parameter="safety_adapter")
+    if safety_adapter is not None and not METHODS[name].reads_safety_adapter:
+        readers = ", ".join(entry.name for entry in METHODS.values() if entry.reads_safety_adapter)
+        raise UsageError(f"is read by {{method}} {readers} only, not {name}", parameter="safety_adapter")
     if two_sided and not METHODS[name].two_sided:
         two_sided_methods = ", ".join(entry.name for entry in METHODS.values() if entry.two_sided)
         raise UsageError(
@@ -83,7 +122,8 @@ def check_method(name: str, two_sided: bool) -> None:
 
 def get_method(name: str):
     """The method `name` (a `base.CorrectionMethod`), its module imported now (with it, torch)."""
-    check_method(name, two_sided=False)
+    if name not in METHODS:
+        raise UsageError(f"unknown method {name!r}; choose one of {', '.join(sorted(METHODS))}", parameter="method")
     entry = METHODS[name]
     implementation = getattr(importlib.import_module(entry.module, __name__), entry.implementation)
     return implementation(entry)

@@ -34,6 +34,13 @@ def similarity(update: LowRankUpdate, projected_b: torch.Tensor) -> float:
     return update_cosine(update, projected_b)
 
 
+def selected_count(modules: int, params: CorrectionParams) -> int:
+    """N: `safelora_layers`, or ceil(share * modules) when the count is given as a share of the adapter."""
+    if params.safelora_share is None:
+        return params.safelora_layers
+    return math.ceil(params.safelora_share * modules - 1e-9)
+
+
 def select_modules(similarities: list[float], params: CorrectionParams) -> list[bool]:
     """Which modules take B' = C B; the comparison is `<=` in both modes, as in the reference.
 
@@ -42,10 +49,11 @@ def select_modules(similarities: list[float], params: CorrectionParams) -> list[
     """
     if params.safelora_select == "threshold":
         threshold = params.safelora_threshold
-    elif params.safelora_layers <= 0 or not similarities:
-        return [False] * len(similarities)
     else:
-        threshold = sorted(similarities)[: params.safelora_layers][-1]
+        layers = selected_count(len(similarities), params)
+        if layers <= 0 or not similarities:
+            return [False] * len(similarities)
+        threshold = sorted(similarities)[:layers][-1]
     return [value <= threshold for value in similarities]
 
 
@@ -56,14 +64,17 @@ class SafeLora(CorrectionMethod):
     def parameters(self, params: CorrectionParams) -> dict:
         if params.safelora_select == "threshold":
             return {"select": "threshold", "threshold": params.safelora_threshold}
+        if params.safelora_share is not None:
+            return {"select": params.safelora_select, "share": params.safelora_share}
         return {"select": params.safelora_select, "layers": params.safelora_layers}
 
     def corrected_b(self, update: LowRankUpdate, subspace: SelectedSubspace, params: CorrectionParams) -> torch.Tensor:
         """The candidate B' = C B; whether it is written is decided by `select`."""
         return alignment_product(subspace, update.lora_b)
 
-    def similarity(self, update: LowRankUpdate, candidate_b: torch.Tensor) -> float:
-        return similarity(update, candidate_b)
+    def similarity(self, update: LowRankUpdate, subspace: SelectedSubspace) -> float:
+        """Safe LoRA's test, cos(C B A, B A): what decides whether the module is rewritten."""
+        return similarity(update, alignment_product(subspace, update.lora_b))
 
     def note(self, subspace: SelectedSubspace) -> str:
         """What the report says when U_k misses part of V's energy and C B is not the exact rule."""

@@ -1,5 +1,5 @@
 """`estimate-subspace --activations`: a subspace folder from the aligned model's activations (docs/method.md
-section 11), the input directions the harmful prompts excite and the contrast ones do not, or the refusal
+section 12), the input directions the harmful prompts excite and the contrast ones do not, or the refusal
 direction of each block on the modules that write into the residual stream.
 
 The model is run once per prompt set; nothing is written until every basis is computed. transformers is

@@ -7,13 +7,17 @@ and shapes here); outputs are filled in temporary folders and renamed into place
 from __future__ import annotations
 
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
+
+import torch
 
 from ...adapters.peft import LoraModule
 from ...adapters.writer import AdapterWriter
 from ...correction.methods import METHODS, get_method
+from ...correction.methods.base import CompanionUpdate
 from ...correction.params import CorrectionParams
-from ...errors import CsuloraError, UsageError, first_few
+from ...errors import CsuloraError, ShapeMismatchError, UsageError, first_few
 from ...events import Events, SilentEvents
 from ...report.records import REPORT_FILE, AdapterReport, ModuleReport, Provenance
 from ...subspace.keys import Target
@@ -83,6 +87,7 @@ def correct(request: CorrectRequest, events: Events = SilentEvents()) -> list[Ad
     opened = [by_index[index] for index in batch.live()]
     plan_correct_pushes(request, [planned.get(index) for index in batch.live()], [item.label for item in opened])
     _warn_what_is_not_corrected(opened, bool(planned), events)
+    companion = _open_companion(request, hub)
     provider = open_provider(request.subspace, [item.adapter for item in opened], hub, events)
     description = provider.describe()
     _refuse_other_side(method, description)
@@ -107,7 +112,7 @@ def correct(request: CorrectRequest, events: Events = SilentEvents()) -> list[Ad
             None if folder is None else AdapterWriter(adapter, folder)
             for adapter, folder in zip(adapters, folders, strict=True)
         ]
-        module_reports = _correct_modules(adapters, targets, writers, provider, method, request, events)
+        module_reports = _correct_modules(adapters, targets, writers, provider, method, request, events, companion)
         _refuse_no_displacement(module_reports, description)
         used = list(dict.fromkeys(target for by_module in targets for target in by_module.values()))
         bases, checkpoints = basis_records(provider, used)
@@ -125,11 +130,39 @@ def correct(request: CorrectRequest, events: Events = SilentEvents()) -> list[Ad
             report = _adapter_report(
                 opened[index], destinations[index], module_reports[index], subspace, provenance, method, request
             )
+            if companion is not None:
+                report = replace(report, method=report.method | {"safety_adapter": companion.source.to_dict()})
             if writers[index] is not None:
+                writers[index].finish()
                 report = finish_output(writers[index].folder, adapter, report)
             reports.append(report)
     # The outputs are renamed into place, complete, when `outputs` closes: only then are they pushed.
     return batch.finish(push_corrected(pushes, reports, request, hub, events))
+
+
+def _open_companion(request: CorrectRequest, hub) -> OpenedAdapter | None:
+    """merge-safety's safety adapter, opened like the adapters (a folder or a Hub repo, pinned)."""
+    if request.correction.safety_adapter is None:
+        return None
+    return open_adapter(request.correction.safety_adapter, hub)
+
+
+def _companion_update(companion: OpenedAdapter | None, module: LoraModule) -> CompanionUpdate | None:
+    """The safety adapter's update of `module` (matched by name), its shapes checked against the module's."""
+    if companion is None:
+        return None
+    by_name = {candidate.name: candidate for candidate in companion.adapter.modules}
+    other = by_name.get(module.name)
+    if other is None:
+        return None
+    if (other.out_features, other.in_features) != (module.out_features, module.in_features):
+        raise ShapeMismatchError(
+            f"updates a {other.out_features}x{other.in_features} weight where the adapter's {module.name} is "
+            f"{module.out_features}x{module.in_features}: it was trained on another model",
+            where=f"{companion.adapter.weights_path} [{other.b_key}]",
+        )
+    lora_a, lora_b = companion.adapter.factors(other)
+    return CompanionUpdate(lora_b.to(torch.float32), lora_a.to(torch.float32), other.scale.value)
 
 
 def _stop_when_none_left(batch: Batch) -> None:
@@ -187,6 +220,7 @@ def _check_output(item: OpenedAdapter, destination: Path, request: CorrectReques
         if local_folder(adapter) is not None
     ]
     inputs += [
+        ("the safety adapter folder", local_folder(request.correction.safety_adapter)),
         ("the subspace folder", local_folder(spec.subspace)),
         ("the base model folder", local_folder(spec.base)),
         ("the aligned model folder", local_folder(spec.aligned)),
@@ -233,7 +267,9 @@ def _refuse_no_displacement(module_reports: list[list[ModuleReport]], subspace: 
     )
 
 
-def _correct_modules(adapters, targets, writers, provider, method, request: CorrectRequest, events: Events):
+def _correct_modules(
+    adapters, targets, writers, provider, method, request: CorrectRequest, events: Events, companion=None
+):
     """Module by module: one basis, then that module of every adapter; returns reports per adapter.
 
     A method that selects modules (Safe LoRA) needs every module's similarity before any B is written:
@@ -253,14 +289,23 @@ def _correct_modules(adapters, targets, writers, provider, method, request: Corr
         for index, module in modules_of_target[target]:
             lora_a, lora_b = adapters[index].factors(module)
             outcome = correct_module(
-                module, lora_a, lora_b, target, subspace, basis, method, request.correction, provider.side
+                module,
+                lora_a,
+                lora_b,
+                target,
+                subspace,
+                basis,
+                method,
+                request.correction,
+                _companion_update(companion, module),
+                provider.side,
             )
             if outcome.report_if_unselected is not None:
                 pending[index][module.name] = (module, outcome)
                 continue
             reports[index][module.name] = outcome.report
             if outcome.new_b is not None and writers[index] is not None:
-                writers[index].replace(module.b_key, outcome.new_b)
+                writers[index].write_module(module, outcome.new_b, outcome.new_a)
         advance()
     for index, candidates in enumerate(pending):
         if candidates:
@@ -278,8 +323,8 @@ def _write_selected(candidates: dict, writer, method, params: CorrectionParams) 
     reports = {}
     for name, selected in zip(names, chosen, strict=True):
         module, outcome = candidates[name]
-        if selected and writer is not None:
-            writer.replace(module.b_key, outcome.new_b)
+        if selected and writer is not None and outcome.new_b is not None:
+            writer.write_module(module, outcome.new_b, outcome.new_a)
         reports[name] = outcome.report if selected else outcome.report_if_unselected
     return reports
 

@@ -1,4 +1,4 @@
-"""One module of one adapter: its corrected B and its report record."""
+"""One module of one adapter: its corrected factors and its report record."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 from ...adapters.peft import LoraModule
 from ...correction.decompose import decompose_update
 from ...correction.detection import detection_energies
-from ...correction.measures import measure_correction
-from ...correction.methods.base import CorrectionMethod
+from ...correction.measures import measure_factors
+from ...correction.methods.base import CompanionUpdate, CorrectedFactors, CorrectionMethod
 from ...correction.params import CorrectionParams
 from ...correction.statistics import DetectionEnergies
 from ...errors import CsuloraError
@@ -24,7 +24,9 @@ from ...subspace.targets import resolved_kind
 @dataclass(frozen=True)
 class Outcome:
     report: ModuleReport
-    new_b: torch.Tensor | None  # in the stored dtype; None when B is kept
+    new_b: torch.Tensor | None  # in the stored dtype; None when the module is kept
+    # A' in the stored dtype where the method rewrites A (remove-inputs) or adds rank (readd, merge-safety).
+    new_a: torch.Tensor | None = None
     report_if_unselected: ModuleReport | None = None  # a selecting method's report should the module not be selected
 
 
@@ -37,22 +39,25 @@ def correct_module(
     basis: SubspaceBasis,
     method: CorrectionMethod,
     params: CorrectionParams,
+    companion: CompanionUpdate | None = None,
     side: str = OUTPUT_SIDE,
 ) -> Outcome:
-    """One module of one adapter: its report and new B (for a selecting method, a candidate).
+    """One module of one adapter: its report and new factors (for a selecting method, a candidate).
 
     An input-side basis (`side`) lives in the module's input space: the update is read transposed, dW^T =
-    s A^T B^T, whose output space that is, so every measure and detection sum applies unchanged to it.
+    s A^T B^T, whose output space that is, so every measure, detection sum and method applies to it unchanged
+    (remove-inputs is then (I - Q Q^T) A^T, i.e. A' = A (I - Q Q^T)); the factors are turned back to be written.
     """
     device = subspace.basis.device
-    stored_dtype = lora_b.dtype
     if side == INPUT_SIDE:
         lora_b, lora_a = lora_a.T, lora_b.T
+    stored_b, stored_a = lora_b.dtype, lora_a.dtype
     lora_b = lora_b.to(device, torch.float32)
     update = decompose_update(lora_b, lora_a.to(device, torch.float32), module.scale.value)
     detection = _detection(update, subspace, basis, params.two_sided)
+    unchanged = CorrectedFactors(update.lora_b, update.lora_a)
 
-    def module_report(effective_b: torch.Tensor, status: str, note: str = "", **selection) -> ModuleReport:
+    def module_report(effective: CorrectedFactors, status: str, note: str = "", **selection) -> ModuleReport:
         return ModuleReport(
             module=module.name,
             base_key=target.base_key,
@@ -65,8 +70,9 @@ def correct_module(
             subspace_rank=subspace.rank,
             captured_energy=subspace.captured_energy,
             displacement_energy=basis.total_energy,
-            figures=measure_correction(update, effective_b, subspace, params.eps, params.two_sided),
+            figures=measure_factors(update, effective, subspace, params.eps, params.two_sided),
             note=note,
+            output_rank=effective.rank if effective.rank != module.scale.rank else None,
             detection=detection,
             **selection,
         )
@@ -74,7 +80,7 @@ def correct_module(
     if not subspace.has_signal:
         note = "base and aligned weights do not differ: update left unchanged"
         selection = {"selected": False} if method.selects_modules else {}
-        return Outcome(module_report(lora_b, "no_signal", note, **selection), None)
+        return Outcome(module_report(unchanged, "no_signal", note, **selection), None)
     if (params.two_sided or method.needs_right_vectors) and subspace.right is None:
         raise CsuloraError(
             f"the basis of {target.base_key} holds no right singular vectors (written by an older csulora), "
@@ -83,24 +89,48 @@ def correct_module(
             hint="re-run estimate-subspace {out} into a new folder",
         )
     if not method.rewrites_b:
-        return Outcome(module_report(lora_b, "unchanged"), None)
-    if side == INPUT_SIDE:
-        raise CsuloraError(
-            f"{{method}} {method.name} rewrites B and cannot use an input-side basis", parameter="method"
+        return Outcome(module_report(unchanged, "unchanged"), None)
+    if method.needs_companion and companion is None:
+        note = "the safety adapter has no update of this module: nothing to merge"
+        if not method.selects_modules:
+            return Outcome(module_report(unchanged, "unchanged", note), None)
+        # It still takes part in the selection (a share counts every module), and stays as it was either way.
+        similarity = method.similarity(update, subspace)
+        return Outcome(
+            module_report(unchanged, "unchanged", note, selected=True, similarity=similarity),
+            None,
+            report_if_unselected=module_report(unchanged, "unchanged", note, selected=False, similarity=similarity),
         )
-    candidate = method.corrected_b(update, subspace, params)
-    # Measured on what is written: B' rounded to the adapter's dtype, not the float32 intermediate.
-    new_b = candidate.to(stored_dtype).cpu()
-    written = new_b.to(device, torch.float32)
+    candidate = method.corrected_factors(update, subspace, params, companion)
+    # Measured on what is written: the factors rounded to the adapter's dtypes, not the float32 intermediates.
+    new_b = candidate.lora_b.to(stored_b).cpu()
+    a_changed = candidate.lora_a is not update.lora_a
+    new_a = candidate.lora_a.to(stored_a).cpu() if a_changed else lora_a.cpu()
+    written = CorrectedFactors(
+        new_b.to(device, torch.float32), new_a.to(device, torch.float32) if a_changed else update.lora_a
+    )
+    new_a = new_a if a_changed else None
+    if side == INPUT_SIDE:
+        new_b, new_a = _as_stored(new_b, new_a, lora_a)
     if not method.selects_modules:
-        return Outcome(module_report(written, "corrected"), new_b)
-    similarity = method.similarity(update, candidate)
+        return Outcome(module_report(written, "corrected"), new_b, new_a)
+    similarity = method.similarity(update, subspace)
     note = method.note(subspace)
     return Outcome(
         module_report(written, "corrected", note, selected=True, similarity=similarity),
         new_b,
-        report_if_unselected=module_report(lora_b, "unchanged", note, selected=False, similarity=similarity),
+        new_a,
+        report_if_unselected=module_report(unchanged, "unchanged", note, selected=False, similarity=similarity),
     )
+
+
+def _as_stored(
+    frame_b: torch.Tensor, frame_a: torch.Tensor | None, frame_lora_a: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B', A') to write, from the transposed frame's factors: B' = (frame A')^T, or the stored B (the frame's
+    A, `frame_lora_a`, transposed back) where the frame kept its A; A' = (frame B')^T."""
+    new_b = (frame_lora_a if frame_a is None else frame_a).T.contiguous().cpu()
+    return new_b, frame_b.T.contiguous()
 
 
 def _detection(update, subspace: SelectedSubspace, basis: SubspaceBasis, two_sided: bool) -> DetectionEnergies | None:

@@ -173,7 +173,7 @@ class EstimateRequest:
     With `activations` the aligned model is run on those prompts (and on `contrast`'s) and the folder holds,
     per module the adapter targets, the input directions the harmful prompts excite and the contrast ones do
     not; with `refusal_direction` too, the refusal direction on the modules that write to the residual
-    stream (docs/method.md section 11). `base` is then recorded, not read.
+    stream (docs/method.md section 12). `base` is then recorded, not read.
     """
 
     base: str
@@ -333,7 +333,7 @@ class CorrectRequest:
                 "an output is needed: {out} for one adapter or {out_dir} for several (or {dry_run})",
                 parameter="out",
             )
-        check_method(self.method, self.correction.two_sided)
+        check_method(self.method, self.correction.two_sided, self.correction.safety_adapter)
 
 
 @dataclass(frozen=True)
@@ -371,7 +371,7 @@ class InspectRequest:
             raise UsageError(
                 f"one adapter folder or Hub repo id, got {type(self.adapter).__name__}", parameter="adapter"
             )
-        check_method(self.method, self.correction.two_sided)
+        check_method(self.method, self.correction.two_sided, self.correction.safety_adapter)
         if self.gate is not None and self.gate not in STATISTICS:
             raise UsageError(
                 f"unknown statistic {self.gate!r}; choose one of {', '.join(STATISTICS)}", parameter="gate"
