@@ -76,7 +76,6 @@ ESTIMATE_EXAMPLES = """
     csulora estimate-subspace ./base ./aligned --adapter ./adapter --out ./subspace
     csulora estimate-subspace org/base org/base-instruct --out ./subspace --storage float16 --push-to-hub org/subspace
     csulora estimate-subspace ./base ./aligned --adapter ./adapter --layers 0-15 --out /shared/subspace
-    csulora estimate-subspace ./base ./aligned --adapter ./adapter --activations harm.txt --contrast ok.txt --out ./acts
     """
 CORRECT_EXAMPLES = """
     csulora correct ./adapter --subspace ./subspace --out ./adapter-safe

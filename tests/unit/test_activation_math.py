@@ -140,3 +140,11 @@ def test_equal_means_give_no_refusal_direction():
     mean = torch.tensor([1.0, 2.0])
     basis = refusal_direction(mean, mean.clone())
     assert basis.basis.shape == (2, 0) and not basis.has_signal
+
+
+def test_every_method_names_sides_a_folder_can_have():
+    from csulora_cli.correction.methods import METHODS
+    from csulora_cli.subspace.params import SIDES
+
+    assert all(entry.sides and set(entry.sides) <= set(SIDES) for entry in METHODS.values())
+    assert [name for name, entry in METHODS.items() if "input" in entry.sides] == ["remove-inputs", "none"]

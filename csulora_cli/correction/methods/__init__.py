@@ -11,7 +11,6 @@ import importlib
 from dataclasses import dataclass
 
 from ...errors import UsageError
-from ...subspace.params import INPUT_SIDE, OUTPUT_SIDE
 
 __all__ = ["METHODS", "MethodEntry", "check_method", "get_method"]
 
@@ -26,8 +25,9 @@ class MethodEntry:
     implementation: str  # the `CorrectionMethod` subclass there
     # Whether `two_sided` has a meaning for the method (a usage error otherwise).
     two_sided: bool = True
-    # The subspace folders it reads (`subspace.params.SIDES`): a folder of another side is refused by name.
-    sides: tuple[str, ...] = (OUTPUT_SIDE,)
+    # The subspace folders it reads, of `subspace.params.SIDES` (spelled out: the registry imports nothing of the
+    # package but its errors); a folder of another side is refused by name.
+    sides: tuple[str, ...] = ("output",)
     # Whether it reads a safety adapter (`--safety-adapter`): required by it, refused by every other method.
     reads_safety_adapter: bool = False
 
@@ -94,10 +94,10 @@ METHODS: dict[str, MethodEntry] = {
             ".remove_inputs",
             "RemoveInputDirections",
             two_sided=False,
-            sides=(INPUT_SIDE,),
+            sides=("input",),
         ),
         MethodEntry(
-            "none", "copy the adapter unchanged; report only", ".none", "NoCorrection", sides=(OUTPUT_SIDE, INPUT_SIDE)
+            "none", "copy the adapter unchanged; report only", ".none", "NoCorrection", sides=("output", "input")
         ),
     )
 }
