@@ -16,7 +16,7 @@ import torch
 
 from ..atomic import copy_new_file, reporting_full_disk, write_new_file
 from ..checkpoints.header import DTYPE_NAMES, raw_bytes, read_header
-from .peft import PICKLE_FILE, SAFETENSORS_FILE, LoraAdapter, LoraModule
+from .peft import PEFT_PREFIX, PICKLE_FILE, SAFETENSORS_FILE, LoraAdapter, LoraModule
 from .repo_files import CONFIG_FILE
 
 
@@ -48,6 +48,8 @@ class AdapterWriter:
         self.entries = read_header(self.target).entries
         # Modules whose rank changes: (B', A') in the stored dtypes, written by `finish`.
         self.resized: dict[str, tuple[LoraModule, torch.Tensor, torch.Tensor]] = {}
+        # Modules the adapter did not have (readd --readd-everywhere): (B, A) at scale 1, by PEFT module name.
+        self.added: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def replace(self, key: str, tensor: torch.Tensor) -> None:
         entry = self.entries[key]
@@ -68,9 +70,14 @@ class AdapterWriter:
             return
         self.resized[module.name] = (module, new_b, new_a)
 
+    def add_module(self, name: str, lora_b: torch.Tensor, lora_a: torch.Tensor) -> None:
+        """A module the adapter did not target, its update s B A at scale 1; written by `finish`."""
+        self.added[name] = (lora_b, lora_a)
+
     def finish(self) -> None:
-        """Write the weights file anew when a module's rank changed; nothing to do otherwise."""
-        if not self.resized:
+        """Write the weights file anew when a module's rank changed or a module was added; nothing to do
+        otherwise. Added modules take the adapter's dtype, and the config then names every module."""
+        if not self.resized and not self.added:
             return
         from safetensors import safe_open
         from safetensors.torch import save
@@ -80,6 +87,7 @@ class AdapterWriter:
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}
         rank = max(
             [new_b.shape[1] for _, new_b, _ in self.resized.values()]
+            + [lora_b.shape[1] for lora_b, _ in self.added.values()]
             + [module.scale.rank for module in self.adapter.modules]
         )
         for module in self.adapter.modules:
@@ -88,10 +96,18 @@ class AdapterWriter:
             else:
                 lora_b, lora_a = tensors[module.b_key], tensors[module.a_key]
             tensors[module.b_key], tensors[module.a_key] = _at_rank(lora_b, lora_a, rank, module.scale.value)
+        dtype = self.adapter.modules[0].dtype if self.adapter.modules else torch.float32
+        for name, (lora_b, lora_a) in self.added.items():
+            b_key, a_key = f"{PEFT_PREFIX}{name}.lora_B.weight", f"{PEFT_PREFIX}{name}.lora_A.weight"
+            tensors[b_key], tensors[a_key] = _at_rank(lora_b.to(dtype), lora_a.to(dtype), rank, 1.0)
         self.target.unlink()
         write_new_file(self.target, save(tensors, metadata=metadata))
         config = dict(self.adapter.config)
         config.update(r=rank, lora_alpha=rank, use_rslora=False, rank_pattern={}, alpha_pattern={})
+        if self.added:
+            # Every module by its full name: PEFT matches a name exactly, whatever the layers or patterns were.
+            names = [module.name for module in self.adapter.modules] + list(self.added)
+            config.update(target_modules=sorted(names), layers_to_transform=None, layers_pattern=None)
         (self.folder / CONFIG_FILE).unlink(missing_ok=True)
         write_new_file(self.folder / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
 

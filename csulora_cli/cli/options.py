@@ -274,6 +274,14 @@ class Correction(OptionGroup):
         help="merge-safety: on each flagged module the update becomes (1 - W) dW + W dW_safety, W in [0, 1].",
         default=default_of(CorrectionParams, "safety_weight"),
     )
+    readd_everywhere: bool = option(
+        "--readd-everywhere",
+        metavar=FLAG,
+        panel=METHOD,
+        help="readd: also re-add the alignment on every module the --subspace folder holds that the adapter does "
+        "not target; the output then targets those modules too.",
+        default=default_of(CorrectionParams, "readd_everywhere"),
+    )
     two_sided: bool = option(
         "--two-sided",
         metavar=FLAG,
@@ -294,6 +302,7 @@ class Correction(OptionGroup):
             alpha=self.alpha,
             safety_adapter=self.safety_adapter,
             safety_weight=self.safety_weight,
+            readd_everywhere=self.readd_everywhere,
             two_sided=self.two_sided,
         )
 

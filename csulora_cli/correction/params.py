@@ -28,6 +28,8 @@ class CorrectionParams:
     # dW' = (1 - w) dW + w dW_safety.
     safety_adapter: str | None = None
     safety_weight: float = 0.5
+    # readd: also on every module of the subspace folder the adapter does not target (added to the adapter).
+    readd_everywhere: bool = False
     # The subspace of matrices P_out X P_in instead of P X (docs/method.md section 5).
     two_sided: bool = False
 

@@ -24,7 +24,7 @@ class ModuleReport:
     rank: int
     alpha: float
     scale: float
-    status: str  # "corrected", "unchanged" (method none / nothing to remove) or "no_signal"
+    status: str  # "corrected", "unchanged" (method none / nothing to remove), "no_signal" or "added" (readd)
     subspace_rank: int
     captured_energy: float
     displacement_energy: float

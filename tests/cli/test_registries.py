@@ -74,7 +74,7 @@ def test_a_registered_method_and_statistic_are_offered_checked_and_run(models, s
     )
     assert run.returncode == 0, run.stderr
     found = json.loads(run.stdout.splitlines()[-1])
-    assert "--method <csulora|project|safelora|csulora-inside|csulora-signed|none|halve>" in found["help"]
+    assert f"--method <{'|'.join([*METHODS, 'halve'])}>" in found["help"]
     assert found["correct"] == [0, ""]
     original = load_file(adapter / "adapter_model.safetensors")
     halved = load_file(out / "adapter_model.safetensors")
@@ -96,3 +96,8 @@ def test_the_request_check_reads_the_registry(monkeypatch):
         assert "unknown method 'halve'" in str(error)
     else:
         raise AssertionError("an unregistered method was accepted")
+
+
+def test_the_report_schema_lists_every_registered_method():
+    schema = json.loads((Path(__file__).parents[2] / "csulora_cli/report/schemas/report.schema.json").read_text())
+    assert schema["properties"]["method"]["properties"]["name"]["enum"] == list(METHODS)

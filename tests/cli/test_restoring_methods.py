@@ -192,3 +192,62 @@ def test_a_safety_adapter_of_another_model_is_refused_naming_its_tensor(models, 
     message = assert_one_line_error(result, 1, "lora_B")
     assert str(other) in message
     assert not (tmp_path / "out").exists()
+
+
+def test_readd_everywhere_adds_the_folders_other_modules_and_peft_loads_them(models, exact_folder, tmp_path):
+    base, aligned, adapter = models
+    narrow = tmp_path / "narrow"
+    modules = {name: pair for name, pair in make_adapter_factors(TinyLlama(), ("q_proj",), rank=2, seed=3).items()}
+    write_adapter(
+        narrow, modules, {"r": 2, "lora_alpha": 4, "target_modules": ["q_proj"],
+                          "base_model_name_or_path": str(aligned.resolve())},
+    )  # fmt: skip
+    out = tmp_path / "out"
+    report = correct(
+        narrow, exact_folder, out, "--method", "readd", "--alpha", "1", "--rank", "2", "--readd-everywhere"
+    )
+    validate_against_schema(report, "report")
+    wide = adapter_modules(adapter)  # the folder's modules
+    added = [entry["module"] for entry in report["modules"] if entry["status"] == "added"]
+    assert sorted(added) == sorted(set(wide) - set(modules))
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert sorted(config["target_modules"]) == sorted(set(wide) | set(modules))
+    for module in sorted(set(wide) | set(modules)):
+        left, sigma, right_t = torch.linalg.svd(displacement(models, module), full_matrices=False)
+        expected = left[:, :2] @ torch.diag(sigma[:2]) @ right_t[:2]
+        if module in modules:
+            expected = expected + original_update(narrow, module)
+        assert relative_error(written_update(out, module), expected) < 1e-5, module
+    assert_ok(run_cli("verify", out))
+    assert_ok(run_cli("inspect", out))
+
+    peft = pytest.importorskip("peft")
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(aligned, torch_dtype=torch.float32)
+    module = added[0]
+    before = model.get_submodule(module).weight.detach().double().clone()
+    merged = peft.PeftModel.from_pretrained(model, out).merge_and_unload()
+    delta = merged.get_submodule(module).weight.detach().double() - before
+    assert relative_error(delta, written_update(out, module)) < 1e-5
+
+
+@pytest.mark.parametrize(
+    ("options", "mentions"),
+    [
+        (["--method", "scale", "--readd-everywhere"], ["--readd-everywhere", "scale"]),
+    ],
+)
+def test_readd_everywhere_is_refused_beside_another_method(models, exact_folder, tmp_path, options, mentions):
+    _, _, adapter = models
+    result = run_cli("correct", adapter, "--subspace", exact_folder, "--out", tmp_path / "out", *options)
+    assert_one_line_error(result, 2, *mentions)
+
+
+def test_readd_everywhere_needs_a_subspace_folder(models, tmp_path):
+    base, aligned, adapter = models
+    result = run_cli(
+        "correct", adapter, "--base", base, "--aligned", aligned, "--out", tmp_path / "out", "--method", "readd",
+        "--readd-everywhere",
+    )  # fmt: skip
+    assert_one_line_error(result, 2, "--readd-everywhere", "--subspace")

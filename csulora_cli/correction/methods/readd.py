@@ -38,3 +38,10 @@ class ReaddAlignment(CorrectionMethod):
             torch.cat([update.lora_b, added_b], dim=1),
             torch.cat([update.lora_a, subspace.right.T.to(update.lora_a.dtype)], dim=0),
         )
+
+
+def added_factors(subspace: SelectedSubspace, alpha: float) -> CorrectedFactors:
+    """`--readd-everywhere` on a module the adapter does not target: B = alpha U_k S_k, A = W_k^T, at scale 1."""
+    return CorrectedFactors(
+        alpha * subspace.basis * subspace.singular_values.to(subspace.basis.dtype), subspace.right.T
+    )

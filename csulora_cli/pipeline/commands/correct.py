@@ -26,7 +26,7 @@ from ...subspace.targets import targets_for_adapter
 from ..plumbing.adapter_source import OpenedAdapter, open_adapter
 from ..plumbing.basis_source import hub_client, open_provider
 from ..plumbing.batch import Batch
-from ..plumbing.module import Outcome, correct_module
+from ..plumbing.module import Outcome, added_module, correct_module
 from ..plumbing.outputs import (
     check_out_dir,
     check_output_folder,
@@ -280,6 +280,13 @@ def _correct_modules(
     for index, adapter in enumerate(adapters):
         for module in adapter.modules:
             modules_of_target.setdefault(targets[index][module.name], []).append((index, module))
+    # readd --readd-everywhere: the folder's modules that an adapter does not target, added to it.
+    added_of_target: dict[Target, list[tuple[int, str]]] = {}
+    if request.correction.readd_everywhere:
+        for index in range(len(adapters)):
+            for name, target in _untargeted(provider, targets[index]).items():
+                added_of_target.setdefault(target, []).append((index, name))
+                modules_of_target.setdefault(target, [])
     reports: list[dict[str, ModuleReport]] = [{} for _ in adapters]
     pending: list[dict[str, tuple[LoraModule, Outcome]]] = [{} for _ in adapters]
     max_rank = spec.columns_kept
@@ -306,14 +313,33 @@ def _correct_modules(
             reports[index][module.name] = outcome.report
             if outcome.new_b is not None and writers[index] is not None:
                 writers[index].write_module(module, outcome.new_b, outcome.new_a)
+        for index, name in added_of_target.get(target, []):
+            report, lora_b, lora_a = added_module(name, target, subspace, basis, request.correction)
+            reports[index][name] = report
+            if writers[index] is not None:
+                writers[index].add_module(name, lora_b, lora_a)
         advance()
     for index, candidates in enumerate(pending):
         if candidates:
             reports[index].update(_write_selected(candidates, writers[index], method, request.correction))
     _warn_inexact(reports, events)
+    # The adapter's modules in its order, then the ones added to it.
     return [
-        [by_name[module.name] for module in adapter.modules] for adapter, by_name in zip(adapters, reports, strict=True)
+        [by_name[module.name] for module in adapter.modules]
+        + [report for name, report in by_name.items() if name not in {module.name for module in adapter.modules}]
+        for adapter, by_name in zip(adapters, reports, strict=True)
     ]
+
+
+def _untargeted(provider, targets: dict[str, Target]) -> dict[str, Target]:
+    """The folder's modules an adapter does not target, by PEFT module name (the weight key less `.weight`),
+    each in the orientation whose basis is in output-space form (untransposed where both are stored)."""
+    taken = {target.base_key for target in targets.values()}
+    untargeted = {}
+    for key in sorted(provider.keys() - taken):
+        orientations = provider.orientations(key)
+        untargeted[key.removesuffix(".weight")] = Target(key, False not in orientations)
+    return untargeted
 
 
 def _write_selected(candidates: dict, writer, method, params: CorrectionParams) -> dict[str, ModuleReport]:

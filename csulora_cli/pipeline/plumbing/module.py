@@ -140,3 +140,37 @@ def _detection(update, subspace: SelectedSubspace, basis: SubspaceBasis, two_sid
     if two_sided and subspace.right is None and subspace.rank:
         return None
     return detection_energies(update, subspace, basis.select(1.0, None), two_sided)
+
+
+def added_module(
+    name: str, target: Target, subspace: SelectedSubspace, basis: SubspaceBasis, params: CorrectionParams
+) -> tuple[ModuleReport, torch.Tensor, torch.Tensor]:
+    """`readd --readd-everywhere` on a module the adapter does not target: its report and (B, A) at scale 1."""
+    from ...correction.figures import CorrectionFigures, DirectionCounts
+    from ...correction.methods.readd import added_factors
+
+    if subspace.right is None:
+        raise CsuloraError(
+            f"the basis of {target.base_key} holds no right singular vectors, which readd needs",
+            parameter="subspace",
+            hint="re-run estimate-subspace {out} into a new folder",
+        )
+    factors = added_factors(subspace, params.alpha)
+    added_energy = params.alpha**2 * float(subspace.singular_values.to(torch.float64).square().sum())
+    report = ModuleReport(
+        module=name,
+        base_key=target.base_key,
+        kind="linear",
+        shape=(subspace.basis.shape[0], subspace.right.shape[0]),
+        rank=0,
+        alpha=0.0,
+        scale=1.0,
+        status="added",
+        subspace_rank=subspace.rank,
+        captured_energy=subspace.captured_energy,
+        displacement_energy=basis.total_energy,
+        figures=CorrectionFigures(0.0, added_energy, added_energy, 0.0, 0.0, DirectionCounts(0, 0, 0)),
+        note="not targeted by the adapter: the alignment's change re-added as a new module",
+        output_rank=factors.rank,
+    )
+    return report, factors.lora_b.cpu(), factors.lora_a.cpu()

@@ -334,6 +334,12 @@ class CorrectRequest:
                 parameter="out",
             )
         check_method(self.method, self.correction.two_sided, self.correction.safety_adapter)
+        if self.correction.readd_everywhere and self.method != "readd":
+            raise UsageError(f"is a readd option, not one of {{method}} {self.method}", parameter="readd_everywhere")
+        if self.correction.readd_everywhere and self.subspace.subspace is None:
+            raise UsageError(
+                "needs {subspace} DIR: the folder's modules are what 'every module' means", parameter="readd_everywhere"
+            )
 
 
 @dataclass(frozen=True)
