@@ -25,6 +25,7 @@ from .boundary import CsuloraGroup
 from .declared import FLAG, takes_option_groups
 from .help import GroupedCommand
 from .options import (
+    ActivationInputs,
     BasesSource,
     ConfigFile,
     Correction,
@@ -49,6 +50,7 @@ from .options import (
     Token,
     as_path,
     command_line,
+    refuse_estimation_options_beside_activations,
     subspace_spec,
 )
 from .output import Output, gate_line, probe_gate_line
@@ -144,6 +146,7 @@ def estimate_subspace_command(
         typer.Argument(metavar="ALIGNED", help="Safety-aligned model (folder, or Hub repo org/name[@revision])."),
     ],
     inputs: EstimateInputs,
+    activations: ActivationInputs,
     estimation: Estimation,
     token: Token,
     outputs: SubspaceOutput,
@@ -153,7 +156,9 @@ def estimate_subspace_command(
     config: ConfigFile,
     printing: Printing,
 ) -> None:
-    """Estimate and cache the safety subspace of each module (or write a portable subspace folder)."""
+    """Estimate and cache the safety subspace of each module (or write a portable subspace folder); with
+    --activations, a folder of the directions harmful prompts excite in the aligned model."""
+    refuse_estimation_options_beside_activations(activations, estimation)
     request = EstimateRequest(
         base=base,
         aligned=aligned,
@@ -171,8 +176,13 @@ def estimate_subspace_command(
         push=push.spec(),
         confirm_order=order.confirm_order,
         confirm_models=inputs.confirm_models,
+        activations=activations.activations,
+        contrast=activations.contrast,
+        prompt_field=activations.prompt_field,
+        refusal_direction=activations.refusal_direction,
     )
-    _hash_local_models_ahead([request.base, request.aligned], request.cache_dir)
+    if request.activations is None:
+        _hash_local_models_ahead([request.base, request.aligned], request.cache_dir)
     api = _library()
 
     output = Output(printing.json_output, printing.quiet, flag_of=ctx.find_root().command.flag_of)

@@ -201,7 +201,7 @@ class Correction(OptionGroup):
         "(docs/method.md section 5); scale, the update times --alpha; remove-top, the update less its part in the "
         "subspace's top --rank directions; readd, the alignment's change re-added as extra rank; merge-safety, "
         "a safety adapter merged in; remove-inputs, what the update reads from an activation subspace's input "
-        "directions removed (docs/method.md section 11); none, report only.",
+        "directions removed (docs/method.md sections 11 and 12); none, report only.",
         default=default_of(CorrectRequest, "method"),
     )
     lambda_: float = option(
@@ -344,6 +344,49 @@ class EstimateInputs(OptionGroup):
         help="The adapter was trained on the aligned model the bases come from, even though its "
         "base_model_name_or_path (or the aligned model's card, for the base) names another model: go on.",
         default=default_of(EstimateRequest, "confirm_models"),
+    )
+
+
+@dataclass(frozen=True)
+class ActivationInputs(OptionGroup):
+    """The prompts an activation subspace is read from (`estimate-subspace --activations`)."""
+
+    activations: str | None = option(
+        "--activations",
+        metavar="SOURCE",
+        panel=INPUTS,
+        value=MODEL,
+        help="Estimate from activations instead of weights: run ALIGNED on these prompts (a safe model refuses "
+        "them; the same forms as probe --prompts) and keep, per module --adapter targets, the input directions "
+        "they excite and --contrast's prompts do not (docs/method.md section 12). BASE is recorded, not read.",
+        default=default_of(EstimateRequest, "activations"),
+    )
+    contrast: str | None = option(
+        "--contrast",
+        metavar="SOURCE",
+        panel=INPUTS,
+        value=MODEL,
+        help="Prompts the model should answer (the task's, or benign ones), in the same forms: the directions "
+        "kept are the top generalized eigenvectors of the two input second moments. Without it, the top "
+        "eigenvectors of the --activations prompts' own second moment (the contrast is the identity).",
+        default=default_of(EstimateRequest, "contrast"),
+    )
+    prompt_field: str = option(
+        "--prompt-field",
+        metavar="NAME",
+        panel=INPUTS,
+        help="The field (.jsonl) or column (.csv) that holds each prompt.",
+        default=default_of(EstimateRequest, "prompt_field"),
+    )
+    refusal_direction: bool = option(
+        "--refusal-direction",
+        metavar=FLAG,
+        panel=INPUTS,
+        help="Write the refusal direction instead (an output-side folder): per block, the mean residual stream at "
+        "the last prompt token on --activations minus on --contrast, normalised, on the modules that write to "
+        "the residual stream (o_proj, down_proj); the other modules get no direction. Use it with "
+        "correct --method remove-top --rank 1.",
+        default=default_of(EstimateRequest, "refusal_direction"),
     )
 
 
@@ -767,6 +810,7 @@ GROUPS: tuple[type[OptionGroup], ...] = (
     Token,
     Correction,
     EstimateInputs,
+    ActivationInputs,
     SubspaceOutput,
     CorrectOutput,
     CorrectMode,
@@ -844,6 +888,18 @@ def subspace_spec(source: BasesSource, estimation: Estimation, token: Token) -> 
         hub=estimation.hub_options(token),
         confirm_models=source.confirm_models,
     )
+
+
+def refuse_estimation_options_beside_activations(activations: ActivationInputs, estimation: Estimation) -> None:
+    """The randomized SVD's options mean nothing to an activation subspace: typed beside it, they are refused."""
+    if activations.activations is None:
+        return
+    for name, flag in estimation_only().items():
+        if name in estimation.typed and name != "cache_dir":
+            raise UsageError(
+                f"{flag} sets how bases are estimated from weights; an activation subspace has no use for it",
+                parameter="activations",
+            )
 
 
 def command_line(ctx) -> tuple[str, ...]:

@@ -64,3 +64,24 @@ class MeanOutput:
 
     def mean(self, name: str) -> torch.Tensor:
         return self.sums[name] / max(self.counts[name], 1)
+
+
+def last_real_tokens(token_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) bool: only each row's last real token (the position the answer is generated from)."""
+    mask = token_mask.bool()
+    width = mask.shape[-1]
+    last = width - 1 - torch.argmax(mask.flip(-1).to(torch.int8), dim=-1)
+    only_last = torch.zeros_like(mask)
+    only_last[torch.arange(mask.shape[0], device=mask.device), last] = True
+    return only_last & mask
+
+
+@dataclass
+class LastTokenMeanOutput(MeanOutput):
+    """Per module, the mean output at each prompt's last token: the refusal-direction literature's position
+    (the residual stream where the model decides how to answer), one sample per prompt."""
+
+    def __call__(self, name: str, inputs: torch.Tensor, output: torch.Tensor, token_mask) -> None:
+        if token_mask is None:
+            token_mask = torch.ones(output.shape[:2], dtype=torch.bool, device=output.device)
+        super().__call__(name, inputs, output, last_real_tokens(token_mask))

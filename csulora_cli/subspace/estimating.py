@@ -18,6 +18,7 @@ from .displacement import Workspace, form_displacement, holds_the_same_weights
 from .estimate import EstimationParams, SubspaceBasis, estimate_basis, no_displacement, uses_sketch
 from .hardware import bfloat16_is_fast
 from .keys import Target
+from .params import OUTPUT_SIDE
 from .providers import BasisOrigin, SubspaceDescription, on_device
 from .store import BasisCache, BasisRequest
 
@@ -32,6 +33,8 @@ MAX_ESTIMATION_WORKERS = 2
 
 class EstimatingProvider:
     """Bases from a base/aligned pair: looked up in the cache, estimated and stored on a miss."""
+
+    side = OUTPUT_SIDE  # V's left singular vectors: each module's output space
 
     def __init__(
         self,

@@ -17,6 +17,7 @@ from ..atomic import refuse_foreign_entries, refuse_working_folder, reporting_fu
 from ..checkpoints.header import read_header
 from ..errors import CsuloraError, FormatError, MissingTensorError, OutputExistsError, first_few
 from .estimate import EstimationParams, SubspaceBasis
+from .params import OUTPUT_SIDE, SIDES
 from .store import BasisRequest, basis_record, read_basis_file, write_basis_file
 
 SUBSPACE_MANIFEST = "subspace.json"
@@ -33,18 +34,20 @@ def _file_name(base_key: str, transposed: bool) -> str:
     return f"{safe}{'.T' if transposed else ''}.safetensors"
 
 
-def _manifest(sources: dict, params: EstimationParams, storage: str) -> dict:
+def _manifest(sources: dict, params: EstimationParams | dict, storage: str) -> dict:
+    """`params`: how a weight-difference folder was estimated, or an activation folder's own record (a dict
+    with its `kind` and `side`)."""
     return {
         "schema_version": SUBSPACE_SCHEMA_VERSION,
         "tool": {"name": "csulora", "version": __version__},
         "sources": sources,
-        "estimation": params.as_dict(),
+        "estimation": params if isinstance(params, dict) else params.as_dict(),
         "storage": storage,
     }
 
 
 def check_subspace_folder(
-    folder: Path, sources: dict, params: EstimationParams, overwrite: bool, storage: str = "float32"
+    folder: Path, sources: dict, params: EstimationParams | dict, overwrite: bool, storage: str = "float32"
 ) -> bool:
     """Whether `folder` may receive this subspace; refuses, before any work, a folder holding something else.
 
@@ -108,7 +111,7 @@ def _a_basis_file(path: Path) -> bool:
 def prepare_subspace_folder(
     folder: Path,
     sources: dict,
-    params: EstimationParams,
+    params: EstimationParams | dict,
     overwrite: bool,
     storage: str = "float32",
     order: dict | None = None,
@@ -139,8 +142,12 @@ def record_job(folder: Path, asked: list, finished: bool, unchanged: list = ()) 
 
 
 def add_to_subspace_folder(folder: Path, request: BasisRequest, basis: SubspaceBasis, storage: str = "float32") -> None:
-    record = basis_record(request)
-    write_basis_file(folder / "bases" / _file_name(request.base_key, request.transposed), basis, record, storage)
+    add_basis_to_folder(folder, basis_record(request), basis, storage)
+
+
+def add_basis_to_folder(folder: Path, record: dict, basis: SubspaceBasis, storage: str = "float32") -> None:
+    """One module's basis file; `record` names it (`module`, `transposed`) and says where it came from."""
+    write_basis_file(folder / "bases" / _file_name(record["module"], record["transposed"]), basis, record, storage)
 
 
 def _read_manifest(path: Path) -> dict:
@@ -157,7 +164,8 @@ class SubspaceFolder:
     """A portable subspace folder read back: bases looked up by base key and orientation.
 
     The module index is read from the basis files' own headers, so a folder filled by several jobs
-    needs no shared index file.
+    needs no shared index file. `side` is the space its basis vectors live in (`params.SIDES`): a basis
+    has the module's out_features rows on the output side, its in_features rows on the input side.
     """
 
     def __init__(self, folder: Path):
@@ -170,6 +178,12 @@ class SubspaceFolder:
         self.manifest = _read_manifest(manifest_path)
         self.sources = self.manifest.get("sources", {})
         self.estimation = self.manifest.get("estimation", {})
+        # Folders written before activation folders existed record no side: theirs is the output side.
+        self.side = self.estimation.get("side", OUTPUT_SIDE) if isinstance(self.estimation, dict) else OUTPUT_SIDE
+        if self.side not in SIDES:
+            raise FormatError(
+                f"not a subspace manifest (side {self.side!r}; expected {' or '.join(SIDES)})", where=str(manifest_path)
+            )
         self.modules = {}
         # Hidden names are files still being written (or left by a killed job), never bases.
         for path in sorted((folder / "bases").glob("[!.]*.safetensors")):
@@ -177,14 +191,14 @@ class SubspaceFolder:
             try:
                 record = json.loads(header.metadata["csulora"])
                 key, transposed = record["module"], bool(record["transposed"])
-                out_features = header.entries["basis"].shape[0]
+                rows = header.entries["basis"].shape[0]
             except (KeyError, ValueError, TypeError, IndexError):
                 raise FormatError("not a csulora basis file", where=str(path)) from None
             self.modules[_index_key(key, transposed)] = {
                 "key": key,
                 "transposed": transposed,
                 "path": path,
-                "out_features": out_features,
+                "rows": rows,  # out_features on the output side, in_features on the input side
                 "record": record,
             }
 

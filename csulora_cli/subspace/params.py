@@ -58,3 +58,15 @@ STORAGES = ("float32", "float16")
 def check_storage(storage: str) -> None:
     if storage not in STORAGES:
         raise UsageError(f"unknown storage {storage!r}; choose float32 or float16", parameter="storage")
+
+
+# Which space a folder's basis vectors live in. Output: each module's output space (rows = out_features), what
+# the weight-difference bases and a refusal direction hold, and what B's columns live in. Input: the module's
+# input space (rows = in_features), what an activation folder of input directions holds, read by A's rows.
+OUTPUT_SIDE = "output"
+INPUT_SIDE = "input"
+SIDES = (OUTPUT_SIDE, INPUT_SIDE)
+
+# The ridge of an activation subspace, relative to the contrast's mean eigenvalue (docs/method.md section 12):
+# Sigma_contrast + RIDGE * tr(Sigma_contrast) / n * I is invertible however few contrast tokens there are.
+DEFAULT_RIDGE = 1e-2

@@ -22,6 +22,7 @@ from ..errors import MissingTensorError
 from .estimate import SubspaceBasis
 from .folder import SubspaceFolder
 from .keys import Target
+from .params import OUTPUT_SIDE
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,8 @@ class SubspaceDescription:
     hub: SourceDescription | None = None  # the Hub repo the folder was fetched from
     # A folder's `sources` as its manifest holds them: the report repeats them as written, whatever their shape.
     recorded_sources: dict | None = None
+    # The space the bases live in (`params.SIDES`): a method reading the other side is refused (`correct.py`).
+    side: str = OUTPUT_SIDE
 
     @property
     def stored_max_rank(self) -> int | None:
@@ -80,10 +83,13 @@ class SubspaceDescription:
 
 
 class BasisProvider(Protocol):
+    side: str  # the space its bases live in (`params.SIDES`)
+
     def keys(self) -> set[str]: ...
 
     def orientations(self, base_key: str) -> dict[bool, int]:
-        """For a provider without shapes: {transposed: out_features} of the bases it holds for a key."""
+        """For a provider without shapes: {transposed: rows} of the bases it holds for a key (out_features on the
+        output side, in_features on the input side)."""
         ...
 
     def stored_shape(self, base_key: str) -> tuple[int, ...] | None: ...
@@ -116,6 +122,10 @@ class FolderProvider:
         self.device = device
         self.hub = hub  # the Hub repo the folder was fetched from, if any
 
+    @property
+    def side(self) -> str:
+        return self.folder.side
+
     def keys(self) -> set[str]:
         return self.folder.keys()
 
@@ -124,9 +134,7 @@ class FolderProvider:
 
     def orientations(self, base_key: str) -> dict[bool, int]:
         return {
-            entry["transposed"]: entry["out_features"]
-            for entry in self.folder.modules.values()
-            if entry["key"] == base_key
+            entry["transposed"]: entry["rows"] for entry in self.folder.modules.values() if entry["key"] == base_key
         }
 
     def bases(self, targets: list[Target]) -> Iterator[tuple[Target, SubspaceBasis, bool]]:
@@ -144,6 +152,7 @@ class FolderProvider:
             folder=self.folder.folder.resolve(),
             hub=self.hub,
             recorded_sources=sources,
+            side=self.folder.side,
         )
 
     def models(self) -> tuple[ModelFiles | None, ModelFiles | None]:

@@ -13,10 +13,13 @@ from ..adapters.peft import LoraAdapter, LoraModule, ModuleKind
 from ..checkpoints.protocol import TensorSource
 from ..errors import CsuloraError, MissingTensorError, ShapeMismatchError, UsageError
 from .keys import Target
+from .params import INPUT_SIDE, OUTPUT_SIDE
 
 
 class WeightLayout(Protocol):
     """What mapping an adapter needs to know of where bases come from (every basis provider has it)."""
+
+    side: str  # the space the bases live in: which of a module's dimensions a basis's rows must match
 
     def keys(self) -> set[str]: ...
 
@@ -152,25 +155,39 @@ def targets_for_adapter(adapter: LoraAdapter, provider: WeightLayout) -> dict[st
         if stored is not None:
             transposed = stored_transposed(module, stored, key)
         else:
-            transposed = _orientation_in_folder(module, key, provider.orientations(key))
+            transposed = _orientation_in_folder(module, key, provider.orientations(key), provider.side)
         targets[module.name] = Target(key, transposed)
     return targets
 
 
-def _orientation_in_folder(module: LoraModule, key: str, orientations: dict[bool, int]) -> bool:
-    """Pick the stored basis whose output dimension matches the module (a subspace folder has no shapes)."""
-    fitting = [transposed for transposed, out_features in orientations.items() if out_features == module.out_features]
+def _orientation_in_folder(
+    module: LoraModule, key: str, orientations: dict[bool, int], side: str = OUTPUT_SIDE
+) -> bool:
+    """Pick the stored basis whose rows match the module's outputs (an input-side folder: its inputs), as a
+    subspace folder has no shapes."""
+    features, what = (module.in_features, "inputs") if side == INPUT_SIDE else (module.out_features, "outputs")
+    fitting = [transposed for transposed, rows in orientations.items() if rows == features]
     if len(fitting) == 1:
         return fitting[0]
     if len(fitting) == 2:
         return guess_transposed(module)
     if orientations:
-        found = ", ".join(str(out) for out in orientations.values())
+        found = ", ".join(str(rows) for rows in orientations.values())
         raise ShapeMismatchError(
-            f"adapter module {module.name} has {module.out_features} outputs but the subspace basis has {found}",
+            f"adapter module {module.name} has {features} {what} but the {side}-side subspace basis has {found}",
             where=key,
         )
     raise MissingTensorError(
         f"no basis for {key} in this subspace folder",
         hint="estimate it with estimate-subspace {adapter} ADAPTER {out} DIR",
     )
+
+
+# Linear layers that write into the residual stream (a block's attention output and its MLP's output), in the
+# Llama, Mistral and Qwen families (o_proj, down_proj), OPT and BART (out_proj, fc2) and GPT-NeoX (dense_4h_to_h).
+_RESIDUAL_WRITER_NAME = re.compile(r"(^|\.)(o_proj|down_proj|out_proj|fc2|dense_4h_to_h)$")
+
+
+def writes_residual_stream(module_name: str) -> bool:
+    """Whether the module's output is added to the residual stream (a refusal direction applies to it)."""
+    return bool(_RESIDUAL_WRITER_NAME.search(module_name))

@@ -39,7 +39,9 @@ def test_version_and_help_do_not_import_torch(argv):
 
 def test_help_lists_choices_shows_revisions_and_no_flag_placeholders():
     text = assert_ok(run_cli("correct", "-h", env={"COLUMNS": "200"})).stdout
-    assert "csulora|project|safelora|csulora-inside|csulora-signed|none" in text
+    from csulora_cli.correction.methods import METHODS
+
+    assert "|".join(METHODS) in text
     assert "auto|cpu|cuda" in text and "auto|shards|ranges" in text and "number|threshold" in text
     assert "org/name[@revision]" in text
     assert "<bool>" not in text and "<str>" not in text

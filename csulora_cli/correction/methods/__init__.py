@@ -25,6 +25,9 @@ class MethodEntry:
     implementation: str  # the `CorrectionMethod` subclass there
     # Whether `two_sided` has a meaning for the method (a usage error otherwise).
     two_sided: bool = True
+    # The subspace folders it reads, of `subspace.params.SIDES` (spelled out: the registry imports nothing of the
+    # package but its errors); a folder of another side is refused by name.
+    sides: tuple[str, ...] = ("output",)
     # Whether it reads a safety adapter (`--safety-adapter`): required by it, refused by every other method.
     reads_safety_adapter: bool = False
 
@@ -85,7 +88,17 @@ METHODS: dict[str, MethodEntry] = {
             two_sided=False,
             reads_safety_adapter=True,
         ),
-        MethodEntry("none", "copy the adapter unchanged; report only", ".none", "NoCorrection"),
+        MethodEntry(
+            "remove-inputs",
+            "A' = A (I - Q_k Q_k^T): the update no longer reads an activation subspace's top k input directions",
+            ".remove_inputs",
+            "RemoveInputDirections",
+            two_sided=False,
+            sides=("input",),
+        ),
+        MethodEntry(
+            "none", "copy the adapter unchanged; report only", ".none", "NoCorrection", sides=("output", "input")
+        ),
     )
 }
 

@@ -14,7 +14,7 @@ import torch
 
 from ...adapters.peft import LoraModule
 from ...adapters.writer import AdapterWriter
-from ...correction.methods import get_method
+from ...correction.methods import METHODS, get_method
 from ...correction.methods.base import CompanionUpdate
 from ...correction.params import CorrectionParams
 from ...errors import CsuloraError, ShapeMismatchError, UsageError, first_few
@@ -90,6 +90,7 @@ def correct(request: CorrectRequest, events: Events = SilentEvents()) -> list[Ad
     companion = _open_companion(request, hub)
     provider = open_provider(request.subspace, [item.adapter for item in opened], hub, events)
     description = provider.describe()
+    _refuse_other_side(method, description)
     if not request.subspace.rank_cap_may_exceed:
         _check_rank_cap(request.subspace.rank_cap, description)
     check_order(*provider.models(), [(item.label, item.adapter.config) for item in opened], request.order_check, events)
@@ -240,6 +241,20 @@ def _check_rank_cap(rank_cap: int | None, subspace: SubspaceDescription) -> None
         )
 
 
+def _refuse_other_side(method, subspace: SubspaceDescription) -> None:
+    """A method reads bases of one side (an output-side method projects B's columns, an input-side one A's rows):
+    a folder of the other side has the wrong number of rows, and its directions mean something else."""
+    if subspace.side in method.entry.sides:
+        return
+    fitting = [name for name, entry in METHODS.items() if subspace.side in entry.sides]
+    raise UsageError(
+        f"an {subspace.side}-side subspace folder, which {{method}} {method.name} cannot use (it reads "
+        f"{' or '.join(method.entry.sides)}-side bases); with this folder use {' or '.join(fitting)}",
+        parameter="method",
+        where=str(subspace.folder),
+    )
+
+
 def _refuse_no_displacement(module_reports: list[list[ModuleReport]], subspace: SubspaceDescription) -> None:
     """Bases without a displacement anywhere mean the two models are the same: nothing can be corrected."""
     if any(report.status != "no_signal" for reports in module_reports for report in reports):
@@ -290,6 +305,7 @@ def _correct_modules(
                 method,
                 request.correction,
                 _companion_update(companion, module),
+                provider.side,
             )
             if outcome.report_if_unselected is not None:
                 pending[index][module.name] = (module, outcome)

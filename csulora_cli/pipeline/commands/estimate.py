@@ -16,6 +16,7 @@ from ..plumbing.pairs import check_models_agree
 from ..plumbing.sides import check_order
 from ..types.requests import EstimateRequest
 from ..types.results import EstimateResult, ModuleSubspace
+from .activations import estimate_activation_subspace
 from .publish import plan_subspace_push, push_subspace
 
 
@@ -30,7 +31,10 @@ def estimate_subspace(request: EstimateRequest, events: Events = SilentEvents())
             print(module.module, module.rank, module.captured_energy)
 
     Returns an `EstimateResult` (`location`, `modules`, `sources`; `result.to_dict()` is the `--json` body).
+    With `request.activations`, the bases come from the aligned model's activations (`activations.py`).
     """
+    if request.activations is not None:
+        return estimate_activation_subspace(request, events)
     if request.out is not None:
         inputs = [
             ("the base model folder", local_folder(request.base)),

@@ -17,6 +17,7 @@ from ...errors import CsuloraError
 from ...report.records import ModuleReport
 from ...subspace.estimate import SelectedSubspace, SubspaceBasis
 from ...subspace.keys import Target
+from ...subspace.params import INPUT_SIDE, OUTPUT_SIDE
 from ...subspace.targets import resolved_kind
 
 
@@ -39,9 +40,17 @@ def correct_module(
     method: CorrectionMethod,
     params: CorrectionParams,
     companion: CompanionUpdate | None = None,
+    side: str = OUTPUT_SIDE,
 ) -> Outcome:
-    """One module of one adapter: its report and new factors (for a selecting method, a candidate)."""
+    """One module of one adapter: its report and new factors (for a selecting method, a candidate).
+
+    An input-side basis (`side`) lives in the module's input space: the update is read transposed, dW^T =
+    s A^T B^T, whose output space that is, so every measure, detection sum and method applies to it unchanged
+    (remove-inputs is then (I - Q Q^T) A^T, i.e. A' = A (I - Q Q^T)); the factors are turned back to be written.
+    """
     device = subspace.basis.device
+    if side == INPUT_SIDE:
+        lora_b, lora_a = lora_a.T, lora_b.T
     stored_b, stored_a = lora_b.dtype, lora_a.dtype
     lora_b = lora_b.to(device, torch.float32)
     update = decompose_update(lora_b, lora_a.to(device, torch.float32), module.scale.value)
@@ -101,6 +110,8 @@ def correct_module(
         new_b.to(device, torch.float32), new_a.to(device, torch.float32) if a_changed else update.lora_a
     )
     new_a = new_a if a_changed else None
+    if side == INPUT_SIDE:
+        new_b, new_a = _as_stored(new_b, new_a, lora_a)
     if not method.selects_modules:
         return Outcome(module_report(written, "corrected"), new_b, new_a)
     similarity = method.similarity(update, subspace)
@@ -111,6 +122,15 @@ def correct_module(
         new_a,
         report_if_unselected=module_report(unchanged, "unchanged", note, selected=False, similarity=similarity),
     )
+
+
+def _as_stored(
+    frame_b: torch.Tensor, frame_a: torch.Tensor | None, frame_lora_a: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B', A') to write, from the transposed frame's factors: B' = (frame A')^T, or the stored B (the frame's
+    A, `frame_lora_a`, transposed back) where the frame kept its A; A' = (frame B')^T."""
+    new_b = (frame_lora_a if frame_a is None else frame_a).T.contiguous().cpu()
+    return new_b, frame_b.T.contiguous()
 
 
 def _detection(update, subspace: SelectedSubspace, basis: SubspaceBasis, two_sided: bool) -> DetectionEnergies | None:

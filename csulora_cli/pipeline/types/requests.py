@@ -18,8 +18,10 @@ from ...correction.methods import check_method
 from ...correction.params import CorrectionParams
 from ...correction.statistics import STATISTICS
 from ...errors import UsageError
+from ...inference.params import check_dtype
+from ...probe.prompts import DEFAULT_FIELD
 from ...subspace.keys import parse_layers
-from ...subspace.params import DEFAULT_ENERGY, EstimationParams, check_energy, check_storage
+from ...subspace.params import DEFAULT_ENERGY, DEFAULT_RIDGE, EstimationParams, check_energy, check_storage
 from .devices import check_device
 
 # `{name}` in a push template: the output folder's name (`org/{name}-safe`).
@@ -165,6 +167,13 @@ class EstimateRequest:
 
     EstimateRequest(base="base", aligned="aligned", adapter="adapter", out=Path("subspace"))
     EstimateRequest(base="org/base", aligned="org/base-instruct", modules="mlp", layers="0-15")
+    EstimateRequest(base="base", aligned="aligned", adapter="adapter", out=Path("acts"),
+                    activations="harmful.txt", contrast="benign.txt")    # input directions, from activations
+
+    With `activations` the aligned model is run on those prompts (and on `contrast`'s) and the folder holds,
+    per module the adapter targets, the input directions the harmful prompts excite and the contrast ones do
+    not; with `refusal_direction` too, the refusal direction on the modules that write to the residual
+    stream (docs/method.md section 12). `base` is then recorded, not read.
     """
 
     base: str
@@ -184,8 +193,20 @@ class EstimateRequest:
     # The user confirms a base/aligned order the sources contradict (no warning then).
     confirm_order: bool = False
     confirm_models: bool = False  # the adapter names another aligned model, and that is right (`plumbing/pairs.py`)
+    # The activation subspace: prompt sources as the probe reads them (a file, or a Hub dataset's file).
+    activations: str | None = None  # prompts the aligned model refuses
+    contrast: str | None = None  # prompts it answers (the task's, or benign ones); None: Sigma_contrast = I
+    prompt_field: str = DEFAULT_FIELD
+    refusal_direction: bool = False  # the output-side refusal direction instead of input directions
+    ridge: float = DEFAULT_RIDGE  # relative to the contrast's mean eigenvalue
+    batch_size: int = 8
+    dtype: str = "auto"
 
     def __post_init__(self) -> None:
+        for name in ("activations", "contrast"):
+            if isinstance(getattr(self, name), Path):
+                object.__setattr__(self, name, str(getattr(self, name)))
+        self._check_activation_options()
         for name in ("base", "aligned"):
             if isinstance(getattr(self, name), Path):
                 object.__setattr__(self, name, str(getattr(self, name)))
@@ -209,6 +230,37 @@ class EstimateRequest:
                 raise UsageError(f"not a valid regular expression ({error})", parameter="modules") from None
         if self.layers is not None:
             parse_layers(self.layers)
+
+    def _check_activation_options(self) -> None:
+        """What only an activation subspace reads needs `activations`; what it cannot use is refused beside it."""
+        if self.activations is None:
+            for name in ("contrast", "refusal_direction"):
+                if getattr(self, name):
+                    raise UsageError("is part of an activation subspace: give {activations} SOURCE", parameter=name)
+            if self.prompt_field != DEFAULT_FIELD:
+                raise UsageError("names a field of {activations}' prompts: give them", parameter="prompt_field")
+            return
+        if self.adapter is None:
+            raise UsageError("reads the modules an adapter targets: give {adapter} ADAPTER", parameter="activations")
+        for name in ("modules", "layers", "push"):
+            if getattr(self, name) is not None:
+                raise UsageError(
+                    "is for bases from weights; an activation subspace covers the modules {adapter} targets "
+                    "and is written to {out}",
+                    parameter=name,
+                )
+        if self.out is None:
+            raise UsageError("an activation subspace is written to a folder: give {out} DIR", parameter="activations")
+        if self.refusal_direction and self.contrast is None:
+            raise UsageError(
+                "is the difference of mean activations on harmful and harmless prompts: give {contrast} SOURCE",
+                parameter="refusal_direction",
+            )
+        if not (math.isfinite(self.ridge) and self.ridge > 0.0):
+            raise UsageError(f"must be a positive number, got {self.ridge}", parameter="ridge")
+        if self.batch_size < 1:
+            raise UsageError(f"must be at least 1, got {self.batch_size}", parameter="batch_size")
+        check_dtype(self.dtype)
 
 
 @dataclass(frozen=True)
