@@ -78,7 +78,9 @@ def correct_module(
         )
 
     if not subspace.has_signal:
-        note = "base and aligned weights do not differ: update left unchanged"
+        # A weight folder: base and aligned agree here. A refusal-direction folder: the module does not write
+        # to the residual stream, so it has no direction to remove.
+        note = "the subspace holds no direction for this module: update left unchanged"
         selection = {"selected": False} if method.selects_modules else {}
         return Outcome(module_report(unchanged, "no_signal", note, **selection), None)
     if (params.two_sided or method.needs_right_vectors) and subspace.right is None:
