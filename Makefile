@@ -101,7 +101,8 @@ benchmark-real: real-data
 benchmark-real-restore: real-data
 	$(BIN)/python -m scripts.evidence.real --part restore --workdir $(REAL_WORKDIR)
 
-# The same pipeline on 1 seed and tiny splits (about 160 s cold on 2 cores; CI), with its sanity checks.
+# The same pipeline on 1 seed and tiny splits (about 160 s cold on 2 cores, and the restore part on 4 settings
+# and 4 validation prompts, about 40-80 s more; CI), with its sanity checks.
 benchmark-real-smoke: real-data
 	$(BIN)/python -m scripts.evidence.real --smoke --workdir $(REAL_WORKDIR)
 	CSULORA_REAL_WORKDIR=$(REAL_WORKDIR) $(BIN)/python -m pytest -q -m slow tests/e2e/test_real_smoke.py
