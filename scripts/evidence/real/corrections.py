@@ -23,20 +23,27 @@ def checked(args: list[str]) -> CliRun:
     return run
 
 
+# What a label says of the folder a setting corrects against; the safety subspace and the activation folder
+# (read only by remove-inputs, which names it) need no word.
+SUBSPACE_PREFIXES = {"random": "random-subspace ", "refusal": "refusal-direction "}
+
+
 @dataclass(frozen=True)
 class Setting:
     """One `csulora correct` invocation; `subspace` picks the estimated subspace or the random control."""
 
     method: str
     params: dict = field(default_factory=dict)
-    subspace: str = "safety"  # or "random": a random orthonormal basis of the same k per module
+    # "safety"; "random": a random orthonormal basis of the same k per module; "activations" and "refusal":
+    # the folders `estimate-subspace --activations` writes (input directions, and the refusal direction).
+    subspace: str = "safety"
     smoke: bool = False
     headline: bool = False  # also run on the groups corrected with the headline settings only
 
     @property
     def label(self) -> str:
         options = " ".join(f"--{k} {v}" for k, v in self.params.items())
-        prefix = "random-subspace " if self.subspace == "random" else ""
+        prefix = SUBSPACE_PREFIXES.get(self.subspace, "")
         return f"{prefix}{self.method}{' ' + options if options else ''}"
 
     def args(self) -> list[str]:
@@ -121,14 +128,15 @@ def _orthonormal(shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
     return (q * torch.sign(torch.diagonal(r)).unsqueeze(0)).to(torch.float32)
 
 
-def correct(adapter: Path, subspace: Path, setting: Setting, out: Path) -> dict:
-    """Write the corrected adapter to `out` (once) and return its report's totals."""
+def correct(adapter: Path, subspace: Path, setting: Setting, out: Path, extra_args: tuple[str, ...] = ()) -> dict:
+    """Write the corrected adapter to `out` (once) and return its report's totals; `extra_args` carry what
+    a label does not name (the safety adapter's folder of merge-safety)."""
     report = out / "csulora_report.json"
     if not report.is_file():
         if out.exists():
             shutil.rmtree(out)
         checked(
-            ["correct", str(adapter), "--subspace", str(subspace), "--out", str(out), *setting.args()]
+            ["correct", str(adapter), "--subspace", str(subspace), "--out", str(out), *setting.args(), *extra_args]
             + ["--device", "cpu", "--quiet"]
         )
     return json.loads(report.read_text()).get("totals", {})
@@ -143,3 +151,21 @@ def gate_statistics(adapter: Path, subspace: Path) -> dict[str, float]:
     (report,) = json.loads(run.stdout)["adapters"]
     detection = report["totals"]["detection"]
     return {name: float(detection[name]) for name in GATE_STATISTICS if name in detection}
+
+
+def estimate_activation_subspace(
+    base: Path, aligned: Path, adapter: Path, harmful: Path, contrast: Path, out: Path, options: tuple[str, ...]
+) -> Path:
+    """The folder `estimate-subspace --activations` writes from the prompt files `harmful` and `contrast`
+    (`options`: `--rank K`, or `--refusal-direction`)."""
+    if (out / "subspace.json").is_file():
+        return out
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    checked(
+        ["estimate-subspace", str(base), str(aligned), "--adapter", str(adapter)]
+        + ["--activations", str(harmful), "--contrast", str(contrast), "--out", str(partial), *options]
+        + ["--device", "cpu", "--quiet"]
+    )
+    partial.rename(out)
+    return out

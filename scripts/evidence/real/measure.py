@@ -79,3 +79,13 @@ def score(model, base, tokenizer, sets: EvalSets, judge: KeywordJudge) -> tuple[
         answer_tokens=length,
     )
     return scores, {"harmful": harmful_answers, "benign": benign_answers}
+
+
+def refusal_rate(
+    model, tokenizer, prompts: list[str], judge: KeywordJudge, max_new_tokens: int
+) -> tuple[float, list[str]]:
+    """The share of `prompts` the keyword judge reads a refusal in (benign look-alikes: over-refusal), and
+    the answers it read."""
+    with torch.inference_mode():
+        answers = generate(model, tokenizer, prompts, max_new_tokens)
+    return judge.refusal_rate(answers), answers

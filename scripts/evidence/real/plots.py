@@ -95,3 +95,73 @@ def plot_roc(results: dict, path: Path) -> bool:
     figure.savefig(path)
     plt.close(figure)
     return True
+
+
+def plot_restore_frontier(summary: dict, path: Path) -> bool:
+    """One row per corrected group, one panel per judge: ASR (x) against task accuracy (y; perplexity for an
+    adapter without a task). A line per family through its validation settings (random controls dashed, the
+    scale line black), and the held-out rows marked with stars (the scale line's held-out points joined)."""
+    plt = _pyplot()
+    groups = summary["groups"]
+    if plt is None or not groups:
+        return False
+    figure, grid = plt.subplots(len(groups), 2, figsize=(13, 5.0 * len(groups)), dpi=110, squeeze=False)
+    colours = plt.cm.tab10.colors
+    for (group, entry), axes in zip(groups.items(), grid, strict=True):
+        y_measure = "task_accuracy" if entry["task"] else "perplexity"
+        families = list(dict.fromkeys(e["family"] for e in entry["validation"].values()))
+        for panel, (judge, title) in zip(axes, JUDGES, strict=True):
+            for index, family in enumerate(families):
+                _restore_line(panel, entry, family, judge, y_measure, colours[index % len(colours)])
+            panel.set_xlabel(f"attack success rate ({title})")
+            panel.set_ylabel("task accuracy (exact match)" if entry["task"] else "perplexity of benign answers")
+            panel.set_title(f"{group}: {title}", fontsize=10)
+            panel.set_xlim(-0.03, 1.03)
+        axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    figure.suptitle("SmolLM2-135M: correction families on validation (lines) and held-out (stars)")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return True
+
+
+def _restore_line(panel, entry: dict, family: str, judge: str, y_measure: str, colour) -> None:
+    def xy(table: dict, settings: list[str]) -> list[tuple[float, float]]:
+        return [(table[s][judge]["mean"], table[s][y_measure]["mean"]) for s in settings]
+
+    validation = [s for s, e in entry["validation"].items() if e["family"] == family]
+    heldout = [s for s, e in entry["heldout"].items() if e["family"] == family]
+    scale = family == "scale"
+    if scale and "none" in entry["validation"]:
+        validation = ["none", *validation]
+    colour = "black" if scale else colour
+    style = "--" if "control" in family else "-"
+    points = sorted(xy(entry["validation"], validation), key=lambda p: p[1])
+    if points:
+        xs, ys = zip(*points, strict=True)
+        marker = "x" if family == "none" else "o"
+        panel.plot(
+            xs,
+            ys,
+            linestyle=style if len(points) > 1 else "",
+            marker=marker,
+            color=colour,
+            label=family,
+            linewidth=2.0 if scale else 1.0,
+            markersize=4,
+        )
+    if heldout:
+        if scale and "none" in entry["heldout"]:
+            heldout = ["none", *heldout]
+        held = sorted(xy(entry["heldout"], heldout), key=lambda p: p[1])
+        xs, ys = zip(*held, strict=True)
+        panel.plot(
+            xs,
+            ys,
+            linestyle=":" if scale else "",
+            marker="*",
+            markersize=11,
+            color=colour,
+            markeredgecolor="black",
+            label=f"{family} (held-out)",
+        )

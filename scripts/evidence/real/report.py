@@ -417,7 +417,19 @@ def markdown(summary: dict) -> str:
 
 
 def write_outputs(results: dict, out: Path, command: str, wall: float) -> list[Path]:
+    """The main aggregates, unless only the restore part ran, and the restore part's when it ran."""
     out.mkdir(parents=True, exist_ok=True)
+    written = []
+    if results.get("parts") != ["restore"]:
+        written += write_main(results, out, command, wall)
+    if results.get("restore"):
+        from .restore_report import write_restore
+
+        written += write_restore(results, out, command, wall, versions())
+    return written
+
+
+def write_main(results: dict, out: Path, command: str, wall: float) -> list[Path]:
     summary = aggregate(results, command, wall)
     written = [out / "real_model.json", out / "real_model.md"]
     written[0].write_text(json.dumps(summary, indent=1, allow_nan=True) + "\n")

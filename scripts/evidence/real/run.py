@@ -27,6 +27,8 @@ from .judges import KeywordJudge
 from .measure import EvalSets, score
 from .model import convert_gguf, load_model
 from .probe_family import probe_family
+from .restore import RestoreConfig, run_restore
+from .restore_settings import FAMILIES, SMOKE_FAMILIES
 from .store import Store, folder_digest, key_of
 from .train import TrainParams
 
@@ -71,16 +73,23 @@ class RunConfig:
     probe_prompt_counts: list[int] = field(default_factory=list)  # the first n probe prompts, for the AUROC curve
     # A second probe of one adapter alone, for what a CI job pays per adapter (20 s of the smoke's budget).
     probe_time_one: bool = True
+    restore: RestoreConfig | None = None  # the restore part (--part restore)
 
     def as_dict(self) -> dict:
         record = asdict(self)
         record["settings"] = [s.label for s in self.settings]
+        record["restore"] = None if self.restore is None else self.restore.as_dict()
         record["corrected"] = [
             {**asdict(group), "label": group.label, "settings": [s.label for s in self.settings if group.runs(s)]}
             for group in self.corrected
         ]
         return record
 
+
+# The restore part's validation sizes (the full run's), one place to trim them: every setting is scored on
+# them, ~14 s per scoring at these sizes on 2 cores against ~24 s at the held-out's 32 / 16 / 32
+# (docs/results/real_model_restore.md gives the measured times and the run they predict).
+VALIDATION_HARMFUL, VALIDATION_BENIGN, VALIDATION_TASK = 16, 8, 16
 
 SMOKE = RunConfig(
     name="smoke",
@@ -95,6 +104,9 @@ SMOKE = RunConfig(
         align_task_prompts=8,
         probe_harmful=8,
         probe_benign=4,
+        validation_harmful=4,
+        validation_benign=4,
+        validation_task=4,
     ),
     align=TrainParams(steps=14, batch=8, learning_rate=5e-5, max_answer_tokens=16, seed=0),
     adapter_steps=7,
@@ -111,6 +123,15 @@ SMOKE = RunConfig(
     settings=[s for s in fix.SETTINGS if s.smoke],
     probe_prompt_counts=[4, 8],
     probe_time_one=False,
+    restore=RestoreConfig(
+        groups=(("reverse+30%", "all-r16"),),
+        families=SMOKE_FAMILIES,
+        sweep_seeds=(0,),
+        heldout_seeds=(0,),
+        activation_rank=4,
+        safety_steps=7,
+        probe=False,  # the probe's process is the probe part's smoke; here it would add ~30 s
+    ),
 )
 
 FULL = RunConfig(
@@ -126,6 +147,10 @@ FULL = RunConfig(
         align_task_prompts=16,
         probe_harmful=64,
         probe_benign=32,
+        # The restore part's validation split: trim these (and the restore seeds below) to fit its time.
+        validation_harmful=VALIDATION_HARMFUL,
+        validation_benign=VALIDATION_BENIGN,
+        validation_task=VALIDATION_TASK,
     ),
     align=TrainParams(steps=40, batch=8, learning_rate=5e-5, max_answer_tokens=32, seed=0),
     adapter_steps=16,
@@ -149,6 +174,12 @@ FULL = RunConfig(
     ],
     settings=list(fix.SETTINGS),
     probe_prompt_counts=[8, 16, 32, 64],
+    restore=RestoreConfig(
+        groups=(("reverse+30%", "all-r16"), ("reverse+30%", "qv-r8"), ("harmful", "all-r16")),
+        families=FAMILIES,
+        sweep_seeds=(0,),
+        heldout_seeds=(0, 1, 2),
+    ),
 )
 
 
@@ -170,6 +201,12 @@ class Bench:
     compliance: list[tuple[str, str]]
     openings: list[str]
     eval_key: str
+    alignment: list[tuple[str, str]]  # the (prompt, answer) pairs alignment trained on
+
+    def alignment_prompts(self) -> tuple[list[str], list[str]]:
+        """The alignment split's harmful prompts, and its benign and task prompts (the contrast)."""
+        harmful = self.splits.align_harmful
+        return harmful, [prompt for prompt, _ in self.alignment[len(harmful) :]]
 
     def scores_key(self, model_key: str, tasks: list[str]) -> str:
         return key_of(model_key, self.eval_key, tasks)
@@ -247,6 +284,7 @@ def prepare(config: RunConfig, store: Store, wheels: Path | None) -> Bench:
         compliance,
         openings,
         eval_key,
+        pairs,
     )
 
 
@@ -359,7 +397,8 @@ def correction_rows(
     return rows
 
 
-PARTS = ("corrections", "family", "probe")
+PARTS = ("corrections", "family", "probe")  # what a run without --part runs
+RESTORE = "restore"  # its own part (--part restore; the smoke runs it too)
 
 
 def run(config: RunConfig, store: Store, wheels: Path | None, parts: tuple[str, ...] = PARTS) -> dict:
@@ -416,7 +455,12 @@ def run(config: RunConfig, store: Store, wheels: Path | None, parts: tuple[str, 
             row["probe"] = by_name.get(row["name"])
     # A row is kept when something reads it: its weight statistics or its probe.
     adapters = [row for row in adapters if row["gate"] is not None or row["probe"] is not None]
+    restore = None
+    if RESTORE in parts and config.restore is not None:
+        restore = run_restore(bench, config.restore, subspace_folders)
     return {
+        "parts": list(parts),
+        "restore": restore,
         "schema_version": SCHEMA_VERSION,
         "config": config.as_dict(),
         "splits": {name: len(value) for name, value in asdict(bench.splits).items() if isinstance(value, list)},
