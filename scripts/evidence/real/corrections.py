@@ -42,14 +42,15 @@ class Setting:
 
     @property
     def label(self) -> str:
-        options = " ".join(f"--{k} {v}" for k, v in self.params.items())
+        options = " ".join(f"--{k}" if v is True else f"--{k} {v}" for k, v in self.params.items())
         prefix = SUBSPACE_PREFIXES.get(self.subspace, "")
         return f"{prefix}{self.method}{' ' + options if options else ''}"
 
     def args(self) -> list[str]:
         args = ["--method", self.method]
         for name, value in self.params.items():
-            args += [f"--{name}", str(value)]
+            # True: a flag that takes no value (`--readd-everywhere`).
+            args += [f"--{name}"] if value is True else [f"--{name}", str(value)]
         return args
 
 

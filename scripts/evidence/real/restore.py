@@ -178,7 +178,7 @@ def run_restore(bench, restore: RestoreConfig, subspace_folders) -> dict:
             if (kind, shape, seed) not in adapters:
                 continue
             spec, folder = adapters[(kind, shape, seed)]
-            for fam in restore.families:
+            for fam in [f for f in restore.families if f.runs_on(shape)]:
                 for setting in fam.settings:
                     row = corrected_row(scoring, folders, extra, group, spec, folder, fam, setting, VALIDATION)
                     rows += [row] if row else []

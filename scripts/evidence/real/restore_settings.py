@@ -23,6 +23,11 @@ class Family:
     settings: tuple[Setting, ...]
     heldout: str = CHOSEN
     control_of: str | None = None  # for a CONTROL family: the family whose chosen setting it mirrors
+    # The adapter shapes it runs on (None: every one); a family that differs from another only on some shapes.
+    shapes: tuple[str, ...] | None = None
+
+    def runs_on(self, shape: str) -> bool:
+        return self.shapes is None or shape in self.shapes
 
     def control_for(self, chosen: Setting) -> Setting:
         """This control's setting at the same knobs as `chosen` (only the subspace differs)."""
@@ -34,6 +39,7 @@ class Family:
             "settings": [s.label for s in self.settings],
             "heldout": self.heldout,
             "control_of": self.control_of,
+            "shapes": None if self.shapes is None else list(self.shapes),
         }
 
 
@@ -72,6 +78,17 @@ FAMILIES = (
             for a in READD_ALPHAS
             for k in (4, 16, 64, "full")
         ),
+    ),
+    # On every block linear weight the alignment moved, not only the adapter's targets: for all-r16 these are the
+    # same modules (its rows are readd's), so it runs on the q,v adapter only.
+    Family(
+        "readd (every module)",
+        tuple(
+            Setting("readd", {"alpha": a, **({"rank": k} if k != "full" else READD_FULL), "readd-everywhere": True})
+            for a in (0.5, 1)
+            for k in (16, "full")
+        ),
+        shapes=("qv-r8",),
     ),
     Family(
         "safelora",
