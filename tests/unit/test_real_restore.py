@@ -273,7 +273,9 @@ def test_heldout_runs_every_scale_the_chosen_settings_and_the_control_at_the_cho
         "remove-top",
         "remove-top random control",
         "readd",
+        "readd random control",
     }
+    assert ("readd random control", "random-subspace readd --alpha 1 --rank 16") in planned
 
 
 def test_the_families_hold_the_settings_the_issue_lists():

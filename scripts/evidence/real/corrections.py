@@ -25,7 +25,12 @@ def checked(args: list[str]) -> CliRun:
 
 # What a label says of the folder a setting corrects against; the safety subspace and the activation folder
 # (read only by remove-inputs, which names it) need no word.
-SUBSPACE_PREFIXES = {"random": "random-subspace ", "refusal": "refusal-direction "}
+SUBSPACE_PREFIXES = {
+    "random": "random-subspace ",
+    "refusal": "refusal-direction ",
+    "random-activations": "random-input-directions ",
+    "random-refusal": "random-direction ",
+}
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,8 @@ def random_subspace(safety: Path, out: Path, seed: int = 0) -> Path:
 
 def _orthonormal(shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
     rows, columns = shape
+    if columns == 0:  # an empty basis (a refusal-direction folder's non-residual modules) stays empty
+        return torch.zeros(rows, 0)
     q, r = torch.linalg.qr(torch.randn(rows, columns, generator=generator, dtype=torch.float64))
     # Fixing the signs by R's diagonal makes Q Haar-distributed rather than biased by QR's convention.
     return (q * torch.sign(torch.diagonal(r)).unsqueeze(0)).to(torch.float32)

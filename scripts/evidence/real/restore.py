@@ -178,7 +178,7 @@ def run_restore(bench, restore: RestoreConfig, subspace_folders) -> dict:
             if (kind, shape, seed) not in adapters:
                 continue
             spec, folder = adapters[(kind, shape, seed)]
-            for fam in [f for f in restore.families if f.runs_on(shape)]:
+            for fam in [f for f in restore.families if f.runs_on(shape) and f.validate]:
                 for setting in fam.settings:
                     row = corrected_row(scoring, folders, extra, group, spec, folder, fam, setting, VALIDATION)
                     rows += [row] if row else []
@@ -190,6 +190,8 @@ def run_restore(bench, restore: RestoreConfig, subspace_folders) -> dict:
                 continue
             spec, folder = adapters[(kind, shape, seed)]
             for fam, setting in heldout_settings(restore.families, chosen):
+                if fam.heldout_seeds is not None and seed not in fam.heldout_seeds:
+                    continue
                 row = corrected_row(scoring, folders, extra, group, spec, folder, fam, setting, HELDOUT)
                 rows += [row] if row else []
         store.progress(f"{group}: held-out rows done")
@@ -336,6 +338,10 @@ def activation_folders(bench, restore: RestoreConfig, adapter: Path) -> dict[str
         folders[name] = fix.estimate_activation_subspace(
             bench.base_folder, bench.aligned_folder, adapter, files["harmful"], files["contrast"], out, options
         )
+        # The random control: the same number of directions per module, drawn at random.
+        if uses(restore.families, subspace=f"random-{name}"):
+            random_out = bench.store.path("subspaces", f"random-{out.name}")
+            folders[f"random-{name}"] = fix.random_subspace(folders[name], random_out)
     return folders
 
 

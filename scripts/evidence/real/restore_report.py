@@ -85,8 +85,11 @@ def _point(entry: dict) -> rules.Point:
     )
 
 
-def goal(heldout: dict[str, dict], aligned: dict, task: str | None, families: list[dict]) -> dict:
-    """The goal's criteria per held-out setting (the control aside) and the group's verdict."""
+def goal(
+    heldout: dict[str, dict], aligned: dict, task: str | None, families: list[dict], rows: list[dict] | None = None
+) -> dict:
+    """The goal's criteria per held-out setting (the control aside) and the group's verdict. A control run on
+    fewer seeds than its family is compared with the family's mean on the control's seeds (`rows`)."""
     if "none" not in heldout:
         return {"rows": {}, "verdict": rules.verdict({})}
     uncorrected = _point(heldout["none"])
@@ -101,16 +104,21 @@ def goal(heldout: dict[str, dict], aligned: dict, task: str | None, families: li
                 (uncorrected.task, getattr(uncorrected, judge)),
                 (aligned_point.task, getattr(aligned_point, judge)),
             ]
-    controls = {
-        kinds[e["family"]]["control_of"]: _point(e)
-        for e in heldout.values()
-        if kinds[e["family"]]["heldout"] == CONTROL
+    control_entries = {
+        kinds[e["family"]]["control_of"]: e for e in heldout.values() if kinds[e["family"]]["heldout"] == CONTROL
     }
+    controls = {name: _point(e) for name, e in control_entries.items()}
     goal_rows = {}
     for setting, entry in heldout.items():
         family = kinds[entry["family"]]
         if setting == "none" or family["heldout"] == CONTROL:
             continue
+        own_at_control_seeds = None
+        control_entry = control_entries.get(family["name"])
+        if control_entry is not None and rows is not None and control_entry["seeds"] != entry["seeds"]:
+            shared = [r for r in rows if r["setting"] == setting and r["seed"] in control_entry["seeds"]]
+            if shared:
+                own_at_control_seeds = rules.mean_point([rules.point_of(r["scores"], task) for r in shared])
         row = rules.goal_row(
             _point(entry),
             uncorrected,
@@ -118,6 +126,7 @@ def goal(heldout: dict[str, dict], aligned: dict, task: str | None, families: li
             scale_line,
             controls.get(family["name"]),
             is_scale=family["name"] == "scale",
+            own_at_control_seeds=own_at_control_seeds,
         )
         goal_rows[setting] = {"family": family["name"], **row}
     by_family = {f"{row['family']}: {setting}": row for setting, row in goal_rows.items()}
@@ -138,7 +147,13 @@ def aggregate(results: dict, command: str, wall: float, packages: dict) -> dict:
             "choices": restore["choices"].get(group, {}),
             "validation": validation,
             "heldout": heldout,
-            "goal": goal(heldout, restore["stages"]["aligned"]["heldout"], task, config["families"]),
+            "goal": goal(
+                heldout,
+                restore["stages"]["aligned"]["heldout"],
+                task,
+                config["families"],
+                [r for r in rows if r["split"] == "heldout"],
+            ),
         }
     return {
         "command": command,

@@ -25,6 +25,11 @@ class Family:
     control_of: str | None = None  # for a CONTROL family: the family whose chosen setting it mirrors
     # The adapter shapes it runs on (None: every one); a family that differs from another only on some shapes.
     shapes: tuple[str, ...] | None = None
+    # Whether it is swept on validation (a control read only against the held-out choice need not be).
+    validate: bool = True
+    # The held-out seeds it runs on (None: every held-out seed); the goal compares a control with its family
+    # on the seeds they share.
+    heldout_seeds: tuple[int, ...] | None = None
 
     def runs_on(self, shape: str) -> bool:
         return self.shapes is None or shape in self.shapes
@@ -40,6 +45,8 @@ class Family:
             "heldout": self.heldout,
             "control_of": self.control_of,
             "shapes": None if self.shapes is None else list(self.shapes),
+            "validate": self.validate,
+            "heldout_seeds": None if self.heldout_seeds is None else list(self.heldout_seeds),
         }
 
 
@@ -102,6 +109,36 @@ FAMILIES = (
     ),
     Family("remove-inputs", tuple(Setting("remove-inputs", {"rank": k}, subspace="activations") for k in (4, 16, 64))),
     Family("refusal-direction", (remove_top(1, "refusal"),)),
+    # Random controls of the other families at their chosen setting, on held-out seed 0 only (9 scorings, not
+    # 27, to stay near the 90 minutes): the same knobs on random directions of the same sizes.
+    Family(
+        "readd random control",
+        tuple(
+            Setting("readd", {"alpha": a, **({"rank": k} if k != "full" else READD_FULL)}, subspace="random")
+            for a in READD_ALPHAS
+            for k in (4, 16, 64, "full")
+        ),
+        heldout=CONTROL,
+        control_of="readd",
+        validate=False,
+        heldout_seeds=(0,),
+    ),
+    Family(
+        "remove-inputs random control",
+        tuple(Setting("remove-inputs", {"rank": k}, subspace="random-activations") for k in (4, 16, 64)),
+        heldout=CONTROL,
+        control_of="remove-inputs",
+        validate=False,
+        heldout_seeds=(0,),
+    ),
+    Family(
+        "refusal-direction random control",
+        (remove_top(1, "random-refusal"),),
+        heldout=CONTROL,
+        control_of="refusal-direction",
+        validate=False,
+        heldout_seeds=(0,),
+    ),
     Family(
         "merge-safety",
         tuple(Setting("merge-safety", {"safety-weight": w, "safelora-share": THIRD}) for w in (0.25, 0.5, 0.75, 1)),
