@@ -48,7 +48,11 @@ OTHER_DTYPE_SIZES = {
 
 def raw_bytes(tensor: torch.Tensor) -> bytes:
     """A tensor's data exactly as safetensors stores it (little-endian, row-major)."""
-    return tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
+    if tensor.numel() == 0:
+        return b""
+    # Flattened first: a contiguous tensor with a dimension of size 1 (a one-column basis from QR) may keep a
+    # stride there that `view` refuses, though its bytes are already in row-major order.
+    return tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
 
 
 @dataclass(frozen=True)

@@ -80,3 +80,14 @@ def test_an_empty_destination_is_free_and_foreign_entries_refuse_an_overwrite(tm
     with atomic_folder(destination, True, foreign) as folder:
         (folder / "own").write_text("2")
     assert (destination / "own").read_text() == "2"
+
+
+def test_raw_bytes_of_a_one_column_qr_factor_and_of_an_empty_tensor():
+    """QR's one-column Q is contiguous with a stride that `view` refuses; an empty basis has no bytes."""
+    import torch
+
+    from csulora_cli.checkpoints.header import raw_bytes
+
+    column = torch.linalg.qr(torch.randn(5, 1, dtype=torch.float64))[0]
+    assert raw_bytes(column) == column.numpy().tobytes()
+    assert raw_bytes(torch.zeros(576, 0)) == b""

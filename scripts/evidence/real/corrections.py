@@ -115,8 +115,10 @@ def random_subspace(safety: Path, out: Path, seed: int = 0) -> Path:
     for path in sorted((safety / "bases").glob("[!.]*.safetensors")):
         basis, record = read_basis_file(path)
         right = None if basis.right is None else _orthonormal(basis.right.shape, generator)
+        # An empty basis (a refusal-direction folder's modules that do not write to the residual stream) stays.
+        empty = basis.basis.shape[1] == 0
         shuffled = SubspaceBasis(
-            _orthonormal(basis.basis.shape, generator),
+            basis.basis if empty else _orthonormal(basis.basis.shape, generator),
             basis.singular_values,
             basis.total_energy,
             basis.reference_energy,
@@ -129,8 +131,6 @@ def random_subspace(safety: Path, out: Path, seed: int = 0) -> Path:
 
 def _orthonormal(shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
     rows, columns = shape
-    if columns == 0:  # an empty basis (a refusal-direction folder's non-residual modules) stays empty
-        return torch.zeros(rows, 0)
     q, r = torch.linalg.qr(torch.randn(rows, columns, generator=generator, dtype=torch.float64))
     # Fixing the signs by R's diagonal makes Q Haar-distributed rather than biased by QR's convention.
     return (q * torch.sign(torch.diagonal(r)).unsqueeze(0)).to(torch.float32)
