@@ -112,9 +112,21 @@ def test_the_readme_opening_says_what_the_evidence_says():
     must follow the committed real-model results."""
     import json
 
-    opening = README.read_text().split("\n## ", 1)[0]
-    results = json.loads((README.parent / "docs" / "results" / "real_model.json").read_text())
-    negative = "does not\nbring refusals back" in opening or "does not bring refusals back" in opening
-    assert negative != _halves_the_attack_at_90_percent_of_the_task(results), (
-        "the README's opening and docs/results/real_model.json disagree on whether a correction restores refusals"
+    opening = " ".join(README.read_text().split("\n## ", 1)[0].split())
+    results_folder = README.parent / "docs" / "results"
+    results = json.loads((results_folder / "real_model.json").read_text())
+    restore = json.loads((results_folder / "real_model_restore.json").read_text())
+    # Every family of the restore part, chosen on validation and read on held-out (the goal of its report).
+    met = {
+        group: entry["goal"]["verdict"]["met_weak_by"]
+        for group, entry in restore["groups"].items()
+        if entry["goal"]["verdict"]["met"]
+    }
+    restored = _halves_the_attack_at_90_percent_of_the_task(results) or bool(met)
+    negative = "no correction brings refusals back" in opening or "does not bring refusals back" in opening
+    assert negative != restored, (
+        "the README's opening and docs/results/real_model{,_restore}.json disagree on whether a correction "
+        f"restores refusals (met: {met})"
     )
+    if restored:
+        assert "configs/" in opening, "a setting that meets the goal is the opening's first example, as a preset"

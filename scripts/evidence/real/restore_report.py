@@ -176,13 +176,18 @@ def time_section(restore: dict) -> dict:
     empty cache (the probe aside)."""
     config, timings = restore["config"], restore["timings"]
     families = config["families"]
-    sweep = sum(len(f["settings"]) for f in families)
-    heldout = sum(
-        len(f["settings"]) if f["heldout"] == EVERY else 1 for f in families if f["heldout"] in (EVERY, CHOSEN, CONTROL)
-    )
-    planned = rules.planned_scorings(
-        len(config["groups"]), sweep, len(config["sweep_seeds"]), heldout, len(config["heldout_seeds"])
-    )
+    planned = {"validation": 1, "heldout": 1}  # the aligned model on each split
+    for group in config["groups"]:
+        shape = group.rsplit(" ", 1)[-1]
+        running = [f for f in families if f.get("shapes") is None or shape in f["shapes"]]
+        planned["validation"] += len(config["sweep_seeds"]) * sum(
+            len(f["settings"]) for f in running if f.get("validate", True)
+        )
+        for f in running:
+            if f["heldout"] not in (EVERY, CHOSEN, CONTROL):
+                continue
+            seeds = [s for s in config["heldout_seeds"] if f.get("heldout_seeds") is None or s in f["heldout_seeds"]]
+            planned["heldout"] += len(seeds) * (len(f["settings"]) if f["heldout"] == EVERY else 1)
     measured = {split: _mean_sd(timings[split]) for split in ("validation", "heldout", "correct")}
     per_scoring = {split: measured[split]["mean"] for split in planned}
     corrections = planned["validation"] + planned["heldout"] - 2
@@ -247,7 +252,8 @@ def markdown(summary: dict) -> str:
         "",
         f"Choice, per family and group, on validation (seeds {config['sweep_seeds']}, every setting): "
         f"{config['choice_rule']}. Held-out (seeds {config['heldout_seeds']}): `none`, the paper's `csulora`, "
-        "`scale` at every alpha, each family's chosen setting, and the random control of remove-top at the chosen K. "
+        "`scale` at every alpha, each family's chosen setting, the random control of remove-top at the chosen K, "
+        "and those of readd, remove-inputs and the refusal direction at their chosen settings (seed 0 only). "
         f"The probe ran on the chosen held-out rows of seed {(config['heldout_seeds'] or ['-'])[0]} only.",
         "",
         f"Validation: {splits['validation_harmful']} harmful prompts and {splits['validation_benign']} benign "

@@ -222,16 +222,5 @@ def verdict(rows: dict[str, dict]) -> dict:
 # The time a run takes
 
 
-def planned_scorings(
-    groups: int, sweep_settings: int, sweep_seeds: int, heldout_settings: int, heldout_seeds: int
-) -> dict:
-    """How many scorings a run from an empty cache makes: the aligned model on both splits, every setting on
-    validation per sweep seed, the held-out settings per held-out seed (all per group)."""
-    return {
-        "validation": groups * sweep_settings * sweep_seeds + 1,
-        "heldout": groups * heldout_settings * heldout_seeds + 1,
-    }
-
-
 def estimated_seconds(scorings: dict, seconds_per_scoring: dict) -> float:
     return sum(count * seconds_per_scoring[split] for split, count in scorings.items())
