@@ -106,8 +106,10 @@ def _what_was_written(report: AdapterReport) -> str:
             f"{summary}The factors were written anew at one rank; `adapter_config.json` sets `r` and `lora_alpha` "
             "to match, every other tensor is the original's."
         )
+    # An input-side method rewrites what the update reads (A); every other method what it writes (B).
+    factor = "lora_A" if entry is not None and entry.sides == ("input",) else "lora_B"
     return (
-        f"{summary}Only the LoRA factors the method changed differ; `adapter_config.json` and every other tensor "
+        f"{summary}Only `{factor}` tensors differ from the input's; `adapter_config.json` and every other tensor "
         "are the original's."
     )
 

@@ -160,7 +160,7 @@ def test_the_schemas_reject_what_they_do_not_describe(batch):
     for broken in (
         {key: value for key, value in report.items() if key != "provenance"},
         report | {"schema_version": 1},
-        report | {"totals": report["totals"] | {"attenuation_energy": 1.5}},
+        report | {"totals": report["totals"] | {"attenuation_energy": -0.5}},
         report | {"unexpected": True},
     ):
         with pytest.raises(FormatError):
