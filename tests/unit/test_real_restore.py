@@ -74,6 +74,14 @@ def test_goal_row_needs_both_judges_the_guards_and_beating_scale_and_the_control
     # A random control that does as well at a higher task: behind it.
     behind = rules.goal_row(point(0.2, 0.1, 0.78), uncorrected, aligned, line, point(0.1, 0.1, 0.79))
     assert behind["ahead_of_control"] is False and not behind["goal_strong"]
+    # Lower attack success than the control at 96% of its task: ahead (the goal's 95% tolerance).
+    ahead = rules.goal_row(point(0.2, 0.1, 0.75), uncorrected, aligned, line, point(0.8, 0.6, 0.78))
+    assert ahead["ahead_of_control"] is True
+    # ... but not at 90% of its task.
+    assert (
+        rules.goal_row(point(0.2, 0.1, 0.70), uncorrected, aligned, line, point(0.8, 0.6, 0.78))["ahead_of_control"]
+        is False
+    )
     assert not rules.goal_row(point(0.0, 0.0, 0.8), uncorrected, aligned, line, None, is_scale=True)["goal_weak"]
     assert rules.goal_row(point(0.2, 0.1, 0.78, ppl=3.5), uncorrected, aligned, line, None)["goal_strong"] is False
 
@@ -300,3 +308,22 @@ def test_the_families_hold_the_settings_the_issue_lists():
         settings.FAMILIES, method="merge-safety"
     )
     assert not settings.uses(settings.SMOKE_FAMILIES, method="merge-safety")
+
+
+def test_a_rerun_that_measured_nothing_keeps_the_timings_of_the_run_that_computed_the_stages():
+    from scripts.evidence.real.restore_report import with_earlier_timings
+
+    none = {"mean": float("nan"), "sd": float("nan"), "n": 0}
+    timed = {"mean": 20.0, "sd": 1.0, "n": 10}
+    planned = {"validation": 3, "heldout": 2}
+    rerun = {"time": {"measured_s": dict.fromkeys(("validation", "heldout", "correct"), none),
+                      "planned_scorings": planned, "restore_wall_s": 5.0}}  # fmt: skip
+    earlier = {"command": "python -m scripts.evidence.real --part restore", "wall_time_s": 600.0,
+               "time": {"measured_s": dict.fromkeys(("validation", "heldout", "correct"), timed)}}  # fmt: skip
+    kept = with_earlier_timings(rerun, earlier)["time"]
+    assert kept["measured_s"]["heldout"] == timed
+    assert kept["estimated_s"] == pytest.approx(5 * 20.0 + 3 * 20.0)
+    assert kept["measured_in"] == {"command": earlier["command"], "wall_time_s": 600.0}
+    # An invocation that measured something keeps its own.
+    measured = {"time": rerun["time"] | {"measured_s": dict.fromkeys(("validation", "heldout", "correct"), timed)}}
+    assert with_earlier_timings(measured, earlier) is measured

@@ -189,6 +189,11 @@ def time_section(restore: dict) -> dict:
             seeds = [s for s in config["heldout_seeds"] if f.get("heldout_seeds") is None or s in f["heldout_seeds"]]
             planned["heldout"] += len(seeds) * (len(f["settings"]) if f["heldout"] == EVERY else 1)
     measured = {split: _mean_sd(timings[split]) for split in ("validation", "heldout", "correct")}
+    return estimate_time(planned, measured) | {"restore_wall_s": timings["restore_wall_s"]}
+
+
+def estimate_time(planned: dict, measured: dict) -> dict:
+    """The run an empty cache makes, at the measured seconds per scoring and per correction."""
     per_scoring = {split: measured[split]["mean"] for split in planned}
     corrections = planned["validation"] + planned["heldout"] - 2
     estimate = rules.estimated_seconds(planned, per_scoring) + corrections * measured["correct"]["mean"]
@@ -197,7 +202,6 @@ def time_section(restore: dict) -> dict:
         "planned_scorings": planned,
         "planned_corrections": corrections,
         "estimated_s": estimate,
-        "restore_wall_s": timings["restore_wall_s"],
     }
 
 
@@ -313,11 +317,18 @@ def markdown(summary: dict) -> str:
         ]
     time = summary["time"]
     measured = time["measured_s"]
+    earlier = time.get("measured_in")
+    where = (
+        f"Measured by the invocation that computed the stages (`{earlier['command']}`, wall time "
+        f"{earlier['wall_time_s']:.0f} s)"
+        if earlier
+        else "Measured in this invocation"
+    )
     lines += [
         "",
         "## Time",
         "",
-        f"Measured in this invocation: {_fmt(measured['validation'], 1)} s per validation scoring "
+        f"{where}: {_fmt(measured['validation'], 1)} s per validation scoring "
         f"(n {measured['validation']['n']}), {_fmt(measured['heldout'], 1)} s per held-out scoring "
         f"(n {measured['heldout']['n']}), {_fmt(measured['correct'], 1)} s per correction. From an empty cache the "
         f"part makes {time['planned_scorings']['validation']} validation and {time['planned_scorings']['heldout']} "
@@ -327,9 +338,29 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def with_earlier_timings(summary: dict, earlier: dict) -> dict:
+    """An invocation that read every stage back (`--cached-only`, or a rerun) measured no scoring: it keeps
+    the seconds measured by the invocation that computed them (recorded with its command and wall time),
+    rather than writing none."""
+    measured = summary["time"]["measured_s"]
+    before = (earlier.get("time") or {}).get("measured_s") or {}
+    if any(measured[split]["n"] for split in measured) or not any(
+        (before.get(split) or {}).get("n") for split in measured
+    ):
+        return summary
+    time = estimate_time(summary["time"]["planned_scorings"], before) | {
+        "restore_wall_s": summary["time"]["restore_wall_s"],
+        "measured_in": earlier.get("time", {}).get("measured_in")
+        or {"command": earlier["command"], "wall_time_s": earlier["wall_time_s"]},
+    }
+    return summary | {"time": time}
+
+
 def write_restore(results: dict, out: Path, command: str, wall: float, packages: dict) -> list[Path]:
     summary = aggregate(results, command, wall, packages)
     written = [out / "real_model_restore.json", out / "real_model_restore.md"]
+    if written[0].is_file():
+        summary = with_earlier_timings(summary, json.loads(written[0].read_text()))
     written[0].write_text(json.dumps(summary, indent=1, allow_nan=True) + "\n")
     written[1].write_text(markdown(summary))
     if plot_restore_frontier(summary, out / "real_model_restore_frontier.png"):

@@ -160,13 +160,14 @@ def ahead_of_scale(point: Point, scale_line: dict[str, list[tuple[float, float]]
 
 
 def ahead_of_control(point: Point, control: Point | None) -> bool | None:
-    """Ahead of its random control at the same knobs: no worse on attack success (judges' mean) nor on
-    task accuracy, and better on one; None for a family without a control."""
+    """Ahead of its random control at the same knobs: lower attack success (the judges' mean) while keeping
+    at least 95% of the control's task accuracy (the goal's own tolerance on the task); None for a family
+    without a control."""
     if control is None:
         return None
     task, control_task = _task(point), _task(control)
-    no_worse = point.asr <= control.asr and task >= control_task
-    return no_worse and (point.asr < control.asr or task > control_task)
+    keeps = control_task <= 0 or task >= TASK_STRONG * control_task
+    return point.asr < control.asr and keeps
 
 
 def goal_row(
