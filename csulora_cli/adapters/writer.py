@@ -96,6 +96,11 @@ class AdapterWriter:
             else:
                 lora_b, lora_a = tensors[module.b_key], tensors[module.a_key]
             tensors[module.b_key], tensors[module.a_key] = _at_rank(lora_b, lora_a, rank, module.scale.value)
+            # PEFT scales lora_B's bias (lora_bias=True) with the module too: it takes the fold as well.
+            bias_key = module.b_key.removesuffix(".weight") + ".bias"
+            if bias_key in tensors:
+                bias = tensors[bias_key]
+                tensors[bias_key] = (bias.to(torch.float32) * module.scale.value).to(bias.dtype)
         dtype = self.adapter.modules[0].dtype if self.adapter.modules else torch.float32
         for name, (lora_b, lora_a) in self.added.items():
             b_key, a_key = f"{PEFT_PREFIX}{name}.lora_B.weight", f"{PEFT_PREFIX}{name}.lora_A.weight"
@@ -107,7 +112,9 @@ class AdapterWriter:
         if self.added:
             # Every module by its full name: PEFT matches a name exactly, whatever the layers or patterns were.
             names = [module.name for module in self.adapter.modules] + list(self.added)
-            config.update(target_modules=sorted(names), layers_to_transform=None, layers_pattern=None)
+            config.update(
+                target_modules=sorted(names), layers_to_transform=None, layers_pattern=None, exclude_modules=None
+            )
         (self.folder / CONFIG_FILE).unlink(missing_ok=True)
         write_new_file(self.folder / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
 

@@ -103,8 +103,9 @@ def _what_was_written(report: AdapterReport) -> str:
         )
     if any(module.output_rank is not None for module in report.modules):
         return (
-            f"{summary}The factors were written anew at one rank; `adapter_config.json` sets `r` and `lora_alpha` "
-            "to match, every other tensor is the original's."
+            f"{summary}Every LoRA factor was written anew at one rank (zero-padded, each module's scale folded "
+            "into its `lora_B`); `adapter_config.json` sets `r` = `lora_alpha` to that rank without rank or alpha "
+            "patterns; every other tensor is the original's."
         )
     # An input-side method rewrites what the update reads (A); every other method what it writes (B).
     factor = "lora_A" if entry is not None and entry.sides == ("input",) else "lora_B"

@@ -137,8 +137,11 @@ def totals_of(modules: list[ModuleReport]) -> Totals:
             "off": sum(m.figures.directions.off for m in modules),
         },
         # The adapter as one vector (and V as one); only when every module has its sums.
+        # Modules readd added have no update of the adapter's to measure: they are left out of the sums.
         detection=(
-            total_energies(m.detection for m in modules) if all(m.detection is not None for m in modules) else None
+            total_energies(m.detection for m in modules if m.status != "added")
+            if all(m.detection is not None for m in modules if m.status != "added")
+            else None
         ),
     )
 

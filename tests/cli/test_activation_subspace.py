@@ -272,3 +272,14 @@ def test_remove_inputs_is_refused_on_an_output_side_folder_naming_both(tiny, ref
     result = run_cli("correct", tiny / "adapter", "--subspace", refusal_folder, "--out", tiny / "never",
                      "--method", "remove-inputs")  # fmt: skip
     assert_one_line_error(result, 2, str(refusal_folder), "output-side", "--method remove-inputs")
+
+
+def test_a_refusal_direction_for_an_adapter_without_residual_writers_is_refused(tiny):
+    build_adapter_folder(tiny / "model", tiny / "qv-adapter", seed=2, targets=("q_proj", "v_proj"), rank=2)
+    result = run_cli(
+        "estimate-subspace", tiny / "model", tiny / "model", "--adapter", tiny / "qv-adapter", "--out",
+        tiny / "qv-out", "--activations", tiny / "harmful.txt", "--contrast", tiny / "benign.jsonl",
+        "--prompt-field", "text", "--refusal-direction",
+    )  # fmt: skip
+    assert_one_line_error(result, 2, "--refusal-direction", "residual stream")
+    assert not (tiny / "qv-out").exists()

@@ -60,6 +60,8 @@ class CorrectionMethod:
     adds_rank: bool = False
     # True when it reads a second adapter's update of each module (`CompanionUpdate`).
     needs_companion: bool = False
+    # False for a method whose rule ignores the subspace (scale): it applies where the subspace is empty too.
+    reads_subspace: bool = True
 
     def __init__(self, entry: MethodEntry):
         self.entry = entry

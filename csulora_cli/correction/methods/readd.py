@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 
-from ...errors import CsuloraError
 from ...subspace.estimate import SelectedSubspace
 from ..decompose import LowRankUpdate
 from ..params import CorrectionParams
@@ -31,8 +30,6 @@ class ReaddAlignment(CorrectionMethod):
         params: CorrectionParams,
         companion: CompanionUpdate | None = None,
     ) -> CorrectedFactors:
-        if update.scale == 0.0:
-            raise CsuloraError("a LoRA scale of 0 (lora_alpha 0) cannot carry a re-added update")
         added_b = (params.alpha / update.scale) * (subspace.basis * subspace.singular_values.to(update.lora_b.dtype))
         return CorrectedFactors(
             torch.cat([update.lora_b, added_b], dim=1),

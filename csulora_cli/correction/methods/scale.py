@@ -15,6 +15,8 @@ from .base import CorrectionMethod
 
 
 class ScaleDown(CorrectionMethod):
+    reads_subspace = False
+
     def parameters(self, params: CorrectionParams) -> dict:
         return {"alpha": params.alpha}
 

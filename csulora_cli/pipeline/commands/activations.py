@@ -53,6 +53,13 @@ def estimate_activation_subspace(request: EstimateRequest, events: Events) -> Es
     hub = hub_client(request.cache_dir, request.hub, events)
     opened = open_adapter(request.adapter, hub)
     modules = _linear_modules(opened.adapter.modules, opened.label)
+    if request.refusal_direction and not any(writes_residual_stream(module.name) for module in modules):
+        raise UsageError(
+            "the adapter updates no module that writes to the residual stream (o_proj, down_proj, ...), so a "
+            "refusal-direction folder would hold no direction; use the input directions (without it)",
+            parameter="refusal_direction",
+            where=opened.label,
+        )
     model_folder = open_model_folder(request.aligned, hub)
     sources = {"base": _recorded_base(request.base), "aligned": model_folder.source.to_dict()}
     record = _estimation_record(request, harmful, contrast)

@@ -22,7 +22,7 @@ from ...events import Events, SilentEvents
 from ...report.records import REPORT_FILE, AdapterReport, ModuleReport, Provenance
 from ...subspace.keys import Target
 from ...subspace.providers import SubspaceDescription
-from ...subspace.targets import targets_for_adapter
+from ...subspace.targets import _EMBEDDING_KEY, targets_for_adapter
 from ..plumbing.adapter_source import OpenedAdapter, open_adapter
 from ..plumbing.basis_source import hub_client, open_provider
 from ..plumbing.batch import Batch
@@ -88,6 +88,8 @@ def correct(request: CorrectRequest, events: Events = SilentEvents()) -> list[Ad
     plan_correct_pushes(request, [planned.get(index) for index in batch.live()], [item.label for item in opened])
     _warn_what_is_not_corrected(opened, bool(planned), events)
     companion = _open_companion(request, hub)
+    if companion is not None:
+        _check_companion(companion, [item.adapter for item in opened], events)
     provider = open_provider(request.subspace, [item.adapter for item in opened], hub, events)
     description = provider.describe()
     _refuse_other_side(method, description)
@@ -147,20 +149,35 @@ def _open_companion(request: CorrectRequest, hub) -> OpenedAdapter | None:
     return open_adapter(request.correction.safety_adapter, hub)
 
 
-def _companion_update(companion: OpenedAdapter | None, module: LoraModule) -> CompanionUpdate | None:
-    """The safety adapter's update of `module` (matched by name), its shapes checked against the module's."""
-    if companion is None:
-        return None
-    by_name = {candidate.name: candidate for candidate in companion.adapter.modules}
-    other = by_name.get(module.name)
-    if other is None:
-        return None
-    if (other.out_features, other.in_features) != (module.out_features, module.in_features):
+def _check_companion(companion: OpenedAdapter, adapters, events: Events) -> None:
+    """Before any work: the safety adapter's modules fit the adapters' (shapes), and it updates some of them."""
+    shared = 0
+    for adapter in adapters:
+        for module in adapter.modules:
+            shared += _companion_module(companion, module) is not None
+    if not shared:
+        events.warn(
+            f"{companion.label}: the safety adapter updates none of the adapters' modules, so nothing is merged"
+        )
+
+
+def _companion_module(companion: OpenedAdapter, module: LoraModule) -> LoraModule | None:
+    """The safety adapter's module of the same name, its shape checked against `module`'s."""
+    other = next((candidate for candidate in companion.adapter.modules if candidate.name == module.name), None)
+    if other is not None and (other.out_features, other.in_features) != (module.out_features, module.in_features):
         raise ShapeMismatchError(
             f"updates a {other.out_features}x{other.in_features} weight where the adapter's {module.name} is "
             f"{module.out_features}x{module.in_features}: it was trained on another model",
             where=f"{companion.adapter.weights_path} [{other.b_key}]",
         )
+    return other
+
+
+def _companion_update(companion: OpenedAdapter | None, module: LoraModule) -> CompanionUpdate | None:
+    """The safety adapter's update of `module` (matched by name), its shapes checked against the module's."""
+    other = None if companion is None else _companion_module(companion, module)
+    if other is None:
+        return None
     lora_a, lora_b = companion.adapter.factors(other)
     return CompanionUpdate(lora_b.to(torch.float32), lora_a.to(torch.float32), other.scale.value)
 
@@ -284,7 +301,7 @@ def _correct_modules(
     added_of_target: dict[Target, list[tuple[int, str]]] = {}
     if request.correction.readd_everywhere:
         for index in range(len(adapters)):
-            for name, target in _untargeted(provider, targets[index]).items():
+            for name, target in _untargeted(provider, adapters[index], targets[index]).items():
                 added_of_target.setdefault(target, []).append((index, name))
                 modules_of_target.setdefault(target, [])
     reports: list[dict[str, ModuleReport]] = [{} for _ in adapters]
@@ -313,7 +330,7 @@ def _correct_modules(
             reports[index][module.name] = outcome.report
             if outcome.new_b is not None and writers[index] is not None:
                 writers[index].write_module(module, outcome.new_b, outcome.new_a)
-        for index, name in added_of_target.get(target, []):
+        for index, name in added_of_target.get(target, []) if subspace.has_signal else []:
             report, lora_b, lora_a = added_module(name, target, subspace, basis, request.correction)
             reports[index][name] = report
             if writers[index] is not None:
@@ -331,15 +348,38 @@ def _correct_modules(
     ]
 
 
-def _untargeted(provider, targets: dict[str, Target]) -> dict[str, Target]:
-    """The folder's modules an adapter does not target, by PEFT module name (the weight key less `.weight`),
-    each in the orientation whose basis is in output-space form (untransposed where both are stored)."""
+def _untargeted(provider, adapter, targets: dict[str, Target]) -> dict[str, Target]:
+    """The folder's linear modules an adapter does not target, by PEFT module name, each in the orientation
+    whose basis is in output-space form (untransposed where both are stored).
+
+    A PEFT name is the weight key less `.weight`, with the prefix the adapter's own modules show between the
+    two (`transformer.` for a GPT-2 checkpoint saved without it); embeddings and the output head are left
+    out (PEFT adapts them with other tensors)."""
+    to_name = _peft_naming(adapter, targets)
     taken = {target.base_key for target in targets.values()}
     untargeted = {}
     for key in sorted(provider.keys() - taken):
+        if _EMBEDDING_KEY.search(key) or "lm_head" in key:
+            continue
         orientations = provider.orientations(key)
-        untargeted[key.removesuffix(".weight")] = Target(key, False not in orientations)
+        untargeted[to_name(key.removesuffix(".weight"))] = Target(key, False not in orientations)
     return untargeted
+
+
+def _peft_naming(adapter, targets: dict[str, Target]):
+    """How the adapter's module names relate to the checkpoint's keys: a prefix added or one removed."""
+    module = adapter.modules[0]
+    key_name = targets[module.name].base_key.removesuffix(".weight")
+    if module.name.endswith(key_name):
+        added = module.name[: len(module.name) - len(key_name)]
+        return lambda name: added + name
+    if key_name.endswith(module.name):
+        removed = key_name[: len(key_name) - len(module.name)]
+        return lambda name: name.removeprefix(removed)
+    raise CsuloraError(
+        f"cannot tell the PEFT name of a module from its weight key ({module.name} updates {key_name}.weight)",
+        parameter="readd_everywhere",
+    )
 
 
 def _write_selected(candidates: dict, writer, method, params: CorrectionParams) -> dict[str, ModuleReport]:

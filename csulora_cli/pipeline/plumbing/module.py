@@ -77,7 +77,7 @@ def correct_module(
             **selection,
         )
 
-    if not subspace.has_signal:
+    if not subspace.has_signal and method.reads_subspace:
         # A weight folder: base and aligned agree here. A refusal-direction folder: the module does not write
         # to the residual stream, so it has no direction to remove.
         note = "the subspace holds no direction for this module: update left unchanged"
