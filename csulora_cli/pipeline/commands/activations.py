@@ -55,8 +55,8 @@ def estimate_activation_subspace(request: EstimateRequest, events: Events) -> Es
     modules = _linear_modules(opened.adapter.modules, opened.label)
     if request.refusal_direction and not any(writes_residual_stream(module.name) for module in modules):
         raise UsageError(
-            "the adapter updates no module that writes to the residual stream (o_proj, down_proj, ...), so a "
-            "refusal-direction folder would hold no direction; use the input directions (without it)",
+            "the adapter updates no module that writes to the residual stream (o_proj, down_proj, ...), so "
+            "{refusal_direction} would write a folder with no direction; use the input directions (without it)",
             parameter="refusal_direction",
             where=opened.label,
         )
