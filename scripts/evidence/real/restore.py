@@ -190,7 +190,7 @@ def run_restore(bench, restore: RestoreConfig, subspace_folders) -> dict:
                 continue
             spec, folder = adapters[(kind, shape, seed)]
             for fam, setting in heldout_settings(restore.families, chosen):
-                if fam.heldout_seeds is not None and seed not in fam.heldout_seeds:
+                if (fam.heldout_seeds is not None and seed not in fam.heldout_seeds) or not fam.runs_on(shape):
                     continue
                 row = corrected_row(scoring, folders, extra, group, spec, folder, fam, setting, HELDOUT)
                 rows += [row] if row else []

@@ -108,7 +108,9 @@ FAMILIES = (
         "csulora-signed", (Setting("csulora-signed", {"lambda": 100}), Setting("csulora-signed", {"lambda": "inf"}))
     ),
     Family("remove-inputs", tuple(Setting("remove-inputs", {"rank": k}, subspace="activations") for k in (4, 16, 64))),
-    Family("refusal-direction", (remove_top(1, "refusal"),)),
+    # B' = (I - r r^T) B is defined on the modules that write to the residual stream (o_proj, down_proj): the
+    # q,v adapter has none, so the family runs on the all-module adapters only.
+    Family("refusal-direction", (remove_top(1, "refusal"),), shapes=("all-r16",)),
     # Random controls of the other families at their chosen setting, on held-out seed 0 only (9 scorings, not
     # 27, to stay near the 90 minutes): the same knobs on random directions of the same sizes.
     Family(
@@ -138,6 +140,7 @@ FAMILIES = (
         control_of="refusal-direction",
         validate=False,
         heldout_seeds=(0,),
+        shapes=("all-r16",),
     ),
     Family(
         "merge-safety",
