@@ -283,3 +283,13 @@ def test_a_refusal_direction_for_an_adapter_without_residual_writers_is_refused(
     )  # fmt: skip
     assert_one_line_error(result, 2, "--refusal-direction", "residual stream")
     assert not (tiny / "qv-out").exists()
+
+
+def test_correcting_an_adapter_the_refusal_folder_holds_no_direction_for_says_so(tiny, refusal_folder):
+    adapter = build_adapter_folder(tiny / "model", tiny / "qv-only", seed=3, targets=("q_proj", "v_proj"), rank=2)
+    result = run_cli(
+        "correct", adapter, "--subspace", refusal_folder, "--out", tiny / "qv-corrected", "--method", "remove-top",
+        "--rank", "1",
+    )  # fmt: skip
+    assert_one_line_error(result, 1, "no direction", "residual stream")
+    assert not (tiny / "qv-corrected").exists()

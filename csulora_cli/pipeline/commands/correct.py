@@ -276,6 +276,12 @@ def _refuse_no_displacement(module_reports: list[list[ModuleReport]], subspace: 
     """Bases without a displacement anywhere mean the two models are the same: nothing can be corrected."""
     if any(report.status != "no_signal" for reports in module_reports for report in reports):
         return
+    if isinstance(subspace.estimation, dict) and subspace.estimation.get("kind") == "activations":
+        raise CsuloraError(
+            "the activation subspace folder holds no direction for any module the adapters target (a refusal "
+            "direction is stored only for modules that write to the residual stream, o_proj and down_proj)",
+            where=str(subspace.folder),
+        )
     base = "the base model" if subspace.base is None else subspace.base.label
     aligned = "the aligned model" if subspace.aligned is None else subspace.aligned.label
     raise CsuloraError(
