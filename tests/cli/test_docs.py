@@ -116,11 +116,13 @@ def test_the_readme_opening_says_what_the_evidence_says():
     results_folder = README.parent / "docs" / "results"
     results = json.loads((results_folder / "real_model.json").read_text())
     restore = json.loads((results_folder / "real_model_restore.json").read_text())
-    # Every family of the restore part, chosen on validation and read on held-out (the goal of its report).
+    # Every family of the restore part, chosen on validation and read on held-out (the goal of its report). The
+    # goal is defined at a share of the task: an adapter without one (harmful-only) is met by deleting it, so
+    # its verdict is stated in the README's evidence, not read as "restores refusals".
     met = {
         group: entry["goal"]["verdict"]["met_weak_by"]
         for group, entry in restore["groups"].items()
-        if entry["goal"]["verdict"]["met"]
+        if entry["goal"]["verdict"]["met"] and entry["task"] is not None
     }
     restored = _halves_the_attack_at_90_percent_of_the_task(results) or bool(met)
     negative = "no correction brings refusals back" in opening or "does not bring refusals back" in opening
