@@ -20,7 +20,7 @@ import torch  # noqa: E402
 from hypothesis import settings  # noqa: E402
 
 from csulora_cli.testing.builders import build_demo  # noqa: E402
-from tests.helpers import RANK, assert_ok, run_cli  # noqa: E402
+from tests.helpers import FULL_RANK, RANK, assert_ok, run_cli  # noqa: E402
 
 # Property tests draw a fixed set of examples, in CI and in `make test` alike: a verdict never depends on the
 # draw, and a test that failed once fails the same way on a rerun. The deadline fits a busy 2-core machine
@@ -82,4 +82,18 @@ def subspace(models, root) -> Path:
         env={"CSULORA_CACHE": root / "estimate-cache"},
     )
     assert_ok(result)
+    return out
+
+
+@pytest.fixture(scope="module")
+def full_subspace(models, root) -> Path:
+    """The demo pair's exact and complete subspace folder: every module's V fits in FULL_RANK columns."""
+    base, aligned, adapter = models
+    out = root / "full-subspace"
+    assert_ok(
+        run_cli(
+            "estimate-subspace", base, aligned, "--adapter", adapter, "--rank", FULL_RANK, "--energy", "1",
+            "--exact", "--out", out,
+        )
+    )  # fmt: skip
     return out

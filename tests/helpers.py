@@ -33,6 +33,8 @@ RANK = 8
 # READER may read org/private and write nothing.
 WRITER = "hf_writerTOKEN0123456789"
 READER = "hf_readerTOKEN0123456789"
+# Wide enough for every demo module: a basis of this many columns holds all of V (the `full_subspace` fixture).
+FULL_RANK = 128
 
 
 def _find_script() -> str:

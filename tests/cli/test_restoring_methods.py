@@ -16,22 +16,7 @@ import torch
 from csulora_cli.testing.builders import TinyLlama, make_adapter_factors, write_adapter
 from tests.cli.test_correct import REPORT, WEIGHTS, adapter_modules, factors, relative_error, scale_of
 from tests.cli.test_safelora import dense_safelora
-from tests.helpers import assert_ok, assert_one_line_error, model_tensor, run_cli, validate_against_schema
-
-FULL_RANK = 128  # every demo module's V fits: the stored basis is V's exact SVD
-
-
-@pytest.fixture(scope="module")
-def exact_folder(models, root):
-    base, aligned, adapter = models
-    out = root / "exact-subspace"
-    assert_ok(
-        run_cli(
-            "estimate-subspace", base, aligned, "--adapter", adapter, "--rank", FULL_RANK, "--energy", "1",
-            "--exact", "--out", out,
-        )
-    )  # fmt: skip
-    return out
+from tests.helpers import FULL_RANK, assert_ok, assert_one_line_error, model_tensor, run_cli, validate_against_schema
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +49,9 @@ def correct(adapter, subspace, out, *options) -> dict:
     return assert_ok(run_cli("correct", adapter, "--subspace", subspace, "--out", out, "--json", *options)).report()
 
 
-def test_scale_multiplies_every_update_and_reports_what_it_removed(models, exact_folder, tmp_path):
+def test_scale_multiplies_every_update_and_reports_what_it_removed(models, full_subspace, tmp_path):
     _, _, adapter = models
-    report = correct(adapter, exact_folder, tmp_path / "out", "--method", "scale", "--alpha", "0.25")
+    report = correct(adapter, full_subspace, tmp_path / "out", "--method", "scale", "--alpha", "0.25")
     assert report["method"]["params"] == {"alpha": 0.25}
     for module in adapter_modules(adapter):
         expected = 0.25 * original_update(adapter, module)
@@ -75,9 +60,9 @@ def test_scale_multiplies_every_update_and_reports_what_it_removed(models, exact
 
 
 @pytest.mark.parametrize("k", [1, 3])
-def test_remove_top_takes_out_the_top_k_output_directions(models, exact_folder, tmp_path, k):
+def test_remove_top_takes_out_the_top_k_output_directions(models, full_subspace, tmp_path, k):
     _, _, adapter = models
-    correct(adapter, exact_folder, tmp_path / "out", "--method", "remove-top", "--rank", k)
+    correct(adapter, full_subspace, tmp_path / "out", "--method", "remove-top", "--rank", k)
     for module in adapter_modules(adapter):
         top = torch.linalg.svd(displacement(models, module), full_matrices=False)[0][:, :k]
         update = original_update(adapter, module)
@@ -85,10 +70,10 @@ def test_remove_top_takes_out_the_top_k_output_directions(models, exact_folder, 
         assert relative_error(written_update(tmp_path / "out", module), expected) < 1e-5
 
 
-def test_readd_appends_the_alignment_as_extra_rank_that_peft_loads(models, exact_folder, tmp_path):
+def test_readd_appends_the_alignment_as_extra_rank_that_peft_loads(models, full_subspace, tmp_path):
     base, aligned, adapter = models
     out = tmp_path / "out"
-    report = correct(adapter, exact_folder, out, "--method", "readd", "--alpha", "0.5", "--rank", "4")
+    report = correct(adapter, full_subspace, out, "--method", "readd", "--alpha", "0.5", "--rank", "4")
     validate_against_schema(report, "report")
     config = json.loads((out / "adapter_config.json").read_text())
     # One rank for the whole adapter (r + k), scale 1 with each module's own scale folded into B.
@@ -117,12 +102,12 @@ def test_readd_appends_the_alignment_as_extra_rank_that_peft_loads(models, exact
 
 
 def test_merge_safety_merges_the_safety_adapter_into_the_flagged_modules(
-    models, exact_folder, safety_adapter, tmp_path
+    models, full_subspace, safety_adapter, tmp_path
 ):
     _, _, adapter = models
     out = tmp_path / "out"
     report = correct(
-        adapter, exact_folder, out, "--method", "merge-safety", "--safety-adapter", safety_adapter,
+        adapter, full_subspace, out, "--method", "merge-safety", "--safety-adapter", safety_adapter,
         "--safety-weight", "0.5", "--safelora-share", "0.5", "--energy", "1", "--rank", FULL_RANK,
     )  # fmt: skip
     validate_against_schema(report, "report")
@@ -143,10 +128,10 @@ def test_merge_safety_merges_the_safety_adapter_into_the_flagged_modules(
     assert_ok(run_cli("verify", out))
 
 
-def test_safelora_share_selects_that_share_of_the_modules(models, exact_folder, tmp_path):
+def test_safelora_share_selects_that_share_of_the_modules(models, full_subspace, tmp_path):
     _, _, adapter = models
     report = correct(
-        adapter, exact_folder, tmp_path / "out", "--method", "safelora", "--safelora-share", "0.34",
+        adapter, full_subspace, tmp_path / "out", "--method", "safelora", "--safelora-share", "0.34",
         "--energy", "1", "--rank", FULL_RANK,
     )  # fmt: skip
     count = len(adapter_modules(adapter))
@@ -154,10 +139,10 @@ def test_safelora_share_selects_that_share_of_the_modules(models, exact_folder, 
     assert report["method"]["params"] == {"select": "number", "share": 0.34}
 
 
-def test_only_readd_and_merge_safety_change_the_rank(models, exact_folder, tmp_path):
+def test_only_readd_and_merge_safety_change_the_rank(models, full_subspace, tmp_path):
     _, _, adapter = models
     out = tmp_path / "out"
-    correct(adapter, exact_folder, out, "--method", "remove-top", "--rank", "2")
+    correct(adapter, full_subspace, out, "--method", "remove-top", "--rank", "2")
     assert json.loads((out / "adapter_config.json").read_text())["r"] == 8
     assert (out / WEIGHTS).stat().st_size == (adapter / WEIGHTS).stat().st_size
     assert (out / REPORT).is_file()
@@ -173,20 +158,20 @@ def test_only_readd_and_merge_safety_change_the_rank(models, exact_folder, tmp_p
         (["--method", "merge-safety", "--safety-adapter", "x", "--safety-weight", "2"], ["--safety-weight"]),
     ],
 )
-def test_bad_knobs_are_one_line_errors_naming_the_flag(models, exact_folder, tmp_path, options, mentions):
+def test_bad_knobs_are_one_line_errors_naming_the_flag(models, full_subspace, tmp_path, options, mentions):
     _, _, adapter = models
-    result = run_cli("correct", adapter, "--subspace", exact_folder, "--out", tmp_path / "out", *options)
+    result = run_cli("correct", adapter, "--subspace", full_subspace, "--out", tmp_path / "out", *options)
     assert_one_line_error(result, 2, *mentions)
     assert not (tmp_path / "out").exists()
 
 
-def test_a_safety_adapter_of_another_model_is_refused_naming_its_tensor(models, exact_folder, tmp_path):
+def test_a_safety_adapter_of_another_model_is_refused_naming_its_tensor(models, full_subspace, tmp_path):
     _, _, adapter = models
     other = tmp_path / "other"
     modules = make_adapter_factors(TinyLlama(hidden=32, kv_hidden=16, intermediate=64), ("q_proj",), rank=2)
     write_adapter(other, modules, {"r": 2, "lora_alpha": 2, "target_modules": ["q_proj"]})
     result = run_cli(
-        "correct", adapter, "--subspace", exact_folder, "--out", tmp_path / "out", "--method", "merge-safety",
+        "correct", adapter, "--subspace", full_subspace, "--out", tmp_path / "out", "--method", "merge-safety",
         "--safety-adapter", other, "--safelora-share", "1",
     )  # fmt: skip
     message = assert_one_line_error(result, 1, "lora_B")
@@ -194,7 +179,7 @@ def test_a_safety_adapter_of_another_model_is_refused_naming_its_tensor(models, 
     assert not (tmp_path / "out").exists()
 
 
-def test_readd_everywhere_adds_the_folders_other_modules_and_peft_loads_them(models, exact_folder, tmp_path):
+def test_readd_everywhere_adds_the_folders_other_modules_and_peft_loads_them(models, full_subspace, tmp_path):
     base, aligned, adapter = models
     narrow = tmp_path / "narrow"
     modules = {name: pair for name, pair in make_adapter_factors(TinyLlama(), ("q_proj",), rank=2, seed=3).items()}
@@ -204,7 +189,7 @@ def test_readd_everywhere_adds_the_folders_other_modules_and_peft_loads_them(mod
     )  # fmt: skip
     out = tmp_path / "out"
     report = correct(
-        narrow, exact_folder, out, "--method", "readd", "--alpha", "1", "--rank", "2", "--readd-everywhere"
+        narrow, full_subspace, out, "--method", "readd", "--alpha", "1", "--rank", "2", "--readd-everywhere"
     )
     validate_against_schema(report, "report")
     wide = adapter_modules(adapter)  # the folder's modules
@@ -238,9 +223,9 @@ def test_readd_everywhere_adds_the_folders_other_modules_and_peft_loads_them(mod
         (["--method", "scale", "--readd-everywhere"], ["--readd-everywhere", "scale"]),
     ],
 )
-def test_readd_everywhere_is_refused_beside_another_method(models, exact_folder, tmp_path, options, mentions):
+def test_readd_everywhere_is_refused_beside_another_method(models, full_subspace, tmp_path, options, mentions):
     _, _, adapter = models
-    result = run_cli("correct", adapter, "--subspace", exact_folder, "--out", tmp_path / "out", *options)
+    result = run_cli("correct", adapter, "--subspace", full_subspace, "--out", tmp_path / "out", *options)
     assert_one_line_error(result, 2, *mentions)
 
 

@@ -15,23 +15,7 @@ import torch
 
 from csulora_cli.testing.builders import TinyLlama, make_adapter_factors, write_adapter
 from tests.cli.test_correct import REPORT, WEIGHTS, adapter_modules, factors, relative_error
-from tests.helpers import assert_ok, model_tensor, run_cli, tensor_bytes
-
-# Wide enough for every demo module: the basis then holds all of V and C B is exact.
-FULL_RANK = 128
-
-
-@pytest.fixture(scope="module")
-def full_subspace(models, root):
-    base, aligned, adapter = models
-    out = root / "full-subspace"
-    assert_ok(
-        run_cli(
-            "estimate-subspace", base, aligned, "--adapter", adapter, "--rank", FULL_RANK, "--energy", "1",
-            "--exact", "--out", out,
-        )
-    )  # fmt: skip
-    return out
+from tests.helpers import FULL_RANK, assert_ok, model_tensor, run_cli, tensor_bytes
 
 
 def dense_safelora(models, adapter):

@@ -88,18 +88,7 @@ def estimate_activation_subspace(request: EstimateRequest, events: Events) -> Es
     for target, basis in zip(targets, bases, strict=True):
         basis_record = {"module": target.base_key, "transposed": False, "fingerprint": fingerprint}
         add_basis_to_folder(request.out, basis_record, basis, request.storage)
-        selected = basis.select(request.energy)
-        results.append(
-            ModuleSubspace(
-                target=target,
-                stored_rank=basis.basis.shape[1],
-                rank=selected.rank,
-                captured_energy=selected.captured_energy,
-                displacement_energy=basis.total_energy,
-                has_signal=basis.has_signal,
-                from_cache=False,
-            )
-        )
+        results.append(ModuleSubspace.of_basis(target, basis, request.energy, from_cache=False))
     record_job(request.out, targets, finished=True)
     return EstimateResult(
         location=str(request.out), modules=results, sources=sources, estimation=record, energy=request.energy

@@ -101,7 +101,7 @@ def estimate_subspace(request: EstimateRequest, events: Events = SilentEvents())
         if skip_unchanged and not basis.has_signal:
             unchanged.append(target)
             continue
-        modules.append(_module_subspace(target, basis, request.energy, from_cache))
+        modules.append(ModuleSubspace.of_basis(target, basis, request.energy, from_cache))
         if request.out is None:
             continue
         waiting.append((target, basis))
@@ -134,16 +134,3 @@ def estimate_subspace(request: EstimateRequest, events: Events = SilentEvents())
         energy=request.energy,
     )
     return push_subspace(push, result, request, hub, events)
-
-
-def _module_subspace(target: Target, basis: SubspaceBasis, energy: float, from_cache: bool) -> ModuleSubspace:
-    selected = basis.select(energy)
-    return ModuleSubspace(
-        target=target,
-        stored_rank=basis.basis.shape[1],
-        rank=selected.rank,
-        captured_energy=selected.captured_energy,
-        displacement_energy=basis.total_energy,
-        has_signal=basis.has_signal,
-        from_cache=from_cache,
-    )

@@ -22,6 +22,20 @@ class ModuleSubspace:
     has_signal: bool
     from_cache: bool
 
+    @classmethod
+    def of_basis(cls, target: Target, basis, energy: float, from_cache: bool) -> ModuleSubspace:
+        """What a run reports of one stored basis (a `SubspaceBasis`) at the requested energy."""
+        selected = basis.select(energy)
+        return cls(
+            target=target,
+            stored_rank=basis.basis.shape[1],
+            rank=selected.rank,
+            captured_energy=selected.captured_energy,
+            displacement_energy=basis.total_energy,
+            has_signal=basis.has_signal,
+            from_cache=from_cache,
+        )
+
     @property
     def module(self) -> str:
         """The module's name, as `correct` and `inspect` name it (its weight key without `.weight`)."""

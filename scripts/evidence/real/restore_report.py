@@ -8,11 +8,11 @@ import json
 import math
 import os
 import platform
-import statistics
 from pathlib import Path
 
 from . import restore_rules as rules
 from .plots import plot_restore_frontier
+from .report import mean_sd
 from .restore_settings import CHOSEN, CONTROL, EVERY
 
 MEASURES = (
@@ -39,14 +39,8 @@ GOAL_TEXT = (
 
 
 def _mean_sd(values: list[float]) -> dict:
-    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    if not values:
-        return {"mean": float("nan"), "sd": float("nan"), "n": 0}
-    return {
-        "mean": statistics.fmean(values),
-        "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
-        "n": len(values),
-    }
+    """report.mean_sd over the measured values: a NaN (a measure an adapter has not got) is left out."""
+    return mean_sd([v for v in values if not (isinstance(v, float) and math.isnan(v))])
 
 
 def _task_of(row: dict) -> float | None:
